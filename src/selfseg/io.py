@@ -1,0 +1,205 @@
+"""Image and table I/O: robust image reading, atomic writing, input discovery."""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageReadError",
+    "atomic_path",
+    "find_images",
+    "read_image",
+    "read_mask",
+    "write_csv",
+    "write_image",
+]
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+_GREY_MODES = ("1", "L", "LA", "La")
+
+
+class ImageReadError(ValueError):
+    """An input could not be read as an image; ``str(err)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split())
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason)
+
+
+def _decode_reason(err: Exception) -> str:
+    """Short, single-line description of an access or decoding failure."""
+    if isinstance(err, UnidentifiedImageError):
+        return "unknown image format"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err).strip() or type(err).__name__
+
+
+def _pixels(img: Image.Image) -> np.ndarray:
+    """Loaded PIL image -> float32 (H, W) or (H, W, 3) array of raw (unscaled) values."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    if mode in ("I", "F"):
+        return np.asarray(img, dtype=np.float32)
+    if mode in _GREY_MODES:
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _scale(values: np.ndarray, mode: str) -> np.ndarray:
+    """Bring 32-bit integer ("I") or float ("F") pixel values into [0, 1]."""
+    lo, hi = float(values.min()), float(values.max())
+    if mode == "I" and lo >= 0:
+        return values / max(hi, 65535.0)
+    if hi > lo:
+        return (values - lo) / (hi - lo)
+    return np.clip(values, 0.0, 1.0)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as float32 (H, W, C) in [0, 1]; C is 1 (grey) or 3 (colour).
+
+    Alpha is dropped, palettes and other colour spaces become RGB, 16-bit data is
+    divided by 65535, float data is min-max scaled. Multi-frame files give the
+    first frame. Any unreadable input raises :class:`ImageReadError`.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except (OSError, ValueError) as err:
+        raise ImageReadError(path, f"cannot access file: {_decode_reason(err)}") from err
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(path, "is a directory, not an image file")
+    if info.st_size == 0:
+        raise ImageReadError(path, "empty file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            array = _pixels(img)
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, f"image too large: {err}") from err
+    except Exception as err:  # corrupt data raises many types; zero-size images fail here too
+        raise ImageReadError(path, f"cannot decode image: {_decode_reason(err)}") from err
+    if not np.isfinite(array).all():
+        raise ImageReadError(path, "contains NaN or infinite values")
+    if mode in ("I", "F"):
+        array = _scale(array, mode)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a binary mask as bool (H, W): channel maximum > 0.5."""
+    return read_image(path).max(axis=2) > 0.5
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+
+    The temporary name is ``.<name>.<random>.tmp<suffix>`` so writers that pick the
+    format from the suffix still work. On an exception the temporary file is
+    removed and ``path`` is left untouched. Missing parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Atomically write an image (format from the suffix, PNG expected).
+
+    Accepts uint8 (H, W), (H, W, 3) or (H, W, 4); uint16 (H, W) (16-bit PNG);
+    bool (H, W) (written as 0/255 uint8).
+    """
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        valid = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
+        expected = "(H, W), (H, W, 3) or (H, W, 4)"
+    elif array.dtype in (np.uint16, np.bool_):
+        valid = array.ndim == 2
+        expected = "(H, W)"
+    else:
+        raise TypeError(f"write_image expects a uint8, uint16 or bool array, got dtype {array.dtype}")
+    if not valid or 0 in array.shape:
+        raise ValueError(
+            f"write_image expects a non-empty {array.dtype} array of shape {expected}, "
+            f"got shape {array.shape}"
+        )
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    image = Image.fromarray(np.ascontiguousarray(array))
+    with atomic_path(path) as tmp:
+        image.save(tmp)
+
+
+def write_csv(
+    path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> None:
+    """Atomically write a CSV file with one header row."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders into a list of image paths.
+
+    A file is kept as given (so the reader can report it if it is not an image);
+    a folder contributes its direct, non-hidden children with a suffix in
+    :data:`IMAGE_SUFFIXES` (case-insensitive), sorted by name. Order follows
+    ``inputs``; duplicates are dropped. A missing input raises FileNotFoundError.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            candidates = sorted(
+                (
+                    child
+                    for child in item.iterdir()
+                    if child.is_file()
+                    and not child.name.startswith(".")
+                    and child.suffix.lower() in IMAGE_SUFFIXES
+                ),
+                key=lambda child: child.name,
+            )
+        elif item.exists():
+            candidates = [item]
+        else:
+            raise FileNotFoundError(f"input not found: {item}")
+        for candidate in candidates:
+            key = os.path.abspath(candidate)
+            if key not in seen:
+                seen.add(key)
+                found.append(candidate)
+    return found
