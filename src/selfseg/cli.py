@@ -1,0 +1,118 @@
+"""Command line: ``selfseg segment INPUT... --out DIR``. Parses arguments and calls ``runner.run_batch``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from selfseg import __version__
+from selfseg.engine import METHODS
+from selfseg.io import IMAGE_SUFFIXES
+from selfseg.runner import run_batch, summary_line
+
+__all__ = ["build_parser", "main"]
+
+_SEGMENT_HELP = f"""\
+Segment each image on its own, without labels: a fresh network is fitted to the image, its
+clusters are kept and the foreground is chosen among them automatically.
+
+files written to DIR, for an input <stem>.png (or any of {", ".join(IMAGE_SUFFIXES)}):
+  <stem>_labels.png   cluster map, clusters 1..n by decreasing area (8-bit, or 16-bit above 255)
+  <stem>_mask.png     foreground mask, 0/255
+  <stem>_overlay.png  the mask drawn over the image
+  results.csv         one row per image: iterations, seconds, labels, foreground pixels and the
+                      parameters; rows of earlier runs into DIR are kept, a re-run replaces its row
+  failures.csv        image, reason: inputs of this run that could not be segmented (only if any)
+
+exit status: 0 all images segmented, 1 some failed, 2 usage error (e.g. a missing input).
+
+example:
+  selfseg segment scans/ extra/Test_1.bmp --out results --max-iter 30 --seed 1
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _size(text: str) -> int | None:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (native) or positive, got {value}")
+    return value or None
+
+
+def _method_defaults(name: str) -> str:
+    """``"s3net: 50"``-style list of a ``MethodSpec`` field's value per method, for help texts."""
+    return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``selfseg`` argument parser with its ``segment`` subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="selfseg",
+        description="Label-free, per-image medical image segmentation.",
+        epilog="Run 'selfseg segment --help' for the options and the files written.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    seg = commands.add_parser(
+        "segment",
+        help="segment image files or folders",
+        description=_SEGMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, or folder of images (not recursive)")
+    seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    seg.add_argument("--method", choices=sorted(METHODS), default="s3net", help="method (default: %(default)s)")
+    seg.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    seg.add_argument(
+        "--max-iter", type=_positive_int, metavar="N", help=f"most training iterations (default: {_method_defaults('max_iter')})"
+    )
+    seg.add_argument(
+        "--min-labels",
+        type=_positive_int,
+        metavar="K",
+        help=f"stop once at most K clusters remain (default: {_method_defaults('min_labels')})",
+    )
+    seg.add_argument(
+        "--size",
+        type=_size,
+        default=256,
+        metavar="PX",
+        help="longer image side during training, 0 for native resolution (default: %(default)s)",
+    )
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        report = run_batch(
+            args.inputs,
+            args.out,
+            method=args.method,
+            seed=args.seed,
+            max_iter=args.max_iter,
+            min_labels=args.min_labels,
+            size=args.size,
+            device=args.device,
+            progress=not args.quiet,
+            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
+        return 130
+    print(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}")
+    return 1 if report.failures else 0

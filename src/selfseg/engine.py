@@ -1,0 +1,277 @@
+"""Per-image training engine: fit a fresh network to one image, return its clusters and foreground.
+
+``segment`` is the public entry point (NumPy in, NumPy out). The method table ``METHODS`` says, for
+each method, how to build the network and its objective and which optimiser settings it uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfseg.foreground import select_foreground
+from selfseg.losses import S3NetObjective
+from selfseg.models import S3Net
+
+__all__ = ["METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "segment"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How to fit one method: model and objective factories and the optimiser defaults."""
+
+    model: Callable[..., nn.Module]
+    objective: Callable[..., nn.Module]
+    lr: float
+    max_iter: int = 50
+    min_labels: int = 3
+    min_iter: int = 5
+
+
+METHODS: dict[str, MethodSpec] = {
+    "s3net": MethodSpec(model=S3Net, objective=S3NetObjective, lr=0.2),
+}
+
+
+@dataclass
+class SegmentationResult:
+    """What ``segment`` returns.
+
+    Attributes:
+        labels: (H, W) int32 cluster map at the input's resolution; clusters are numbered 1..n_labels
+            by decreasing area.
+        mask: (H, W) bool foreground chosen without ground truth (``selfseg.foreground``).
+        method, seed: what produced it.
+        iterations: optimiser steps run.
+        seconds: wall time of the fit, including the final prediction.
+        history: per iteration, the weighted loss terms, their ``total`` and ``n_labels``.
+    """
+
+    labels: np.ndarray
+    mask: np.ndarray
+    method: str
+    seed: int
+    iterations: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def n_labels(self) -> int:
+        """Number of clusters in ``labels``."""
+        return int(self.labels.max())
+
+
+def as_float_image(image: np.ndarray) -> np.ndarray:
+    """Check and convert an image array to float32 (H, W, C) in [0, 1], C in {1, 3}.
+
+    Accepts (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped); bool, uint8, uint16 (scaled by
+    their range) or float (kept if inside [0, 1], else min-max scaled).
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"image must be at least 2x2 pixels, got {image.shape[0]}x{image.shape[1]}")
+    image = image[:, :, :3]
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    if image.dtype in (np.uint8, np.uint16):
+        return image.astype(np.float32) / np.iinfo(image.dtype).max
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"image must be bool, uint8, uint16 or float, got dtype {image.dtype}")
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    image = image.astype(np.float32)
+    low, high = float(image.min()), float(image.max())
+    if low < 0 or high > 1:
+        image = (image - low) / max(high - low, 1e-12)
+    return image
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let glibc reuse freed large blocks instead of unmapping them (a no-op elsewhere).
+
+    Every iteration allocates and frees the same few hundred MB; with glibc's defaults each block is
+    mmap'ed and page-faulted afresh, which costs about a third of a CPU iteration.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
+def _working_size(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """Scale (height, width) so that the longer side is ``size`` (None: keep the native size)."""
+    if size is None:
+        return height, width
+    scale = size / max(height, width)
+    return max(2, round(height * scale)), max(2, round(width * scale))
+
+
+def _upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: int = 256) -> Tensor:
+    """Argmax over classes of (1, C, h, w) scores upsampled bilinearly to (height, width). (height, width) int64.
+
+    Equal to ``F.interpolate(scores, (height, width), mode="bilinear").argmax(1)``, computed in strips
+    of rows so that large images never hold the full-resolution score volume.
+    """
+    if scores.shape[-2:] == (height, width):
+        return scores[0].argmax(dim=0)
+    xs = (torch.arange(width, device=scores.device, dtype=scores.dtype) * 2 + 1) / width - 1
+    out = torch.empty(height, width, dtype=torch.long, device=scores.device)
+    for top in range(0, height, rows_per_strip):
+        rows = torch.arange(top, min(top + rows_per_strip, height), device=scores.device, dtype=scores.dtype)
+        ys = (rows * 2 + 1) / height - 1
+        grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)[None]
+        strip = F.grid_sample(scores, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[top : top + len(rows)] = strip[0].argmax(dim=0)
+    return out
+
+
+def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
+    """Renumber arbitrary cluster ids to 1..n by decreasing area (ties: lower id first). int32."""
+    ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(1, len(ids) + 1)
+    return rank[inverse].reshape(labels.shape).astype(np.int32)
+
+
+def _split_options(spec: MethodSpec, options: dict) -> tuple[dict, dict]:
+    """Split ``options`` between the model and the objective factories; reject unknown names."""
+    model_keys = set(inspect.signature(spec.model).parameters) - {"in_channels"}
+    objective_keys = set(inspect.signature(spec.objective).parameters)
+    unknown = set(options) - model_keys - objective_keys
+    if unknown:
+        accepted = ", ".join(sorted(model_keys | objective_keys))
+        raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; accepted: {accepted}")
+    return (
+        {k: v for k, v in options.items() if k in model_keys},
+        {k: v for k, v in options.items() if k in objective_keys},
+    )
+
+
+def segment(
+    image: np.ndarray,
+    method: str = "s3net",
+    *,
+    seed: int = 0,
+    size: int | None = 256,
+    max_iter: int | None = None,
+    min_labels: int | None = None,
+    min_iter: int | None = None,
+    tol: float = 0.05,
+    patience: int = 3,
+    lr: float | None = None,
+    device: str | torch.device = "auto",
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    **options,
+) -> SegmentationResult:
+    """Fit a fresh network to ``image`` and return its clusters and foreground mask.
+
+    Args:
+        image: (H, W) or (H, W, C) array; see ``as_float_image``.
+        method: a key of ``METHODS``.
+        seed: seeds the weights and the random transforms; on CPU equal seeds give equal results.
+        size: longer side of the working resolution (None: native). Scores are upsampled to the
+            native size before the argmax.
+        max_iter, min_labels, min_iter, lr: override the method's defaults. Training stops once at
+            most ``min_labels`` clusters remain in a prediction made after at least ``min_iter``
+            optimiser steps, or after ``max_iter`` steps.
+        tol, patience: also stop (after ``min_iter`` steps) once fewer than ``tol`` of the pixels
+            changed cluster in each of the last ``patience`` iterations (0 disables this rule).
+        device: "auto" (CUDA when present), "cpu", "cuda", ...
+        callback: called after every iteration with (iteration, record of ``history``).
+        **options: passed to the method's model (e.g. ``n_channels``, ``color``) or objective
+            (e.g. ``ce_weight``).
+
+    Returns:
+        SegmentationResult with ``labels`` and ``mask`` at the input's resolution.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
+    spec = METHODS[method]
+    model_options, objective_options = _split_options(spec, options)
+    max_iter = spec.max_iter if max_iter is None else max_iter
+    min_labels = spec.min_labels if min_labels is None else min_labels
+    min_iter = spec.min_iter if min_iter is None else min_iter
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+    pixels = as_float_image(image)
+    height, width = pixels.shape[:2]
+    dev = _resolve_device(device)
+    if dev.type == "cpu":
+        _keep_freed_memory()
+
+    start = time.perf_counter()
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(dev)
+    work = _working_size(height, width, size)
+    if work != (height, width):
+        x = F.interpolate(x, size=work, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = spec.model(in_channels=x.shape[1], **model_options)
+    model = model.to(dev, memory_format=torch.channels_last).train()
+    objective = spec.objective(**objective_options)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr if lr is None else lr, momentum=0.9)
+
+    history: list[dict[str, float]] = []
+    previous = None
+    for iteration in range(max_iter):
+        optimizer.zero_grad(set_to_none=True)
+        scores, terms = objective(model, x, generator)
+        total = sum(terms.values())
+        total.backward()
+        optimizer.step()
+        current = scores.detach().argmax(dim=1)
+        n_labels = int(torch.unique(current).numel())
+        changed = 1.0 if previous is None else float((current != previous).float().mean())
+        previous = current
+        record = {name: float(value.detach()) for name, value in terms.items()}
+        record.update(total=float(total.detach()), n_labels=n_labels, changed=changed)
+        history.append(record)
+        if callback is not None:
+            callback(iteration, record)
+        recent = [h["changed"] for h in history[-patience:]]
+        stable = len(recent) == patience and max(recent) < tol
+        if iteration >= min_iter and (n_labels <= min_labels or stable):
+            break
+
+    with torch.no_grad():
+        scores = model.head(model.features(x), x)
+        labels = _upsampled_argmax(scores.float().contiguous(), height, width).cpu().numpy()
+    labels = _relabel_by_area(labels)
+    seconds = time.perf_counter() - start
+    mask = select_foreground(labels, pixels)
+    return SegmentationResult(
+        labels=labels,
+        mask=mask,
+        method=method,
+        seed=seed,
+        iterations=len(history),
+        seconds=seconds,
+        history=history,
+    )

@@ -1,0 +1,119 @@
+"""Foreground selection without ground truth: which clusters make the target mask.
+
+First version (documented in docs/methods.md): the target is taken to be a region that is darker
+than its surroundings and stays off the image frame, like a skin lesion in dermoscopy or the lungs on
+CT. Every connected region of every cluster is scored; the best region is kept, together with the
+regions of the same cluster that score nearly as well (the second lung); regions of other clusters
+that touch it, stay off the frame and are darker than their surroundings are merged in (a lesion's
+rim is often a cluster of its own), and holes are filled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["region_scores", "select_foreground"]
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _frame(shape: tuple[int, int]) -> np.ndarray:
+    """Boolean (H, W) map of the outermost pixel ring."""
+    frame = np.zeros(shape, dtype=bool)
+    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True
+    return frame
+
+
+def region_scores(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    min_area: float = 0.002,
+    ring: float = 0.03,
+) -> list[dict]:
+    """Score every connected region (8-connectivity, holes filled) of every cluster.
+
+    Args:
+        labels: (H, W) int cluster map, clusters >= 1.
+        image: (H, W) or (H, W, C) float image in [0, 1] at the same resolution.
+        min_area: regions smaller than this fraction of the image are ignored.
+        ring: width of the surrounding band used for contrast, as a fraction of the image diagonal.
+
+    Returns:
+        One dict per region: ``label``, ``mask`` (filled, bool), ``area`` (fraction of the image),
+        ``frame`` (fraction of the image frame it covers), ``contrast`` (mean grey of the surrounding
+        band minus its own; positive when darker) and ``score``
+        ``= max(contrast, 0.01) * sqrt(area) * (1 - frame) ** 4``.
+    """
+    if labels.ndim != 2:
+        raise ValueError(f"labels must have shape (H, W), got {labels.shape}")
+    grey = image if image.ndim == 2 else image.mean(axis=2)
+    if grey.shape != labels.shape:
+        raise ValueError(f"image must have the labels' shape {labels.shape}, got {image.shape}")
+    frame = _frame(labels.shape)
+    n_pixels = labels.size
+    width = max(1, round(ring * float(np.hypot(*labels.shape))))
+    regions = []
+    for label in np.unique(labels):
+        components, count = ndimage.label(labels == label, structure=_EIGHT)
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        for index in np.flatnonzero(sizes >= max(1, min_area * n_pixels)):
+            if index == 0:
+                continue
+            mask = ndimage.binary_fill_holes(components == index)
+            band = ndimage.binary_dilation(mask, structure=_EIGHT, iterations=width) & ~mask
+            inside = float(grey[mask].mean())
+            outside = float(grey[band].mean()) if band.any() else inside
+            area = float(mask.sum()) / n_pixels
+            touch = float((mask & frame).sum()) / float(frame.sum())
+            contrast = outside - inside
+            regions.append(
+                {
+                    "label": int(label),
+                    "mask": mask,
+                    "area": area,
+                    "frame": touch,
+                    "contrast": contrast,
+                    "score": max(contrast, 0.01) * np.sqrt(area) * (1 - touch) ** 4,
+                }
+            )
+    return regions
+
+
+def select_foreground(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    keep: float = 0.5,
+    max_frame: float = 0.02,
+    min_area: float = 0.002,
+) -> np.ndarray:
+    """Pick the target mask from a cluster map without ground truth. (H, W) bool.
+
+    The best-scoring region (``region_scores``) is kept, with every other region of the same cluster
+    scoring at least ``keep`` times as much. Then, until nothing changes, any region that touches
+    the mask, covers less than ``max_frame`` of the image frame and is darker than its surroundings
+    is merged in. Holes are filled. An image with a single cluster gives an empty mask.
+    """
+    regions = region_scores(labels, image, min_area=min_area)
+    mask = np.zeros(labels.shape, dtype=bool)
+    if len(np.unique(labels)) < 2 or not regions:
+        return mask
+    best = max(regions, key=lambda r: r["score"])
+    rest = []
+    for region in regions:
+        if region["label"] == best["label"] and region["score"] >= keep * best["score"]:
+            mask |= region["mask"]
+        elif region["frame"] < max_frame and region["contrast"] > 0:
+            rest.append(region)
+    while rest:
+        near = ndimage.binary_dilation(mask, structure=_EIGHT)
+        touching = [(r["mask"] & near).any() for r in rest]
+        if not any(touching):
+            break
+        for region, touches in zip(rest, touching):
+            if touches:
+                mask |= region["mask"]
+        rest = [r for r, touches in zip(rest, touching) if not touches]
+    return ndimage.binary_fill_holes(mask)

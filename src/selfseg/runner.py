@@ -1,0 +1,184 @@
+"""Batch runner: segment many image files into an output folder with a results table.
+
+For every input image ``<stem>`` the folder gets ``<stem>_labels.png`` (cluster map, 8 or 16 bit),
+``<stem>_mask.png`` (foreground, 0/255) and ``<stem>_overlay.png`` (mask drawn on the image), plus
+``results.csv`` (one row per image, kept across runs) and, when some inputs failed, ``failures.csv``
+(image, reason) for the latest run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from selfseg import engine, io
+from selfseg.visualize import overlay
+
+__all__ = ["RESULT_COLUMNS", "BatchReport", "run_batch", "summary_line"]
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "image",
+    "method",
+    "seed",
+    "iterations",
+    "seconds",
+    "n_labels",
+    "foreground_pixels",
+    "height",
+    "width",
+    "size",
+    "max_iter",
+    "min_labels",
+    "device",
+)
+"""Columns of ``results.csv``: image stem, what ran and what came out, then the parameters
+(an empty cell means the default: the method's for ``max_iter`` and ``min_labels``, native
+resolution for ``size``)."""
+
+
+@dataclass
+class BatchReport:
+    """What ``run_batch`` did: one row (keys ``RESULT_COLUMNS``) per finished image of this batch,
+    and (path, reason) per input that failed."""
+
+    results: list[dict] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _cell(value: object) -> str:
+    """CSV text of a row value: None is empty, floats (seconds) get 3 decimals."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _read_results(path: Path) -> dict[str, list[str]]:
+    """Rows of an existing ``results.csv`` keyed by image stem, as ``RESULT_COLUMNS`` cells ({} if absent).
+
+    Columns it lacks are left empty and unknown ones dropped, so tables of older versions carry over.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "image" not in reader.fieldnames:
+                raise ValueError(f"{path} exists but is not a results table (no 'image' column)")
+            return {row["image"]: [row.get(c) or "" for c in RESULT_COLUMNS] for row in reader}
+    except FileNotFoundError:
+        return {}
+
+
+def _check_unique_stems(paths: list[Path]) -> None:
+    """Raise ValueError if two inputs would write the same output files."""
+    first: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in first:
+            raise ValueError(
+                f"inputs {first[path.stem]} and {path} have the same name {path.stem!r}; "
+                "their outputs would overwrite each other"
+            )
+        first[path.stem] = path
+
+
+def run_batch(
+    inputs: Iterable[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    method: str = "s3net",
+    seed: int = 0,
+    max_iter: int | None = None,
+    min_labels: int | None = None,
+    size: int | None = 256,
+    device: str = "auto",
+    progress: bool = True,
+    on_result: Callable[[dict], None] | None = None,
+    **options,
+) -> BatchReport:
+    """Segment every image of ``inputs`` (files and folders, see ``io.find_images``) into ``out_dir``.
+
+    Writes the files described in this module's docstring, each atomically; ``results.csv`` is
+    rewritten after every image and keeps rows of earlier runs (a re-run image replaces its row).
+    An input that cannot be read, or that ``segment`` rejects (ValueError, TypeError), is reported
+    as ``error: <path>: <reason>`` on stderr and in ``failures``, gets no outputs, and the batch goes
+    on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device`` and ``**options`` go
+    to ``engine.segment``. ``on_result`` is called with each finished image's row; ``progress`` shows
+    a progress bar on stderr.
+
+    Raises:
+        FileNotFoundError: an input does not exist.
+        ValueError: two inputs share a file stem, ``method`` is unknown, or ``out_dir`` holds a
+            ``results.csv`` that is not a results table. Nothing is written.
+    """
+    paths = io.find_images(inputs)
+    _check_unique_stems(paths)
+    if method not in engine.METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(sorted(engine.METHODS))}")
+    out_dir = Path(out_dir)
+    results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
+    table = _read_results(results_csv)
+    failures_csv.unlink(missing_ok=True)
+    report = BatchReport()
+    with tqdm(paths, desc="segment", unit="image", file=sys.stderr, disable=not progress) as bar:
+        for path in bar:
+            bar.set_postfix_str(path.stem)
+            try:
+                image = io.read_image(path)
+                result = engine.segment(
+                    image,
+                    method,
+                    seed=seed,
+                    size=size,
+                    max_iter=max_iter,
+                    min_labels=min_labels,
+                    device=device,
+                    **options,
+                )
+            except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
+                reason = err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
+                tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+                report.failures.append((str(path), reason))
+                io.write_csv(failures_csv, ("image", "reason"), report.failures)
+                continue
+            labels_dtype = np.uint8 if result.n_labels < 256 else np.uint16
+            io.write_image(out_dir / f"{path.stem}_labels.png", result.labels.astype(labels_dtype))
+            io.write_image(out_dir / f"{path.stem}_mask.png", result.mask)
+            io.write_image(out_dir / f"{path.stem}_overlay.png", overlay(image, result.mask))
+            row = {
+                "image": path.stem,
+                "method": result.method,
+                "seed": result.seed,
+                "iterations": result.iterations,
+                "seconds": result.seconds,
+                "n_labels": result.n_labels,
+                "foreground_pixels": int(result.mask.sum()),
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "size": size,
+                "max_iter": max_iter,
+                "min_labels": min_labels,
+                "device": device,
+            }
+            report.results.append(row)
+            table[path.stem] = [_cell(row[c]) for c in RESULT_COLUMNS]
+            io.write_csv(results_csv, RESULT_COLUMNS, table.values())
+            if on_result is not None:
+                on_result(row)
+    return report
+
+
+def summary_line(row: dict) -> str:
+    """One console line for a ``BatchReport.results`` row, e.g.
+    ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%``."""
+    share = 100 * row["foreground_pixels"] / (row["height"] * row["width"])
+    return (
+        f"{row['image']}: {row['n_labels']} labels, {row['iterations']} iterations, "
+        f"{row['seconds']:.1f} s, foreground {share:.1f}%"
+    )

@@ -1,0 +1,75 @@
+"""Random affine transforms and warps for the transformation-consistency loss (plain PyTorch).
+
+Matrices follow ``F.affine_grid`` (align_corners=False): a (B, 2, 3) matrix maps normalised output
+coordinates to normalised input coordinates, so ``warp_affine(x, theta)(p) = x(theta @ p)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["random_affine_matrix", "warp_affine"]
+
+
+def random_affine_matrix(
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator | None = None,
+    max_rotation: float = 15.0,
+    right_angles: bool = True,
+    scale: tuple[float, float] = (0.9, 1.1),
+    max_translation: float = 0.1,
+    flip: float = 0.5,
+) -> Tensor:
+    """Draw (B, 2, 3) affine matrices for (height, width) images (float32, CPU).
+
+    Each transform is a rotation by ``90 * k`` degrees (k uniform in 0..3 when ``right_angles``) plus
+    a uniform angle in [-max_rotation, max_rotation], an isotropic scale drawn uniformly in ``scale``,
+    a translation of up to ``max_translation`` of the image size per axis and, with probability
+    ``flip``, a horizontal flip. Rotation and scale act in pixel units, so non-square images are not
+    sheared.
+    """
+    def uniform(low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(batch, generator=generator)
+
+    angle = uniform(-max_rotation, max_rotation) * (math.pi / 180)
+    if right_angles:
+        angle = angle + torch.randint(0, 4, (batch,), generator=generator) * (math.pi / 2)
+    zoom = uniform(*scale)
+    mirror = torch.where(torch.rand(batch, generator=generator) < flip, -1.0, 1.0)
+    shift = uniform(-max_translation, max_translation), uniform(-max_translation, max_translation)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # Pixel-space rotation expressed in normalised coordinates: D^-1 R D with D = diag(W, H) / 2.
+    aspect = width / height
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0] = cos * mirror
+    theta[:, 0, 1] = -sin / aspect
+    theta[:, 1, 0] = sin * aspect * mirror
+    theta[:, 1, 1] = cos
+    theta[:, 0, 2] = 2 * shift[0]
+    theta[:, 1, 2] = 2 * shift[1]
+    return theta
+
+
+def warp_affine(
+    x: Tensor,
+    theta: Tensor,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """Warp (B, C, H, W) by (B, 2, 3) ``theta``; output (B, C, *size), ``size`` defaulting to (H, W)."""
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
+    if theta.shape != (x.shape[0], 2, 3):
+        raise ValueError(f"theta must have shape ({x.shape[0]}, 2, 3), got {tuple(theta.shape)}")
+    out_size = tuple(x.shape[-2:]) if size is None else tuple(size)
+    grid = F.affine_grid(theta.to(x), [x.shape[0], x.shape[1], *out_size], align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfseg import cli
+from selfseg.runner import BatchReport
+
+FAST = ["--size", "32", "--max-iter", "2", "--device", "cpu", "--quiet"]
+
+
+def _disc(path):
+    yy, xx = np.mgrid[:40, :48]
+    Image.fromarray(np.where((yy - 20) ** 2 + (xx - 24) ** 2 < 120, 50, 200).astype(np.uint8)).save(path)
+    return path
+
+
+def test_segment_ok(tmp_path, capsys):
+    image = _disc(tmp_path / "Test_1.png")
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(image), "--out", str(out), *FAST]) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    assert len(stdout) == 2
+    assert stdout[0].startswith("Test_1: ") and "labels" in stdout[0] and "foreground" in stdout[0]
+    assert stdout[1] == f"1 images segmented, 0 failed -> {out}"
+    assert {p.name for p in out.iterdir()} == {
+        "Test_1_labels.png",
+        "Test_1_mask.png",
+        "Test_1_overlay.png",
+        "results.csv",
+    }
+
+
+def test_segment_failure_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    assert cli.main(["segment", str(bad), "--out", str(tmp_path / "out"), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"0 images segmented, 1 failed -> {tmp_path / 'out'}\n"
+    assert captured.err == f"error: {bad}: cannot decode image: unknown image format\n"
+
+
+def test_missing_input_is_a_usage_error(tmp_path, capsys):
+    missing = tmp_path / "missing.png"
+    assert cli.main(["segment", str(missing), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicate_stems_are_a_usage_error(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "x" / "a.png")
+    assert cli.main(["segment", str(a), str(b), "--out", str(tmp_path / "out")]) == 2
+    assert "same name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["segment", "x.png"],  # no --out
+        ["segment", "--out", "o"],  # no input
+        ["segment", "x.png", "--out", "o", "--method", "nope"],
+        ["segment", "x.png", "--out", "o", "--max-iter", "0"],
+        ["segment", "x.png", "--out", "o", "--size", "-1"],
+        [],
+    ],
+)
+def test_argument_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_arguments_reach_run_batch(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "run_batch", lambda *args, **kwargs: calls.append((args, kwargs)) or BatchReport())
+    argv = ["segment", "a.png", "b", "--out", "o", "--seed", "5", "--min-labels", "4", "--size", "0", "--quiet"]
+    assert cli.main(argv) == 0
+    (args, kwargs), = calls
+    assert args == (["a.png", "b"], "o")
+    assert kwargs["seed"] == 5 and kwargs["min_labels"] == 4 and kwargs["max_iter"] is None
+    assert kwargs["size"] is None and kwargs["progress"] is False
+    assert kwargs["method"] == "s3net" and kwargs["device"] == "auto"
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["segment", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("_labels.png", "_mask.png", "_overlay.png", "results.csv", "failures.csv", "example"):
+        assert name in text
+
+
+def test_version_via_python_m():
+    done = subprocess.run(
+        [sys.executable, "-m", "selfseg", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"selfseg {version('selfseg')}"
+
+
+def test_console_script():
+    script = Path(sys.executable).with_name("selfseg")
+    if not script.exists():
+        pytest.skip("selfseg console script not installed in this environment")
+    done = subprocess.run([str(script), "segment", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "results.csv" in done.stdout

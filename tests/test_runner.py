@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as stdio
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfseg import engine
+from selfseg.engine import SegmentationResult
+from selfseg.runner import RESULT_COLUMNS, BatchReport, run_batch, summary_line
+
+FAST = dict(size=32, max_iter=2, device="cpu")  # engine runs are slow: keep them tiny
+
+
+def _disc(path, rgb: bool = False):
+    """A 40x48 dark disc on a light background."""
+    yy, xx = np.mgrid[:40, :48]
+    grey = np.where((yy - 20) ** 2 + (xx - 24) ** 2 < 120, 50, 200).astype(np.uint8)
+    Image.fromarray(np.stack([grey] * 3, axis=2) if rgb else grey).save(path)
+    return path
+
+
+def _read_csv(path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def _fake_segment(n_labels: int = 2):
+    """A stand-in for engine.segment: ``n_labels`` vertical-ish stripes, mask = last label."""
+
+    def segment(image, method="s3net", *, seed=0, **kwargs):
+        height, width = image.shape[:2]
+        labels = (np.arange(height * width) % n_labels + 1).reshape(height, width).astype(np.int32)
+        return SegmentationResult(labels, labels == n_labels, method, seed, iterations=1, seconds=0.25)
+
+    return segment
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """One real engine batch: two good images, a corrupt and an empty file."""
+    src = tmp_path_factory.mktemp("in")
+    _disc(src / "grey.png")
+    _disc(src / "colour.bmp", rgb=True)
+    (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    (src / "empty.png").write_bytes(b"")
+    out = tmp_path_factory.mktemp("out")
+    rows = []
+    stderr = stdio.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        report = run_batch([src], out, seed=3, progress=True, on_result=rows.append, **FAST)
+    return src, out, report, rows, stderr.getvalue()
+
+
+def test_batch_outputs(batch):
+    _, out, report, _, _ = batch
+    assert [row["image"] for row in report.results] == ["colour", "grey"]
+    for row in report.results:
+        stem = row["image"]
+        labels = np.asarray(Image.open(out / f"{stem}_labels.png"))
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        over = np.asarray(Image.open(out / f"{stem}_overlay.png"))
+        assert labels.shape == mask.shape == (40, 48) and over.shape == (40, 48, 3)
+        assert labels.dtype == mask.dtype == over.dtype == np.uint8
+        assert labels.min() >= 1 and labels.max() == row["n_labels"]
+        assert set(np.unique(mask)) <= {0, 255}
+        assert (mask == 255).sum() == row["foreground_pixels"]
+        assert row["iterations"] <= 2 and row["seed"] == 3 and row["method"] == "s3net"
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary files left
+
+
+def test_batch_results_csv(batch):
+    _, out, report, rows, _ = batch
+    table = _read_csv(out / "results.csv")
+    assert tuple(table[0]) == RESULT_COLUMNS
+    assert [r[0] for r in table[1:]] == ["colour", "grey"]
+    for cells, row in zip(table[1:], report.results):
+        record = dict(zip(RESULT_COLUMNS, cells))
+        assert re.fullmatch(r"\d+\.\d{3}", record["seconds"])
+        assert record["n_labels"] == str(row["n_labels"])
+        assert (record["size"], record["max_iter"], record["min_labels"], record["device"]) == ("32", "2", "", "cpu")
+        assert (record["height"], record["width"]) == ("40", "48")
+    assert rows == report.results  # on_result saw every finished image
+
+
+def test_batch_failures(batch):
+    src, out, report, _, stderr = batch
+    assert [path for path, _ in report.failures] == [str(src / "corrupt.png"), str(src / "empty.png")]
+    assert dict(report.failures)[str(src / "empty.png")] == "empty file"
+    assert f"error: {src / 'corrupt.png'}: cannot decode image" in stderr
+    assert f"error: {src / 'empty.png'}: empty file" in stderr
+    assert _read_csv(out / "failures.csv") == [["image", "reason"], *map(list, report.failures)]
+    assert not list(out.glob("corrupt_*")) and not list(out.glob("empty_*"))
+
+
+def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "b.png")
+    out = tmp_path / "out"
+    run_batch([a, b], out, seed=1, progress=False)
+    report = run_batch([b], out, seed=2, progress=False)
+    assert [row["seed"] for row in report.results] == [2]
+    table = _read_csv(out / "results.csv")
+    assert [(r[0], r[2]) for r in table[1:]] == [("a", "1"), ("b", "2")]
+
+
+def test_failures_csv_describes_latest_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    good, bad = _disc(tmp_path / "good.png"), tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    out = tmp_path / "out"
+    assert len(run_batch([good, bad], out, progress=False).failures) == 1
+    assert (out / "failures.csv").exists()
+    assert run_batch([good], out, progress=False).failures == []
+    assert not (out / "failures.csv").exists()
+
+
+def test_segment_rejection_is_a_failure(tmp_path, capsys):
+    Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(tmp_path / "dot.png")  # too small to segment
+    report = run_batch([tmp_path / "dot.png"], tmp_path / "out", progress=False, **FAST)
+    assert report.results == [] and report.failures[0][1].startswith("image must be at least 2x2")
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'dot.png'}: image must be")
+
+
+def test_large_label_count_is_written_as_16_bit(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "segment", _fake_segment(n_labels=300))
+    image = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "many.png")
+    run_batch([tmp_path / "many.png"], tmp_path / "out", progress=False)
+    labels = np.asarray(Image.open(tmp_path / "out" / "many_labels.png"))
+    assert labels.dtype == np.uint16 and labels.max() == 300
+
+
+def test_duplicate_stems_rejected_before_any_work(tmp_path):
+    (tmp_path / "x").mkdir()
+    first, second = _disc(tmp_path / "scan.png"), _disc(tmp_path / "x" / "scan.bmp")
+    with pytest.raises(ValueError, match="same name") as info:
+        run_batch([first, second], tmp_path / "out", progress=False, **FAST)
+    assert str(first) in str(info.value) and str(second) in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments_rejected_before_any_work(tmp_path):
+    image = _disc(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="unknown method"):
+        run_batch([image], tmp_path / "out", method="nope", progress=False)
+    with pytest.raises(FileNotFoundError):
+        run_batch([tmp_path / "missing.png"], tmp_path / "out", progress=False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.csv").write_text("name,score\nfoo,1\n")
+    with pytest.raises(ValueError, match="not a results table"):
+        run_batch([image], tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv"]
+
+
+def test_empty_input_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    assert run_batch([tmp_path / "in"], tmp_path / "out", progress=False) == BatchReport()
+
+
+def test_summary_line():
+    row = {
+        "image": "Test_1",
+        "n_labels": 3,
+        "iterations": 7,
+        "seconds": 9.8123,
+        "foreground_pixels": 1960,
+        "height": 100,
+        "width": 100,
+    }
+    assert summary_line(row) == "Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%"
