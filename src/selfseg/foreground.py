@@ -1,19 +1,25 @@
 """Foreground selection without ground truth: which clusters make the target mask.
 
-First version (documented in docs/methods.md): the target is taken to be a region that is darker
-than its surroundings and stays off the image frame, like a skin lesion in dermoscopy or the lungs on
-CT. Every connected region of every cluster is scored; the best region is kept, together with the
-regions of the same cluster that score nearly as well (the second lung); regions of other clusters
-that touch it, stay off the frame and are darker than their surroundings are merged in (a lesion's
-rim is often a cluster of its own), and holes are filled.
+First version (documented in docs/methods.md), in two steps:
+
+1. ``cluster_mask``: the target is taken to be a region that is darker than its surroundings and
+   stays off the image frame, like a skin lesion in dermoscopy or the lungs on CT. Every connected
+   region of every cluster is scored; the best region is kept, together with the regions of the same
+   cluster that score nearly as well (the second lung); regions of other clusters that touch it, stay
+   off the frame and are darker than their surroundings are merged in (a lesion's rim is often a
+   cluster of its own).
+2. ``refine_mask``: the cluster boundary is snapped to the image. Pixel colours are projected on the
+   line from the background cluster's mean colour to the mask's mean colour, Otsu's threshold splits
+   that projection, and the above-threshold components that overlap the cluster mask are kept.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
-__all__ = ["region_scores", "select_foreground"]
+__all__ = ["cluster_mask", "refine_mask", "region_scores", "select_foreground"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -81,7 +87,7 @@ def region_scores(
     return regions
 
 
-def select_foreground(
+def cluster_mask(
     labels: np.ndarray,
     image: np.ndarray,
     *,
@@ -89,7 +95,7 @@ def select_foreground(
     max_frame: float = 0.02,
     min_area: float = 0.002,
 ) -> np.ndarray:
-    """Pick the target mask from a cluster map without ground truth. (H, W) bool.
+    """Union of the clusters' regions that make the target (step 1). (H, W) bool.
 
     The best-scoring region (``region_scores``) is kept, with every other region of the same cluster
     scoring at least ``keep`` times as much. Then, until nothing changes, any region that touches
@@ -117,3 +123,48 @@ def select_foreground(
                 mask |= region["mask"]
         rest = [r for r, touches in zip(rest, touching) if not touches]
     return ndimage.binary_fill_holes(mask)
+
+
+def refine_mask(mask: np.ndarray, image: np.ndarray, labels: np.ndarray, *, min_overlap: float = 0.1) -> np.ndarray:
+    """Snap a cluster mask to the image's own boundary (step 2). (H, W) bool.
+
+    The background colour is the mean of the largest cluster outside the mask. Each pixel's colour
+    is projected on the background-to-mask colour line (0 = background, 1 = mask), Otsu's threshold
+    on that projection over the whole image splits it, and the above-threshold components that hold
+    at least ``min_overlap`` of the largest overlap with ``mask`` are kept; holes are filled.
+    ``mask`` comes back unchanged when it is empty or has no contrast with the background.
+    """
+    if not mask.any() or mask.all():
+        return mask
+    pixels = image if image.ndim == 3 else image[:, :, None]
+    away = labels[~ndimage.binary_dilation(mask, structure=_EIGHT, iterations=3)]
+    if away.size == 0:
+        return mask
+    background = (labels == np.bincount(away).argmax()) & ~mask
+    inside, outside = pixels[mask].mean(axis=0), pixels[background].mean(axis=0)
+    direction = inside - outside
+    norm = float(direction @ direction)
+    if norm < 1e-8:
+        return mask
+    projection = ((pixels - outside) @ direction) / norm
+    if np.ptp(projection) == 0:
+        return mask
+    components, count = ndimage.label(projection > threshold_otsu(projection), structure=_EIGHT)
+    overlap = np.bincount(components[mask], minlength=count + 1)
+    overlap[0] = 0
+    if overlap.max() == 0:
+        return mask
+    return ndimage.binary_fill_holes((overlap >= min_overlap * overlap.max())[components] & (components > 0))
+
+
+def select_foreground(labels: np.ndarray, image: np.ndarray, *, refine: bool = True) -> np.ndarray:
+    """Pick the target mask from a cluster map and its image, without ground truth. (H, W) bool.
+
+    Args:
+        labels: (H, W) int cluster map (clusters >= 1).
+        image: (H, W) or (H, W, C) float image in [0, 1], same height and width.
+        refine: snap the cluster mask to the image (``refine_mask``); False keeps the clusters' own
+            boundary.
+    """
+    mask = cluster_mask(labels, image)
+    return refine_mask(mask, image, labels) if refine else mask
