@@ -21,6 +21,15 @@ DW_SIZES = [(13, 17), (8, 8), (2, 2), (2, 5), (7, 4), (10, 11)]
 TOL64 = {"atol": 1e-10, "rtol": 1e-10}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny tensors: one intra-op thread is faster and immune to a busy machine; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------- depthwise convolution
 
 

@@ -1,0 +1,30 @@
+"""End to end on real images: `selfseg segment` on the S3-Net authors' dermoscopy demo images.
+
+The mask is chosen without ground truth; the expert masks are read only to score it.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from selfseg.cli import main
+from selfseg.io import read_mask
+
+STEMS = ("Test_1", "Test_2", "Test_3")
+
+
+def test_cli_segments_dermoscopy_samples_without_ground_truth(shared_data, tmp_path, capsys) -> None:
+    samples = shared_data / "ssct-samples"
+    inputs = [str(samples / "images" / f"{stem}.bmp") for stem in STEMS]
+    assert main(["segment", *inputs, "--out", str(tmp_path), "--quiet"]) == 0
+    with open(tmp_path / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["image"] for row in rows] == list(STEMS)
+    for stem in STEMS:
+        predicted = read_mask(tmp_path / f"{stem}_mask.png")
+        truth = read_mask(samples / "masks" / f"{stem}.png")
+        dice = 2 * np.logical_and(predicted, truth).sum() / (predicted.sum() + truth.sum())
+        assert dice >= 0.85, f"{stem}: Dice {dice:.3f} < 0.85"
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(STEMS) + 1

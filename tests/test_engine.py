@@ -1,0 +1,110 @@
+"""Per-image engine: input checks, determinism, stopping rules, native-resolution output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfseg.engine import _relabel_by_area, _upsampled_argmax, as_float_image, segment
+
+FAST = {"size": 24, "max_iter": 2, "n_channels": 8}
+
+
+def _disc_image(height: int = 30, width: int = 40) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width]
+    disc = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 < (min(height, width) / 4) ** 2
+    image = np.full((height, width, 3), 0.85, dtype=np.float32)
+    image[disc] = (0.35, 0.2, 0.15)
+    return image
+
+
+def test_as_float_image_conversions() -> None:
+    grey8 = np.array([[0, 255], [51, 102]], dtype=np.uint8)
+    np.testing.assert_allclose(as_float_image(grey8)[:, :, 0], grey8 / 255.0)
+    assert as_float_image(grey8).shape == (2, 2, 1)
+    grey16 = np.array([[0, 65535], [257, 0]], dtype=np.uint16)
+    assert as_float_image(grey16)[1, 0, 0] == pytest.approx(257 / 65535)
+    rgba = np.zeros((3, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    assert as_float_image(rgba).shape == (3, 4, 3)
+    assert as_float_image(np.eye(3, dtype=bool))[0, 0, 0] == 1.0
+    scaled = as_float_image(np.array([[-2.0, 0.0], [2.0, 2.0]]))
+    np.testing.assert_allclose(scaled[:, :, 0], [[0.0, 0.5], [1.0, 1.0]])
+    assert as_float_image(np.full((2, 2), 0.25, dtype=np.float64)).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("array", "error", "message"),
+    [
+        (np.zeros((1, 5)), ValueError, "at least 2x2"),
+        (np.zeros((4, 4, 2)), ValueError, "must have shape"),
+        (np.zeros((4,)), ValueError, "must have shape"),
+        (np.full((3, 3), np.nan), ValueError, "NaN"),
+        (np.zeros((3, 3), dtype=np.int32), TypeError, "dtype int32"),
+    ],
+)
+def test_as_float_image_rejects(array: np.ndarray, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        as_float_image(array)
+
+
+def test_upsampled_argmax_matches_interpolate_in_strips() -> None:
+    scores = torch.randn(1, 5, 7, 9, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(scores, size=(23, 31), mode="bilinear", align_corners=False).argmax(1)[0]
+    assert torch.equal(_upsampled_argmax(scores, 23, 31, rows_per_strip=4), expected)
+    assert torch.equal(_upsampled_argmax(scores, 7, 9), scores[0].argmax(0))
+
+
+def test_relabel_by_area_orders_by_decreasing_area() -> None:
+    labels = np.array([[7, 7, 7], [2, 2, 9], [7, 2, 7]])
+    np.testing.assert_array_equal(_relabel_by_area(labels), [[1, 1, 1], [2, 2, 3], [1, 2, 1]])
+
+
+def test_segment_is_deterministic_and_native_size() -> None:
+    image = _disc_image(30, 41)
+    first = segment(image, seed=3, **FAST)
+    second = segment(image, seed=3, **FAST)
+    assert first.labels.shape == first.mask.shape == (30, 41)
+    assert first.labels.dtype == np.int32 and first.mask.dtype == bool
+    np.testing.assert_array_equal(first.labels, second.labels)
+    assert first.history == second.history
+    assert sorted(np.unique(first.labels)) == list(range(1, first.n_labels + 1))
+    areas = np.bincount(first.labels.ravel())[1:]
+    assert list(areas) == sorted(areas, reverse=True)
+    other = segment(image, seed=4, **FAST)
+    assert other.history != first.history
+
+
+def test_segment_records_history_and_calls_back() -> None:
+    seen = []
+    result = segment(_disc_image(), seed=0, callback=lambda i, rec: seen.append(i), **FAST)
+    assert seen == [0, 1] and result.iterations == 2
+    assert set(result.history[0]) == {"ce", "transform", "spatial", "total", "n_labels", "changed"}
+    assert result.history[0]["changed"] == 1.0
+    record = result.history[1]
+    assert record["total"] == pytest.approx(record["ce"] + record["transform"] + record["spatial"], rel=1e-5)
+    assert result.method == "s3net" and result.seed == 0 and result.seconds > 0
+
+
+def test_label_count_stop_respects_min_iter() -> None:
+    image = _disc_image()
+    assert segment(image, size=24, n_channels=8, max_iter=10, min_labels=64, min_iter=0).iterations == 1
+    assert segment(image, size=24, n_channels=8, max_iter=10, min_labels=64, min_iter=2).iterations == 3
+
+
+def test_segment_rejects_bad_arguments() -> None:
+    image = _disc_image()
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        segment(image, method="nope")
+    with pytest.raises(TypeError, match="unknown option"):
+        segment(image, bogus=1)
+    with pytest.raises(ValueError, match="max_iter must be at least 1"):
+        segment(image, max_iter=0)
+
+
+def test_segment_accepts_grey_and_native_size() -> None:
+    grey = _disc_image(20, 26).mean(axis=2)
+    result = segment(grey, size=None, max_iter=1, n_channels=8, device="cpu")
+    assert result.labels.shape == (20, 26)
