@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,13 +23,7 @@ DW_SIZES = [(13, 17), (8, 8), (2, 2), (2, 5), (7, 4), (10, 11)]
 TOL64 = {"atol": 1e-10, "rtol": 1e-10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --------------------------------------------------------------------------- depthwise convolution
@@ -205,6 +201,59 @@ def test_deform_conv2d_fractional_offset_interpolates() -> None:
     offset[:, 0::2] = 0.25  # dy = 0.25 for every tap: linear blend of shifts 0 and 1
     out = deform_conv2d(x, offset, weight, padding=1)
     ref = 0.75 * _shifted_conv_reference(x, weight, None, 0, 0) + 0.25 * _shifted_conv_reference(x, weight, None, 1, 0)
+    assert_close(out, ref, atol=1e-9, rtol=1e-9)
+
+
+def _torchvision_bilinear(img: torch.Tensor, y: float, x: float) -> torch.Tensor:
+    """torchvision's ``bilinear_interpolate`` of the CPU deform_conv2d kernel, on one (C, H, W) image."""
+    height, width = img.shape[-2:]
+    if y <= -1 or y >= height or x <= -1 or x >= width:
+        return img.new_zeros(img.shape[0])
+    y0, x0 = math.floor(y), math.floor(x)
+    ly, lx = y - y0, x - x0
+    out = img.new_zeros(img.shape[0])
+    for yy, xx, wgt in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
+                        (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
+        if 0 <= yy < height and 0 <= xx < width:
+            out = out + wgt * img[:, yy, xx]
+    return out
+
+
+def _naive_deform_conv2d(x, offset, weight, bias, mask, stride, padding, dilation):
+    b, _, _, _ = x.shape
+    c_out, c_in, kh, kw = weight.shape
+    h_out, w_out = offset.shape[-2:]
+    out = x.new_zeros(b, c_out, h_out, w_out)
+    for n in range(b):
+        for i in range(h_out):
+            for j in range(w_out):
+                acc = x.new_zeros(c_out)
+                for ki in range(kh):
+                    for kj in range(kw):
+                        t = ki * kw + kj
+                        y = i * stride - padding + ki * dilation + float(offset[n, 2 * t, i, j])
+                        xx = j * stride - padding + kj * dilation + float(offset[n, 2 * t + 1, i, j])
+                        v = _torchvision_bilinear(x[n], y, xx) * float(mask[n, t, i, j])
+                        acc = acc + weight[:, :, ki, kj] @ v
+                out[n, :, i, j] = acc + bias
+    return out
+
+
+@pytest.mark.parametrize(("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (1, 2, 2), (1, 0, 1)])
+def test_deform_conv2d_matches_naive_torchvision_semantics(stride: int, padding: int, dilation: int) -> None:
+    # Random fractional offsets up to +-2.5 px, so many samples fall in the border zone (-1, 0),
+    # (H - 1, H) and fully outside: all must follow torchvision's zero-outside bilinear rule.
+    torch.manual_seed(14)
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    bias = torch.randn(3, dtype=torch.float64)
+    h_out = (5 + 2 * padding - dilation * 2 - 1) // stride + 1
+    w_out = (6 + 2 * padding - dilation * 2 - 1) // stride + 1
+    offset = 5 * torch.rand(2, 18, h_out, w_out, dtype=torch.float64) - 2.5
+    mask = torch.rand(2, 9, h_out, w_out, dtype=torch.float64)
+    out = deform_conv2d(x, offset, weight, bias, mask, stride=stride, padding=padding, dilation=dilation)
+    ref = _naive_deform_conv2d(x, offset, weight, bias, mask, stride, padding, dilation)
+    assert out.shape == ref.shape
     assert_close(out, ref, atol=1e-9, rtol=1e-9)
 
 

@@ -23,12 +23,7 @@ IDENTITY = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
 ROT90 = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _one_hot_scores(labels: torch.Tensor, classes: int, margin: float = 100.0) -> torch.Tensor:

@@ -10,12 +10,7 @@ from selfseg.models import S3Net
 SIZES = [(16, 16), (17, 23), (31, 9)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _param_count(model: nn.Module) -> int:

@@ -13,12 +13,7 @@ ROT90 = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
 NO_JITTER = {"max_rotation": 0.0, "scale": (1.0, 1.0), "max_translation": 0.0, "flip": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _theta(m: torch.Tensor, batch: int) -> torch.Tensor:
