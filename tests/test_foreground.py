@@ -75,3 +75,14 @@ def test_refine_snaps_a_too_small_mask_to_the_image_edge() -> None:
 def test_single_cluster_gives_empty_mask() -> None:
     labels = np.ones((16, 16), dtype=np.int32)
     assert not select_foreground(labels, np.full((16, 16), 0.5)).any()
+
+
+def test_large_images_run_the_cluster_step_on_a_small_copy() -> None:
+    shape = (200, 160)
+    lesion = _disc(shape, (90, 85), 40)
+    labels = np.where(lesion, 2, 1).astype(np.int32)
+    image = _paint(labels, {1: 0.8, 2: 0.3})
+    np.testing.assert_array_equal(select_foreground(labels, image, work_size=64), lesion)
+    coarse = select_foreground(labels, image, work_size=64, refine=False)
+    assert coarse.shape == shape
+    assert (coarse & lesion).sum() / (coarse | lesion).sum() > 0.95

@@ -157,14 +157,31 @@ def refine_mask(mask: np.ndarray, image: np.ndarray, labels: np.ndarray, *, min_
     return ndimage.binary_fill_holes((overlap >= min_overlap * overlap.max())[components] & (components > 0))
 
 
-def select_foreground(labels: np.ndarray, image: np.ndarray, *, refine: bool = True) -> np.ndarray:
+def _nearest_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of the first two axes of ``array`` to ``shape`` (pixel centres aligned)."""
+    rows = ((np.arange(shape[0]) + 0.5) * array.shape[0] / shape[0]).astype(np.intp)
+    cols = ((np.arange(shape[1]) + 0.5) * array.shape[1] / shape[1]).astype(np.intp)
+    return array[rows[:, None], cols[None, :]]
+
+
+def select_foreground(
+    labels: np.ndarray, image: np.ndarray, *, refine: bool = True, work_size: int = 512
+) -> np.ndarray:
     """Pick the target mask from a cluster map and its image, without ground truth. (H, W) bool.
 
     Args:
         labels: (H, W) int cluster map (clusters >= 1).
         image: (H, W) or (H, W, C) float image in [0, 1], same height and width.
-        refine: snap the cluster mask to the image (``refine_mask``); False keeps the clusters' own
-            boundary.
+        refine: snap the cluster mask to the image (``refine_mask``, at full resolution); False keeps
+            the clusters' own boundary.
+        work_size: the cluster step (``cluster_mask``) runs on a nearest-neighbour copy whose longer
+            side is at most this, so its cost stays bounded on large images.
     """
-    mask = cluster_mask(labels, image)
+    height, width = labels.shape
+    scale = min(1.0, work_size / max(height, width))
+    small = (max(2, round(height * scale)), max(2, round(width * scale)))
+    if small == labels.shape:
+        mask = cluster_mask(labels, image)
+    else:
+        mask = _nearest_resize(cluster_mask(_nearest_resize(labels, small), _nearest_resize(image, small)), labels.shape)
     return refine_mask(mask, image, labels) if refine else mask
