@@ -75,6 +75,7 @@ def test_features_head_aux_compose_to_forward(color: bool) -> None:
     features = model.features(image)
     assert features.shape == (2, 6, 17, 23)
     assert_close(model.head(features, image), scores, atol=1e-6, rtol=1e-6)
+    assert_close(model.predict(image), scores, atol=1e-6, rtol=1e-6)
     assert_close(model.aux_head(features), aux, atol=1e-6, rtol=1e-6)
     # The documented structure: trunk = blocks(stem(x)), heads on top of it.
     assert_close(features, model.blocks(model.stem(image)), atol=1e-6, rtol=1e-6)

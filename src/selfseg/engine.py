@@ -27,7 +27,12 @@ __all__ = ["METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "seg
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """How to fit one method: model and objective factories and the optimiser defaults."""
+    """How to fit one method: model and objective factories and the optimiser defaults.
+
+    ``model(in_channels=..., **options)`` builds a module with ``predict(image) -> scores``
+    ((1, C, H, W) -> (1, K, H, W)); ``objective(**options)`` builds a callable
+    ``(model, image, generator) -> (scores, {name: weighted loss term})`` for one iteration.
+    """
 
     model: Callable[..., nn.Module]
     objective: Callable[..., nn.Module]
@@ -261,7 +266,7 @@ def segment(
             break
 
     with torch.no_grad():
-        scores = model.head(model.features(x), x)
+        scores = model.predict(x)
         labels = _upsampled_argmax(scores.float().contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)
     seconds = time.perf_counter() - start

@@ -48,6 +48,10 @@ class S3Net(nn.Module):
         """Auxiliary head of the transformation branch: (B, C, H, W) -> (B, C, H, W)."""
         return self.aux(features)
 
+    def predict(self, image: Tensor) -> Tensor:
+        """Class scores of the main head: (B, in_channels, H, W) -> (B, n_channels, H, W)."""
+        return self.head(self.features(image), image)
+
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Return main and auxiliary scores, each (B, n_channels, H, W)."""
         features = self.features(image)
