@@ -245,3 +245,135 @@ def test_s3net_objective_transform_term_trains_only_through_aux_branch() -> None
     # The target (main-head scores) is a constant for this term: no gradient into the main head.
     assert model.classifier[0].weight.grad is None
     assert model.deform[0].weight.grad is None
+
+
+# --------------------------------------------------------------------------- MS-Former losses
+
+from selfseg.losses import (  # noqa: E402
+    InterScaleConsistencyLoss,
+    IntraScaleStabilityLoss,
+    MSFormerObjective,
+    inter_scale_consistency_loss,
+    intra_scale_stability_loss,
+)
+from selfseg.models import MSFormer  # noqa: E402
+
+ZERO = torch.tensor(0.0)
+
+
+def test_inter_scale_consistency_values() -> None:
+    torch.manual_seed(20)
+    a = torch.randn(2, 5, 5)
+    assert_close(inter_scale_consistency_loss(a, a.clone()), ZERO, atol=1e-6, rtol=0)
+    # Cosine per row: any positive scale per row leaves it at zero.
+    scale = torch.rand(2, 5, 1) * 10 + 0.1
+    assert_close(inter_scale_consistency_loss(a, scale * a), ZERO, atol=1e-6, rtol=0)
+    assert_close(inter_scale_consistency_loss(a, -a), torch.tensor(2.0), atol=1e-6, rtol=0)
+    eye = torch.eye(4).expand(3, 4, 4)
+    rolled = torch.roll(eye, 1, dims=2)  # each row orthogonal to the same row of eye
+    assert_close(inter_scale_consistency_loss(eye, rolled), torch.tensor(1.0), atol=1e-6, rtol=0)
+    # Mean over rows: half the rows equal, half opposite -> (0 + 2) / 2.
+    half = a.clone()
+    half[:, :2] *= -1
+    half[:, 2:] *= 3
+    assert_close(inter_scale_consistency_loss(a[:, 1:], half[:, 1:]), torch.tensor(0.5), atol=1e-6, rtol=0)
+    # Equal to the reference formula on random input.
+    b = torch.randn(2, 5, 5)
+    ref = (1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))).mean()
+    assert_close(inter_scale_consistency_loss(a, b), ref)
+
+
+def test_inter_scale_consistency_has_gradient_and_checks_shapes() -> None:
+    torch.manual_seed(21)
+    a = torch.randn(1, 4, 4, requires_grad=True)
+    b = torch.randn(1, 4, 4, requires_grad=True)
+    inter_scale_consistency_loss(a, b).backward()
+    for t in (a, b):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="contexts must"):
+        inter_scale_consistency_loss(torch.randn(1, 4, 4), torch.randn(1, 5, 5))
+    with pytest.raises(ValueError, match="contexts must"):
+        inter_scale_consistency_loss(torch.randn(4, 4), torch.randn(4, 4))
+
+
+def test_intra_scale_stability_values() -> None:
+    eye = torch.eye(5).expand(2, 5, 5)
+    assert_close(intra_scale_stability_loss(eye), ZERO, atol=1e-6, rtol=0)
+    uniform = torch.full((1, 4, 4), 0.25)
+    # (4 * 3/4 + 12 * 1/4) / 16
+    assert_close(intra_scale_stability_loss(uniform), torch.tensor(0.375))
+    torch.manual_seed(22)
+    attention = torch.randn(3, 6, 6).softmax(-1)
+    assert_close(intra_scale_stability_loss(attention), (attention - torch.eye(6)).abs().mean())
+
+
+def test_intra_scale_stability_has_gradient_and_checks_shapes() -> None:
+    logits = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(23), requires_grad=True)
+    intra_scale_stability_loss(logits.softmax(-1)).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="attention must"):
+        intra_scale_stability_loss(torch.rand(1, 4, 5))
+    with pytest.raises(ValueError, match="attention must"):
+        intra_scale_stability_loss(torch.rand(4, 4))
+
+
+def test_msformer_module_forms_equal_functions() -> None:
+    torch.manual_seed(24)
+    a, b = torch.randn(2, 2, 6, 6)
+    attention = torch.randn(2, 7, 7).softmax(-1)
+    assert_close(InterScaleConsistencyLoss()(a, b), inter_scale_consistency_loss(a, b), atol=0, rtol=0)
+    assert_close(IntraScaleStabilityLoss()(attention), intra_scale_stability_loss(attention), atol=0, rtol=0)
+
+
+def _tiny_msformer(seed: int) -> MSFormer:
+    torch.manual_seed(seed)
+    return MSFormer(in_channels=3, n_channels=6, embed_dim=8, n_layers=1, patch_size=4).train()
+
+
+@pytest.mark.parametrize(("weights", "shift"), [({}, 2), ({"ce_weight": 0.5, "inter_weight": 3.0, "intra_weight": 0.7}, 1)])
+def test_msformer_objective_terms(weights: dict, shift: int) -> None:
+    model = _tiny_msformer(25)
+    image = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(26))
+    objective = MSFormerObjective(**weights, shift=shift)
+    scores, terms = objective(model, image, torch.Generator().manual_seed(0))
+    assert scores.shape == (1, 6, 24, 20)
+    assert set(terms) == {"ce", "inter", "intra"}
+    for name, value in terms.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+        assert value.item() > 0, name
+    # Recompute by hand in train mode: BN uses the batch statistics, so the same input gives the
+    # same values (only the running statistics move).
+    with torch.no_grad():
+        ref_scores, context_fine, context_coarse = model(image)
+        attention = model.shift_attention(ref_scores, shift)
+    w = {"ce_weight": 1.0, "inter_weight": 2.0, "intra_weight": 1.2, **weights}
+    assert_close(scores.detach(), ref_scores, atol=1e-5, rtol=1e-5)
+    assert_close(terms["ce"].detach(), w["ce_weight"] * self_label_cross_entropy(ref_scores), atol=1e-5, rtol=1e-5)
+    assert_close(
+        terms["inter"].detach(),
+        w["inter_weight"] * inter_scale_consistency_loss(context_fine, context_coarse),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    assert_close(
+        terms["intra"].detach(), w["intra_weight"] * intra_scale_stability_loss(attention), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_msformer_objective_uses_shift() -> None:
+    model = _tiny_msformer(27)
+    image = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(28))
+    generator = torch.Generator().manual_seed(0)
+    _, one = MSFormerObjective(shift=1)(model, image, generator)
+    _, two = MSFormerObjective(shift=2)(model, image, generator)
+    assert_close(one["ce"], two["ce"], atol=1e-6, rtol=1e-6)
+    assert_close(one["inter"], two["inter"], atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        scores = model(image)[0]
+        intra = {s: 1.2 * intra_scale_stability_loss(model.shift_attention(scores, s)) for s in (1, 2)}
+    assert_close(one["intra"].detach(), intra[1], atol=1e-7, rtol=1e-6)
+    assert_close(two["intra"].detach(), intra[2], atol=1e-7, rtol=1e-6)
+    # The two shifts differ by far more than the float noise (about 7e-4 relative here).
+    assert abs(one["intra"].item() - two["intra"].item()) > 2e-5
+    with pytest.raises(ValueError, match="shift"):
+        MSFormerObjective(shift=20)(model, image, generator)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfseg.foreground import select_foreground
-from selfseg.losses import S3NetObjective
-from selfseg.models import S3Net
+from selfseg.losses import MSFormerObjective, S3NetObjective
+from selfseg.models import MSFormer, S3Net
 
 __all__ = ["METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "segment"]
 
@@ -44,6 +44,7 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "s3net": MethodSpec(model=S3Net, objective=S3NetObjective, lr=0.2),
+    "msformer": MethodSpec(model=MSFormer, objective=MSFormerObjective, lr=0.1),
 }
 
 
@@ -126,12 +127,14 @@ def _keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
+MIN_SIDE = 8
+"""Shortest working side in pixels: thinner images are stretched to it (the networks need context)."""
+
+
 def _working_size(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """Scale (height, width) so that the longer side is ``size`` (None: keep the native size)."""
-    if size is None:
-        return height, width
-    scale = size / max(height, width)
-    return max(2, round(height * scale)), max(2, round(width * scale))
+    """Scale (height, width) so that the longer side is ``size`` (None: native), each side >= MIN_SIDE."""
+    scale = 1.0 if size is None else size / max(height, width)
+    return max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale))
 
 
 def _upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: int = 256) -> Tensor:
@@ -198,8 +201,8 @@ def segment(
         image: (H, W) or (H, W, C) array; see ``as_float_image``.
         method: a key of ``METHODS``.
         seed: seeds the weights and the random transforms; on CPU equal seeds give equal results.
-        size: longer side of the working resolution (None: native). Scores are upsampled to the
-            native size before the argmax.
+        size: longer side of the working resolution (None: native); sides shorter than
+            ``MIN_SIDE`` are stretched to it. Scores are resized to the native size before the argmax.
         max_iter, min_labels, min_iter, lr: override the method's defaults. Training stops once at
             most ``min_labels`` clusters remain in a prediction made after at least ``min_iter``
             optimiser steps, or after ``max_iter`` steps.

@@ -12,10 +12,15 @@ from torch import Tensor, nn
 from selfseg.transforms import random_affine_matrix, warp_affine
 
 __all__ = [
+    "InterScaleConsistencyLoss",
+    "IntraScaleStabilityLoss",
+    "MSFormerObjective",
     "S3NetObjective",
     "SelfLabelCrossEntropy",
     "SpatialConsistencyLoss",
     "TransformConsistencyLoss",
+    "inter_scale_consistency_loss",
+    "intra_scale_stability_loss",
     "self_label_cross_entropy",
     "spatial_consistency_loss",
     "transform_consistency_loss",
@@ -66,6 +71,30 @@ def transform_consistency_loss(scores_t: Tensor, scores: Tensor, theta: Tensor) 
     return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
 
 
+def inter_scale_consistency_loss(context_a: Tensor, context_b: Tensor) -> Tensor:
+    """Mean over rows of ``1 - cos(row of A, row of B)`` for (B, D, D) context matrices. Scalar.
+
+    Zero when the two branches' global contexts point the same way, row by row (the authors' code
+    uses ``CosineEmbeddingLoss`` with target 1, which is this).
+    """
+    if context_a.shape != context_b.shape or context_a.dim() != 3:
+        raise ValueError(
+            f"contexts must both have shape (B, D, D), got {tuple(context_a.shape)} and {tuple(context_b.shape)}"
+        )
+    return (1 - F.cosine_similarity(context_a, context_b, dim=-1)).mean()
+
+
+def intra_scale_stability_loss(attention: Tensor) -> Tensor:
+    """Mean absolute difference between (B, N, N) attention and the identity. Scalar.
+
+    Zero when every patch of the score map attends only to itself in the shifted copy.
+    """
+    if attention.dim() != 3 or attention.shape[1] != attention.shape[2]:
+        raise ValueError(f"attention must have shape (B, N, N), got {tuple(attention.shape)}")
+    eye = torch.eye(attention.shape[1], device=attention.device, dtype=attention.dtype)
+    return (attention - eye).abs().mean()
+
+
 class SelfLabelCrossEntropy(nn.Module):
     """Module form of ``self_label_cross_entropy``."""
 
@@ -85,6 +114,20 @@ class TransformConsistencyLoss(nn.Module):
 
     def forward(self, scores_t: Tensor, scores: Tensor, theta: Tensor) -> Tensor:
         return transform_consistency_loss(scores_t, scores, theta)
+
+
+class InterScaleConsistencyLoss(nn.Module):
+    """Module form of ``inter_scale_consistency_loss``."""
+
+    def forward(self, context_a: Tensor, context_b: Tensor) -> Tensor:
+        return inter_scale_consistency_loss(context_a, context_b)
+
+
+class IntraScaleStabilityLoss(nn.Module):
+    """Module form of ``intra_scale_stability_loss``."""
+
+    def forward(self, attention: Tensor) -> Tensor:
+        return intra_scale_stability_loss(attention)
 
 
 class S3NetObjective(nn.Module):
@@ -125,5 +168,35 @@ class S3NetObjective(nn.Module):
             "ce": self.ce_weight * self_label_cross_entropy(scores),
             "transform": self.transform_weight * transform_consistency_loss(scores_t, scores, theta),
             "spatial": self.spatial_weight * spatial_consistency_loss(scores),
+        }
+        return scores, terms
+
+
+class MSFormerObjective(nn.Module):
+    """The MS-Former training objective for one iteration.
+
+    Returns the weighted terms ``ce`` (scores against their argmax), ``inter`` (fine against coarse
+    context) and ``intra`` (attention between the score map and its copy shifted by ``shift``
+    pixels diagonally, against the identity). The paper shifts by 2 pixels, the released code by 1.
+    """
+
+    def __init__(
+        self, ce_weight: float = 1.0, inter_weight: float = 2.0, intra_weight: float = 1.2, shift: int = 2
+    ) -> None:
+        super().__init__()
+        self.ce_weight = ce_weight
+        self.inter_weight = inter_weight
+        self.intra_weight = intra_weight
+        self.shift = shift
+
+    def forward(
+        self, model: nn.Module, image: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms); ``generator`` unused."""
+        scores, context_fine, context_coarse = model(image)
+        terms = {
+            "ce": self.ce_weight * self_label_cross_entropy(scores),
+            "inter": self.inter_weight * inter_scale_consistency_loss(context_fine, context_coarse),
+            "intra": self.intra_weight * intra_scale_stability_loss(model.shift_attention(scores, self.shift)),
         }
         return scores, terms
