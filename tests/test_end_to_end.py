@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 
 from selfseg.cli import main
 from selfseg.io import read_mask
@@ -15,16 +16,18 @@ from selfseg.io import read_mask
 STEMS = ("Test_1", "Test_2", "Test_3")
 
 
-def test_cli_segments_dermoscopy_samples_without_ground_truth(shared_data, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("method", ["s3net", "msformer"])
+def test_cli_segments_dermoscopy_samples_without_ground_truth(method, shared_data, tmp_path, capsys) -> None:
     samples = shared_data / "ssct-samples"
     inputs = [str(samples / "images" / f"{stem}.bmp") for stem in STEMS]
-    assert main(["segment", *inputs, "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["segment", *inputs, "--out", str(tmp_path), "--method", method, "--quiet"]) == 0
     with open(tmp_path / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["image"] for row in rows] == list(STEMS)
+    assert {row["method"] for row in rows} == {method}
     for stem in STEMS:
         predicted = read_mask(tmp_path / f"{stem}_mask.png")
         truth = read_mask(samples / "masks" / f"{stem}.png")
         dice = 2 * np.logical_and(predicted, truth).sum() / (predicted.sum() + truth.sum())
-        assert dice >= 0.85, f"{stem}: Dice {dice:.3f} < 0.85"
+        assert dice >= 0.85, f"{method} {stem}: Dice {dice:.3f} < 0.85"
     assert len(capsys.readouterr().out.strip().splitlines()) == len(STEMS) + 1
