@@ -162,7 +162,7 @@ class S3NetObjective(nn.Module):
         theta = random_affine_matrix(1, height, width, generator=generator).to(image.device)
         size_t = (max(2, round(height * self.transform_resolution)), max(2, round(width * self.transform_resolution)))
         image_t = warp_affine(image, theta, size=size_t, padding_mode="reflection")
-        scores = model.head(model.features(image), image)
+        scores = model.predict(image)
         scores_t = model.aux_head(model.features(image_t))
         terms = {
             "ce": self.ce_weight * self_label_cross_entropy(scores),
