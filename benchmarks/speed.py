@@ -33,7 +33,9 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _bench_method(method: str, paths: list[Path], size: int, device: torch.device, fixed_iter: int) -> None:
+def _bench_method(
+    method: str, paths: list[Path], size: int, device: torch.device, fixed_iter: int, precision: str
+) -> None:
     """Print one table for ``method``: per image, then the mean over the images after the first."""
     print(f"\n{method}")
     print(f"{'image':<20} {'iters':>5} {'s/image':>8} {'s/iter':>7} {'steady s/iter':>13} {'peak MiB':>9}")
@@ -42,9 +44,10 @@ def _bench_method(method: str, paths: list[Path], size: int, device: torch.devic
         image = read_image(path)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        result = segment(image, method=method, size=size, device=device)
+        options = {"method": method, "size": size, "device": device, "precision": precision}
+        result = segment(image, **options)
         start = time.perf_counter()
-        segment(image, method=method, size=size, device=device, max_iter=fixed_iter, min_labels=0, tol=0.0)
+        segment(image, **options, max_iter=fixed_iter, min_labels=0, tol=0.0)
         fixed = (time.perf_counter() - start) / fixed_iter
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
         seconds_per_iter = result.seconds / result.iterations
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="working size (longer side)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fixed-iter", type=int, default=5, help="iterations of the steady-state run")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args(argv)
 
     paths = find_images(args.images) if args.images else [p for p in DEFAULT_IMAGES if p.exists()]
@@ -77,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     device = torch.device(args.device)
-    print(f"selfseg speed: size={args.size} device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"selfseg speed: size={args.size} device={device} precision={args.precision} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")
     if device.type == "cuda":
         print(f"gpu: {torch.cuda.get_device_name(device)}")
     for method in methods:
-        _bench_method(method, paths, args.size, device, args.fixed_iter)
+        _bench_method(method, paths, args.size, device, args.fixed_iter, args.precision)
     return 0
 
 

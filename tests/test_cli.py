@@ -88,7 +88,9 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert args == (["a.png", "b"], "o")
     assert kwargs["seed"] == 5 and kwargs["min_labels"] == 4 and kwargs["max_iter"] is None
     assert kwargs["size"] is None and kwargs["progress"] is False
-    assert kwargs["method"] == "s3net" and kwargs["device"] == "auto"
+    assert kwargs["method"] == "s3net" and kwargs["device"] == "auto" and kwargs["precision"] == "float32"
+    assert cli.main(["segment", "a.png", "--out", "o", "--method", "msformer", "--precision", "bfloat16"]) == 0
+    assert calls[1][1]["method"] == "msformer" and calls[1][1]["precision"] == "bfloat16"
 
 
 def test_help(capsys):

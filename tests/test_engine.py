@@ -102,6 +102,15 @@ def test_segment_rejects_bad_arguments() -> None:
         segment(image, bogus=1)
     with pytest.raises(ValueError, match="max_iter must be at least 1"):
         segment(image, max_iter=0)
+    with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
+        segment(image, precision="float16")
+
+
+def test_segment_runs_in_bfloat16() -> None:
+    small = {"n_channels": 6, "embed_dim": 8, "n_layers": 1, "patch_size": 4}
+    result = segment(_disc_image(), method="msformer", precision="bfloat16", size=24, max_iter=2, **small)
+    assert result.labels.shape == (30, 40) and result.iterations == 2
+    assert all(np.isfinite(record["total"]) for record in result.history)
 
 
 def test_segment_accepts_grey_and_native_size() -> None:

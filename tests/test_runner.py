@@ -83,6 +83,7 @@ def test_batch_results_csv(batch):
         assert re.fullmatch(r"\d+\.\d{3}", record["seconds"])
         assert record["n_labels"] == str(row["n_labels"])
         assert (record["size"], record["max_iter"], record["min_labels"], record["device"]) == ("32", "2", "", "cpu")
+        assert record["precision"] == "float32"
         assert (record["height"], record["width"]) == ("40", "48")
     assert rows == report.results  # on_result saw every finished image
 

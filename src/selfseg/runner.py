@@ -37,6 +37,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "max_iter",
     "min_labels",
     "device",
+    "precision",
 )
 """Columns of ``results.csv``: image stem, what ran and what came out, then the parameters
 (an empty cell means the default: the method's for ``max_iter`` and ``min_labels``, native
@@ -98,6 +99,7 @@ def run_batch(
     min_labels: int | None = None,
     size: int | None = 256,
     device: str = "auto",
+    precision: str = "float32",
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     **options,
@@ -108,8 +110,8 @@ def run_batch(
     rewritten after every image and keeps rows of earlier runs (a re-run image replaces its row).
     An input that cannot be read, or that ``segment`` rejects (ValueError, TypeError), is reported
     as ``error: <path>: <reason>`` on stderr and in ``failures``, gets no outputs, and the batch goes
-    on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device`` and ``**options`` go
-    to ``engine.segment``. ``on_result`` is called with each finished image's row; ``progress`` shows
+    on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision`` and ``**options``
+    go to ``engine.segment``. ``on_result`` is called with each finished image's row; ``progress`` shows
     a progress bar on stderr.
 
     Raises:
@@ -139,6 +141,7 @@ def run_batch(
                     max_iter=max_iter,
                     min_labels=min_labels,
                     device=device,
+                    precision=precision,
                     **options,
                 )
             except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
@@ -165,6 +168,7 @@ def run_batch(
                 "max_iter": max_iter,
                 "min_labels": min_labels,
                 "device": device,
+                "precision": precision,
             }
             report.results.append(row)
             table[path.stem] = [_cell(row[c]) for c in RESULT_COLUMNS]
