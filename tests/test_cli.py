@@ -116,3 +116,33 @@ def test_console_script():
         pytest.skip("selfseg console script not installed in this environment")
     done = subprocess.run([str(script), "segment", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "results.csv" in done.stdout
+
+
+def test_evaluate_command(tmp_path, capsys):
+    out, truth = tmp_path / "out", tmp_path / "gt"
+    out.mkdir()
+    truth.mkdir()
+    mask = np.zeros((6, 8), dtype=np.uint8)
+    mask[1:5, 2:6] = 255
+    Image.fromarray(mask).save(out / "a_mask.png")
+    Image.fromarray(mask).save(truth / "a.png")
+    assert cli.main(["evaluate", str(out), "--gt", str(truth), "--spacing", "0.5,0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "dice" in text and "1 masks scored, 0 not" in text
+    assert (out / "metrics.csv").exists()
+    Image.fromarray(mask).save(out / "b_mask.png")  # no ground truth for b
+    assert cli.main(["evaluate", str(out), "--gt", str(truth)]) == 1
+    assert "error: b: no ground-truth mask" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(out), "--gt", str(tmp_path / "missing")]) == 2
+    assert cli.main(["evaluate", str(tmp_path / "nowhere"), "--gt", str(truth)]) == 2
+
+
+def test_segment_with_ground_truth_scores_the_run(tmp_path, capsys):
+    image = _disc(tmp_path / "disc.png")
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    Image.fromarray(np.zeros((40, 48), dtype=np.uint8)).save(truth / "disc.png")
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(image), "--out", str(out), "--gt", str(truth), *FAST]) == 0
+    assert "1 masks scored" in capsys.readouterr().out
+    assert cli.main(["segment", str(image), "--out", str(out), "--gt", str(tmp_path / "none"), *FAST]) == 2

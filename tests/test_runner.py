@@ -11,7 +11,15 @@ from PIL import Image
 
 from selfseg import engine
 from selfseg.engine import SegmentationResult
-from selfseg.runner import RESULT_COLUMNS, BatchReport, run_batch, summary_line
+from selfseg.runner import (
+    RESULT_COLUMNS,
+    BatchReport,
+    evaluate_outputs,
+    run_batch,
+    summarize,
+    summary_line,
+    summary_table,
+)
 
 FAST = dict(size=32, max_iter=2, device="cpu")  # engine runs are slow: keep them tiny
 
@@ -174,3 +182,43 @@ def test_summary_line():
         "width": 100,
     }
     assert summary_line(row) == "Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%"
+
+
+def _mask_file(path, rows: slice, shape=(6, 8)) -> None:
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[rows, 2:6] = 255
+    Image.fromarray(mask).save(path)
+
+
+def test_evaluate_outputs_scores_masks_and_reports_failures(tmp_path) -> None:
+    out, truth = tmp_path / "out", tmp_path / "gt"
+    out.mkdir()
+    truth.mkdir()
+    _mask_file(out / "a_mask.png", slice(1, 5))  # 4x4 square
+    _mask_file(truth / "a.png", slice(2, 6))  # the same, one row lower
+    _mask_file(out / "b_mask.png", slice(1, 5))
+    _mask_file(truth / "b_segmentation.png", slice(1, 5))  # ISIC-style name, identical mask
+    _mask_file(out / "c_mask.png", slice(1, 5))  # no ground truth
+    _mask_file(out / "d_mask.png", slice(1, 5))
+    _mask_file(truth / "d.png", slice(1, 5), shape=(7, 8))  # size mismatch
+    report = evaluate_outputs(out, truth)
+    scores = {row["image"]: row for row in report.results}
+    assert sorted(scores) == ["a", "b"]
+    assert scores["a"]["dice"] == 0.75 and scores["a"]["iou"] == 0.6 and scores["a"]["hd95"] == 1.0
+    assert scores["b"]["dice"] == 1.0 and scores["b"]["assd"] == 0.0
+    reasons = dict(report.failures)
+    assert "no ground-truth mask" in reasons["c"] and "differ in size" in reasons["d"]
+    table = _read_csv(out / "metrics.csv")
+    assert table[0] == ["image", "dice", "iou", "hm", "xor", "sensitivity", "specificity", "hd95", "assd"]
+    assert table[1][:3] == ["a", "0.750000", "0.600000"]
+
+
+def test_summarize_leaves_out_non_finite_values() -> None:
+    rows = [
+        {name: value for name in ("dice", "iou", "hm", "xor", "sensitivity", "specificity", "hd95", "assd")}
+        for value in (0.5, 1.0, float("inf"))
+    ]
+    summary = summarize(rows)
+    assert summary["dice"] == (0.75, 0.25, 0.75, 2)
+    assert "dice" in summary_table(summary).splitlines()[1]
+    assert summarize([])["hd95"][3] == 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
 from selfseg import __version__
 from selfseg.engine import METHODS
 from selfseg.io import IMAGE_SUFFIXES
-from selfseg.runner import run_batch, summary_line
+from selfseg.datasets import DatasetError, load_masks
+from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
 
 __all__ = ["build_parser", "main"]
 
@@ -25,11 +27,28 @@ files written to DIR, for an input <stem>.png (or any of {", ".join(IMAGE_SUFFIX
   results.csv         one row per image: iterations, seconds, labels, foreground pixels and the
                       parameters; rows of earlier runs into DIR are kept, a re-run replaces its row
   failures.csv        image, reason: inputs of this run that could not be segmented (only if any)
+  metrics.csv         with --gt: Dice, IoU, HM, XOR, sensitivity, specificity, HD95, ASSD per image
 
-exit status: 0 all images segmented, 1 some failed, 2 usage error (e.g. a missing input).
+exit status: 0 all images segmented (and scored), 1 some failed, 2 usage error (e.g. a missing input).
 
 example:
   selfseg segment scans/ extra/Test_1.bmp --out results --max-iter 30 --seed 1
+"""
+
+
+_EVALUATE_HELP = """\
+Score the masks of a 'selfseg segment' output folder (<stem>_mask.png) against ground-truth masks.
+Writes PRED_DIR/metrics.csv (one row per image: dice, iou, hm, xor, sensitivity, specificity, hd95,
+assd) and prints mean, std and median of each metric (over finite values; an empty mask gives an
+infinite HD95). Surface distances are in pixels unless --spacing is given.
+
+--gt is a folder of masks named <stem>.png (or <stem>_segmentation.png, <stem>_lesion.bmp, ...) or a
+dataset: images/ + masks/ folders, the PH2 layout, or ISIC challenge naming.
+
+exit status: 0 every mask scored, 1 some could not be scored, 2 usage error.
+
+example:
+  selfseg evaluate results --gt ../data/isic2018/masks
 """
 
 
@@ -45,6 +64,16 @@ def _size(text: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 (native) or positive, got {value}")
     return value or None
+
+
+def _spacing(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"spacing must be positive, got {text!r}")
+    return values
 
 
 def _method_defaults(name: str) -> str:
@@ -95,14 +124,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
         "AVX512-BF16, slower for s3net (default: %(default)s)",
     )
+    seg.add_argument("--gt", metavar="DIR", help="ground-truth masks or dataset: score the masks after segmenting")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev = commands.add_parser(
+        "evaluate",
+        help="score output masks against ground truth",
+        description=_EVALUATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("pred_dir", metavar="PRED_DIR", help="output folder of 'selfseg segment'")
+    ev.add_argument("--gt", required=True, metavar="DIR", help="ground-truth masks folder or dataset")
+    ev.add_argument("--spacing", type=_spacing, metavar="SY,SX", help="pixel size per axis, e.g. 0.7,0.7 (mm)")
     return parser
+
+
+def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | None) -> int:
+    """Score ``pred_dir`` against ``ground_truth``, print the summary; exit status."""
+    try:
+        report = evaluate_outputs(pred_dir, ground_truth, spacing=spacing)
+    except (FileNotFoundError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for stem, reason in report.failures:
+        print(f"error: {stem}: {reason}", file=sys.stderr)
+    print(summary_table(summarize(report.results)))
+    print(f"{len(report.results)} masks scored, {len(report.failures)} not -> {Path(pred_dir) / 'metrics.csv'}")
+    return 1 if report.failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error)."""
     args = build_parser().parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args.pred_dir, args.gt, args.spacing)
     try:
+        if args.gt is not None:
+            load_masks(args.gt)  # a wrong --gt fails before the long run, not after it
         report = run_batch(
             args.inputs,
             args.out,
@@ -116,11 +173,14 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
         return 130
     print(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}")
-    return 1 if report.failures else 0
+    status = 1 if report.failures else 0
+    if args.gt is not None:
+        status = max(status, _evaluate(args.out, args.gt, None))
+    return status

@@ -1,9 +1,10 @@
-"""Batch runner: segment many image files into an output folder with a results table.
+"""Batch runner: segment many image files into an output folder with a results table; score them.
 
 For every input image ``<stem>`` the folder gets ``<stem>_labels.png`` (cluster map, 8 or 16 bit),
 ``<stem>_mask.png`` (foreground, 0/255) and ``<stem>_overlay.png`` (mask drawn on the image), plus
 ``results.csv`` (one row per image, kept across runs) and, when some inputs failed, ``failures.csv``
-(image, reason) for the latest run.
+(image, reason) for the latest run. ``evaluate_outputs`` scores the masks of such a folder against
+ground-truth masks into ``metrics.csv``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from selfseg import engine, io
+from selfseg import datasets, engine, io
+from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.visualize import overlay
 
-__all__ = ["RESULT_COLUMNS", "BatchReport", "run_batch", "summary_line"]
+__all__ = [
+    "MASK_SUFFIX",
+    "RESULT_COLUMNS",
+    "BatchReport",
+    "evaluate_outputs",
+    "run_batch",
+    "summarize",
+    "summary_line",
+    "summary_table",
+]
+
+MASK_SUFFIX = "_mask.png"
+"""Name ending of the foreground masks that ``run_batch`` writes and ``evaluate_outputs`` reads."""
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image",
@@ -152,7 +166,7 @@ def run_batch(
                 continue
             labels_dtype = np.uint8 if result.n_labels < 256 else np.uint16
             io.write_image(out_dir / f"{path.stem}_labels.png", result.labels.astype(labels_dtype))
-            io.write_image(out_dir / f"{path.stem}_mask.png", result.mask)
+            io.write_image(out_dir / f"{path.stem}{MASK_SUFFIX}", result.mask)
             io.write_image(out_dir / f"{path.stem}_overlay.png", overlay(image, result.mask))
             row = {
                 "image": path.stem,
@@ -186,3 +200,62 @@ def summary_line(row: dict) -> str:
         f"{row['image']}: {row['n_labels']} labels, {row['iterations']} iterations, "
         f"{row['seconds']:.1f} s, foreground {share:.1f}%"
     )
+
+
+def evaluate_outputs(
+    out_dir: str | os.PathLike, ground_truth: str | os.PathLike, *, spacing: tuple[float, ...] | None = None
+) -> BatchReport:
+    """Score every ``<stem>_mask.png`` of ``out_dir`` against its ground-truth mask; write ``metrics.csv``.
+
+    ``ground_truth`` is a folder of masks or a dataset (``datasets.load_masks``). One row per scored
+    image (``image`` and ``metrics.METRIC_NAMES``); a prediction without a ground-truth mask, an
+    unreadable mask or a size mismatch is a failure (image, reason) and the rest go on.
+
+    Raises:
+        datasets.DatasetError: ``ground_truth`` holds no masks.
+        FileNotFoundError: ``out_dir`` does not exist.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"output folder not found: {out_dir}")
+    truths = datasets.load_masks(ground_truth)
+    report = BatchReport()
+    for path in sorted(out_dir.glob(f"*{MASK_SUFFIX}")):
+        stem = path.name[: -len(MASK_SUFFIX)]
+        if stem not in truths:
+            report.failures.append((stem, f"no ground-truth mask in {ground_truth}"))
+            continue
+        try:
+            predicted, truth = io.read_mask(path), io.read_mask(truths[stem])
+        except io.ImageReadError as err:
+            report.failures.append((stem, str(err)))
+            continue
+        if predicted.shape != truth.shape:
+            report.failures.append(
+                (stem, f"prediction {predicted.shape} and ground truth {truth.shape} differ in size")
+            )
+            continue
+        report.results.append({"image": stem, **evaluate(predicted, truth, spacing=spacing)})
+    rows = ([row["image"], *(f"{row[name]:.6f}" for name in METRIC_NAMES)] for row in report.results)
+    io.write_csv(out_dir / "metrics.csv", ("image", *METRIC_NAMES), rows)
+    return report
+
+
+def summarize(rows: list[dict]) -> dict[str, tuple[float, float, float, int]]:
+    """Per metric: (mean, std, median, n) over the finite values of ``rows`` (inf/nan left out)."""
+    summary = {}
+    for name in METRIC_NAMES:
+        values = np.array([row[name] for row in rows], dtype=float)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            summary[name] = (float(finite.mean()), float(finite.std()), float(np.median(finite)), int(finite.size))
+        else:
+            summary[name] = (float("nan"), float("nan"), float("nan"), 0)
+    return summary
+
+
+def summary_table(summary: dict[str, tuple[float, float, float, int]]) -> str:
+    """Plain-text table of ``summarize``'s result, one metric per line."""
+    lines = [f"{'metric':<12} {'mean':>8} {'std':>8} {'median':>8} {'n':>5}"]
+    lines += [f"{name:<12} {m:>8.4f} {s:>8.4f} {med:>8.4f} {n:>5}" for name, (m, s, med, n) in summary.items()]
+    return "\n".join(lines)
