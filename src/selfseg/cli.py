@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from selfseg import __version__
-from selfseg.engine import METHODS
+from selfseg.engine import ALL_METHODS, METHODS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
@@ -98,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, or folder of images (not recursive)")
     seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    seg.add_argument("--method", choices=sorted(METHODS), default="s3net", help="method (default: %(default)s)")
+    seg.add_argument(
+        "--method",
+        choices=ALL_METHODS,
+        default="s3net",
+        help="network (s3net, msformer) or classical baseline (otsu, kmeans with --min-labels clusters) "
+        "(default: %(default)s)",
+    )
     seg.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     seg.add_argument(
         "--max-iter", type=_positive_int, metavar="N", help=f"most training iterations (default: {_method_defaults('max_iter')})"

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfseg.baselines import kmeans_labels, otsu_labels
 from selfseg.foreground import select_foreground
 from selfseg.losses import MSFormerObjective, S3NetObjective
 from selfseg.models import MSFormer, S3Net
 
-__all__ = ["METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "segment"]
+__all__ = ["ALL_METHODS", "BASELINES", "METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "segment"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ METHODS: dict[str, MethodSpec] = {
     "s3net": MethodSpec(model=S3Net, objective=S3NetObjective, lr=0.2),
     "msformer": MethodSpec(model=MSFormer, objective=MSFormerObjective, lr=0.1),
 }
+
+BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
+    "otsu": lambda pixels, n_clusters, seed: otsu_labels(pixels),
+    "kmeans": lambda pixels, n_clusters, seed: kmeans_labels(pixels, n_clusters=n_clusters, seed=seed),
+}
+"""Methods without a network: (H, W, C) image, number of clusters, seed -> (H, W) cluster map."""
+
+ALL_METHODS: tuple[str, ...] = (*METHODS, *BASELINES)
 
 
 @dataclass
@@ -179,6 +188,17 @@ def _split_options(spec: MethodSpec, options: dict) -> tuple[dict, dict]:
     )
 
 
+def _segment_baseline(image: np.ndarray, method: str, *, seed: int, n_clusters: int, **options) -> SegmentationResult:
+    """``segment`` for a method of ``BASELINES``: cluster at native resolution, same foreground step."""
+    if options:
+        raise TypeError(f"unknown option(s) {', '.join(sorted(options))}; {method} takes none")
+    pixels = as_float_image(image)
+    start = time.perf_counter()
+    labels = _relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
+    seconds = time.perf_counter() - start
+    return SegmentationResult(labels, select_foreground(labels, pixels), method, seed, 0, seconds)
+
+
 def segment(
     image: np.ndarray,
     method: str = "s3net",
@@ -200,7 +220,8 @@ def segment(
 
     Args:
         image: (H, W) or (H, W, C) array; see ``as_float_image``.
-        method: a key of ``METHODS``.
+        method: a key of ``METHODS`` (networks) or ``BASELINES`` (``otsu``, ``kmeans`` with
+            ``min_labels`` clusters, default 3; they ignore the training options).
         seed: seeds the weights and the random transforms; on CPU equal seeds give equal results.
         size: longer side of the working resolution (None: native); sides shorter than
             ``MIN_SIDE`` are stretched to it. Scores are resized to the native size before the argmax.
@@ -220,8 +241,10 @@ def segment(
     Returns:
         SegmentationResult with ``labels`` and ``mask`` at the input's resolution.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+    if method in BASELINES:
+        return _segment_baseline(image, method, seed=seed, n_clusters=min_labels or 3, **options)
     spec = METHODS[method]
     model_options, objective_options = _split_options(spec, options)
     max_iter = spec.max_iter if max_iter is None else max_iter

@@ -135,8 +135,8 @@ def run_batch(
     """
     paths = io.find_images(inputs)
     _check_unique_stems(paths)
-    if method not in engine.METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(sorted(engine.METHODS))}")
+    if method not in engine.ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
     out_dir = Path(out_dir)
     results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
     table = _read_results(results_csv)
