@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=ALL_METHODS,
         default="s3net",
-        help="network (s3net, msformer) or classical baseline (otsu, kmeans with --min-labels clusters) "
+        help="network (s3net, msformer, dfc = Kim & Kanezaki 2020) or classical baseline (otsu, kmeans with "
+        "--min-labels clusters) "
         "(default: %(default)s)",
     )
     seg.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")

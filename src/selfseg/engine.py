@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
 from selfseg.foreground import select_foreground
-from selfseg.losses import MSFormerObjective, S3NetObjective
-from selfseg.models import MSFormer, S3Net
+from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
+from selfseg.models import DFC, MSFormer, S3Net
 
 __all__ = ["ALL_METHODS", "BASELINES", "METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "segment"]
 
@@ -46,6 +46,7 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "s3net": MethodSpec(model=S3Net, objective=S3NetObjective, lr=0.2),
     "msformer": MethodSpec(model=MSFormer, objective=MSFormerObjective, lr=0.1),
+    "dfc": MethodSpec(model=DFC, objective=DFCObjective, lr=0.1, max_iter=1000),
 }
 
 BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
@@ -220,7 +221,7 @@ def segment(
 
     Args:
         image: (H, W) or (H, W, C) array; see ``as_float_image``.
-        method: a key of ``METHODS`` (networks) or ``BASELINES`` (``otsu``, ``kmeans`` with
+        method: a key of ``METHODS`` (networks: ``s3net``, ``msformer``, ``dfc``) or ``BASELINES`` (``otsu``, ``kmeans`` with
             ``min_labels`` clusters, default 3; they ignore the training options).
         seed: seeds the weights and the random transforms; on CPU equal seeds give equal results.
         size: longer side of the working resolution (None: native); sides shorter than

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from selfseg.transforms import random_affine_matrix, warp_affine
 
 __all__ = [
+    "DFCObjective",
     "InterScaleConsistencyLoss",
     "IntraScaleStabilityLoss",
     "MSFormerObjective",
@@ -198,5 +199,31 @@ class MSFormerObjective(nn.Module):
             "ce": self.ce_weight * self_label_cross_entropy(scores),
             "inter": self.inter_weight * inter_scale_consistency_loss(context_fine, context_coarse),
             "intra": self.intra_weight * intra_scale_stability_loss(model.shift_attention(scores, self.shift)),
+        }
+        return scores, terms
+
+
+class DFCObjective(nn.Module):
+    """The training objective of DFC (Kim & Kanezaki, IEEE TIP 2020) for one iteration.
+
+    Returns the weighted terms ``similarity`` (cross-entropy of the response map against its own
+    per-pixel argmax, ``stepsize_sim`` in the authors' ``demo.py``) and ``continuity`` (mean absolute
+    vertical plus mean absolute horizontal difference of the response map, their L1 losses against
+    zero, ``stepsize_con``). Both weights are 1 in the released code. ``generator`` is unused.
+    """
+
+    def __init__(self, similarity_weight: float = 1.0, continuity_weight: float = 1.0) -> None:
+        super().__init__()
+        self.similarity_weight = similarity_weight
+        self.continuity_weight = continuity_weight
+
+    def forward(
+        self, model: nn.Module, image: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms); ``generator`` unused."""
+        scores = model.predict(image)
+        terms = {
+            "similarity": self.similarity_weight * self_label_cross_entropy(scores),
+            "continuity": self.continuity_weight * spatial_consistency_loss(scores),
         }
         return scores, terms
