@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from importlib.metadata import version
@@ -146,3 +147,27 @@ def test_segment_with_ground_truth_scores_the_run(tmp_path, capsys):
     assert cli.main(["segment", str(image), "--out", str(out), "--gt", str(truth), *FAST]) == 0
     assert "1 masks scored" in capsys.readouterr().out
     assert cli.main(["segment", str(image), "--out", str(out), "--gt", str(tmp_path / "none"), *FAST]) == 2
+
+
+def test_oracle_runs_are_marked_and_need_ground_truth(tmp_path, capsys):
+    image = _disc(tmp_path / "disc.png")
+    _disc(tmp_path / "nogt.png")
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    mask = np.zeros((40, 48), dtype=np.uint8)
+    mask[10:30, 14:34] = 255
+    Image.fromarray(mask).save(truth / "disc.png")
+    out = tmp_path / "out"
+    argv = ["segment", str(image), str(tmp_path / "nogt.png"), "--out", str(out), "--gt", str(truth), *FAST]
+    assert cli.main([*argv, "--foreground", "oracle"]) == 1  # nogt has no ground truth: a failure
+    captured = capsys.readouterr()
+    assert "disc:" in captured.out and "[oracle]" in captured.out
+    assert "nogt.png: no ground-truth mask" in captured.err
+    with open(out / "results.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["image"] == "disc" and row["foreground"] == "oracle"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["segment", str(image), "--out", str(out), "--foreground", "oracle"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["segment", str(image), "--out", str(out), "--oracle-crop"])

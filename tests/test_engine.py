@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from selfseg.engine import _relabel_by_area, _upsampled_argmax, as_float_image, segment
 
@@ -117,3 +118,22 @@ def test_segment_accepts_grey_and_native_size() -> None:
     grey = _disc_image(20, 26).mean(axis=2)
     result = segment(grey, size=None, max_iter=1, n_channels=8, device="cpu")
     assert result.labels.shape == (20, 26)
+
+
+def test_oracle_foreground_is_labelled_and_validated() -> None:
+    image = _disc_image()
+    truth = np.zeros(image.shape[:2], dtype=bool)
+    truth[10:20, 15:25] = True
+    result = segment(image, foreground="oracle", truth=truth, oracle_crop=True, **FAST)
+    assert result.foreground == "oracle+crop"
+    near_truth = ndimage.binary_dilation(truth, structure=np.ones((5, 5), dtype=bool), iterations=2)
+    assert not (result.mask & ~near_truth).any()
+    assert segment(image, **FAST).foreground == "auto"
+    with pytest.raises(ValueError, match="needs truth"):
+        segment(image, foreground="oracle", **FAST)
+    with pytest.raises(ValueError, match="only used by foreground='oracle'"):
+        segment(image, truth=truth, **FAST)
+    with pytest.raises(ValueError, match="oracle_crop needs"):
+        segment(image, oracle_crop=True, **FAST)
+    with pytest.raises(ValueError, match="truth must have the image's shape"):
+        segment(image, foreground="oracle", truth=truth[:4], **FAST)

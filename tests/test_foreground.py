@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selfseg.foreground import cluster_mask, refine_mask, region_scores, select_foreground
+from selfseg.foreground import cluster_mask, oracle_mask, refine_mask, region_scores, select_foreground
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
@@ -86,3 +86,31 @@ def test_large_images_run_the_cluster_step_on_a_small_copy() -> None:
     coarse = select_foreground(labels, image, work_size=64, refine=False)
     assert coarse.shape == shape
     assert (coarse & lesion).sum() / (coarse | lesion).sum() > 0.95
+
+
+def test_oracle_picks_the_cluster_that_overlaps_the_truth_most() -> None:
+    shape = (40, 40)
+    lesion = _disc(shape, (20, 20), 8)
+    labels = np.ones(shape, dtype=np.int32)
+    labels[lesion] = 2
+    labels[:5, :] = 3  # a band on the frame
+    truth = np.zeros(shape, dtype=bool)
+    truth[:6, :] = True  # the "target" is the band: the ground-truth-free rule cannot know that
+    image = _paint(labels, {1: 0.6, 2: 0.2, 3: 0.5})
+    np.testing.assert_array_equal(select_foreground(labels, image), lesion)
+    np.testing.assert_array_equal(oracle_mask(labels, truth), labels == 3)
+    assert not oracle_mask(labels, np.zeros(shape, dtype=bool)).any()
+
+
+def test_oracle_crop_keeps_only_the_dilated_truth() -> None:
+    labels = np.ones((30, 30), dtype=np.int32)
+    labels[:, 15:] = 2
+    truth = np.zeros((30, 30), dtype=bool)
+    truth[10:20, 20:25] = True
+    cropped = oracle_mask(labels, truth, crop=True)
+    expected = np.zeros((30, 30), dtype=bool)
+    expected[6:24, 16:29] = True  # two 5x5 dilations grow the truth by 4 pixels
+    expected[:, :15] = False
+    np.testing.assert_array_equal(cropped, expected)
+    with pytest.raises(ValueError, match="truth must have the labels' shape"):
+        oracle_mask(labels, truth[:5])

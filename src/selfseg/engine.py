@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
-from selfseg.foreground import select_foreground
+from selfseg.foreground import oracle_mask, select_foreground
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
 
@@ -65,7 +65,7 @@ class SegmentationResult:
     Attributes:
         labels: (H, W) int32 cluster map at the input's resolution; clusters are numbered 1..n_labels
             by decreasing area.
-        mask: (H, W) bool foreground chosen without ground truth (``selfseg.foreground``).
+        mask: (H, W) bool foreground; chosen without ground truth unless ``foreground`` says oracle.
         method, seed: what produced it.
         iterations: optimiser steps run.
         seconds: wall time of the fit, including the final prediction.
@@ -79,6 +79,9 @@ class SegmentationResult:
     iterations: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    foreground: str = "auto"
+    """How ``mask`` was chosen: "auto" (no ground truth), "oracle" or "oracle+crop" (the papers'
+    protocol, with the ground truth: for reproducing their figures only)."""
 
     @property
     def n_labels(self) -> int:
@@ -189,15 +192,35 @@ def _split_options(spec: MethodSpec, options: dict) -> tuple[dict, dict]:
     )
 
 
-def _segment_baseline(image: np.ndarray, method: str, *, seed: int, n_clusters: int, **options) -> SegmentationResult:
+def _foreground(
+    labels: np.ndarray, pixels: np.ndarray, foreground: str, truth: np.ndarray | None, oracle_crop: bool
+) -> tuple[np.ndarray, str]:
+    """The mask and the name of the rule that chose it (see ``segment``)."""
+    if foreground == "auto":
+        return select_foreground(labels, pixels), "auto"
+    return oracle_mask(labels, np.asarray(truth), crop=oracle_crop), "oracle+crop" if oracle_crop else "oracle"
+
+
+def _check_foreground(foreground: str, truth: np.ndarray | None, oracle_crop: bool) -> None:
+    if foreground not in ("auto", "oracle"):
+        raise ValueError(f"foreground must be 'auto' or 'oracle', got {foreground!r}")
+    if (foreground == "oracle") != (truth is not None):
+        raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
+    if oracle_crop and foreground != "oracle":
+        raise ValueError("oracle_crop needs foreground='oracle'")
+
+
+def _segment_baseline(
+    pixels: np.ndarray, method: str, *, seed: int, n_clusters: int, foreground: tuple, **options
+) -> SegmentationResult:
     """``segment`` for a method of ``BASELINES``: cluster at native resolution, same foreground step."""
     if options:
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))}; {method} takes none")
-    pixels = as_float_image(image)
     start = time.perf_counter()
     labels = _relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
     seconds = time.perf_counter() - start
-    return SegmentationResult(labels, select_foreground(labels, pixels), method, seed, 0, seconds)
+    mask, rule = _foreground(labels, pixels, *foreground)
+    return SegmentationResult(labels, mask, method, seed, 0, seconds, foreground=rule)
 
 
 def segment(
@@ -214,6 +237,9 @@ def segment(
     lr: float | None = None,
     device: str | torch.device = "auto",
     precision: str = "float32",
+    foreground: str = "auto",
+    truth: np.ndarray | None = None,
+    oracle_crop: bool = False,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     **options,
 ) -> SegmentationResult:
@@ -235,6 +261,11 @@ def segment(
         precision: "float32", or "bfloat16" to run the network under ``torch.autocast`` (on CPUs
             with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
             deformable convolutions get slower, so keep it at float32).
+        foreground: "auto" chooses the mask without ground truth (``select_foreground``);
+            "oracle" is the papers' protocol (``oracle_mask``) and needs ``truth``, the (H, W)
+            ground-truth mask; ``oracle_crop`` adds the released code's dilated-truth crop. Oracle
+            results are labelled so (``SegmentationResult.foreground``) and are not segmentations a
+            user without ground truth can obtain.
         callback: called after every iteration with (iteration, record of ``history``).
         **options: passed to the method's model (e.g. ``n_channels``, ``color``) or objective
             (e.g. ``ce_weight``).
@@ -244,8 +275,13 @@ def segment(
     """
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+    _check_foreground(foreground, truth, oracle_crop)
+    choice = (foreground, truth, oracle_crop)
+    pixels = as_float_image(image)
+    if truth is not None and np.shape(truth) != pixels.shape[:2]:
+        raise ValueError(f"truth must have the image's shape {pixels.shape[:2]}, got {np.shape(truth)}")
     if method in BASELINES:
-        return _segment_baseline(image, method, seed=seed, n_clusters=min_labels or 3, **options)
+        return _segment_baseline(pixels, method, seed=seed, n_clusters=min_labels or 3, foreground=choice, **options)
     spec = METHODS[method]
     model_options, objective_options = _split_options(spec, options)
     max_iter = spec.max_iter if max_iter is None else max_iter
@@ -255,7 +291,6 @@ def segment(
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
-    pixels = as_float_image(image)
     height, width = pixels.shape[:2]
     dev = _resolve_device(device)
     if dev.type == "cpu":
@@ -305,7 +340,7 @@ def segment(
         labels = _upsampled_argmax(scores.float().contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)
     seconds = time.perf_counter() - start
-    mask = select_foreground(labels, pixels)
+    mask, rule = _foreground(labels, pixels, *choice)
     return SegmentationResult(
         labels=labels,
         mask=mask,
@@ -314,4 +349,5 @@ def segment(
         iterations=len(history),
         seconds=seconds,
         history=history,
+        foreground=rule,
     )

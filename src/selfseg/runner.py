@@ -52,6 +52,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "min_labels",
     "device",
     "precision",
+    "foreground",
 )
 """Columns of ``results.csv``: image stem, what ran and what came out, then the parameters
 (an empty cell means the default: the method's for ``max_iter`` and ``min_labels``, native
@@ -114,6 +115,9 @@ def run_batch(
     size: int | None = 256,
     device: str = "auto",
     precision: str = "float32",
+    foreground: str = "auto",
+    ground_truth: str | os.PathLike | None = None,
+    oracle_crop: bool = False,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     **options,
@@ -125,7 +129,9 @@ def run_batch(
     An input that cannot be read, or that ``segment`` rejects (ValueError, TypeError), is reported
     as ``error: <path>: <reason>`` on stderr and in ``failures``, gets no outputs, and the batch goes
     on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision`` and ``**options``
-    go to ``engine.segment``. ``on_result`` is called with each finished image's row; ``progress`` shows
+    go to ``engine.segment``. ``foreground="oracle"`` (the papers' protocol, ``oracle_crop`` with its
+    crop) reads each image's mask from ``ground_truth`` (``datasets.load_masks``); an image without
+    one fails. ``on_result`` is called with each finished image's row; ``progress`` shows
     a progress bar on stderr.
 
     Raises:
@@ -139,6 +145,7 @@ def run_batch(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
     out_dir = Path(out_dir)
     results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
+    truths = datasets.load_masks(ground_truth) if foreground == "oracle" else {}
     table = _read_results(results_csv)
     failures_csv.unlink(missing_ok=True)
     report = BatchReport()
@@ -147,6 +154,11 @@ def run_batch(
             bar.set_postfix_str(path.stem)
             try:
                 image = io.read_image(path)
+                truth = None
+                if foreground == "oracle":
+                    if path.stem not in truths:
+                        raise ValueError(f"no ground-truth mask in {ground_truth}")
+                    truth = io.read_mask(truths[path.stem])
                 result = engine.segment(
                     image,
                     method,
@@ -156,6 +168,9 @@ def run_batch(
                     min_labels=min_labels,
                     device=device,
                     precision=precision,
+                    foreground=foreground,
+                    truth=truth,
+                    oracle_crop=oracle_crop,
                     **options,
                 )
             except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
@@ -183,6 +198,7 @@ def run_batch(
                 "min_labels": min_labels,
                 "device": device,
                 "precision": precision,
+                "foreground": result.foreground,
             }
             report.results.append(row)
             table[path.stem] = [_cell(row[c]) for c in RESULT_COLUMNS]
@@ -194,11 +210,13 @@ def run_batch(
 
 def summary_line(row: dict) -> str:
     """One console line for a ``BatchReport.results`` row, e.g.
-    ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%``."""
+    ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%`` (``[oracle]`` appended when the
+    mask was chosen with the ground truth)."""
     share = 100 * row["foreground_pixels"] / (row["height"] * row["width"])
+    rule = row.get("foreground", "auto")
     return (
         f"{row['image']}: {row['n_labels']} labels, {row['iterations']} iterations, "
-        f"{row['seconds']:.1f} s, foreground {share:.1f}%"
+        f"{row['seconds']:.1f} s, foreground {share:.1f}%" + ("" if rule == "auto" else f" [{rule}]")
     )
 
 
