@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from selfseg.io import find_images, read_image, write_image
+from selfseg.io import find_images, read_image, read_labels, write_image
 from selfseg.visualize import colorize_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in find_images(args.images):
         image = read_image(path)
         rgb = ((np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image) * 255).astype(np.uint8)
-        labels = np.asarray(Image.open(results / f"{path.stem}_labels.png"))
+        labels = read_labels(results / f"{path.stem}_labels.png")
         overlay = np.asarray(Image.open(results / f"{path.stem}_overlay.png").convert("RGB"))
         tiles = (_tile(rgb, args.tile), _tile(colorize_labels(labels), args.tile), _tile(overlay, args.tile))
         rows.append(np.concatenate(tiles, axis=1))

@@ -373,3 +373,20 @@ def test_find_images_missing(tmp_path):
 
 def test_find_images_empty():
     assert find_images([]) == []
+
+
+def test_read_labels_round_trips_8_and_16_bit(tmp_path):
+    from selfseg.io import read_labels
+
+    small = np.array([[1, 2], [3, 255]], dtype=np.uint8)
+    large = np.array([[1, 300], [65535, 7]], dtype=np.uint16)
+    write_image(tmp_path / "a.png", small)
+    write_image(tmp_path / "b.png", large)
+    np.testing.assert_array_equal(read_labels(tmp_path / "a.png"), small)
+    np.testing.assert_array_equal(read_labels(tmp_path / "b.png"), large)
+    assert read_labels(tmp_path / "b.png").dtype == np.int32
+    Image.fromarray(np.zeros((2, 2, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ImageReadError, match="single-channel"):
+        read_labels(tmp_path / "rgb.png")
+    with pytest.raises(ImageReadError, match="missing.png"):
+        read_labels(tmp_path / "missing.png")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from selfseg import __version__
 from selfseg.engine import ALL_METHODS, METHODS
 from selfseg.io import IMAGE_SUFFIXES
+from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
 
@@ -152,7 +153,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("pred_dir", metavar="PRED_DIR", help="output folder of 'selfseg segment'")
     ev.add_argument("--gt", required=True, metavar="DIR", help="ground-truth masks folder or dataset")
     ev.add_argument("--spacing", type=_spacing, metavar="SY,SX", help="pixel size per axis, e.g. 0.7,0.7 (mm)")
+    bench = commands.add_parser(
+        "benchmark",
+        help="every method on every dataset, with and without ground-truth help",
+        description="Segment every image of each DATASET (images/ + masks/, PH2 or ISIC layout) with each "
+        "method once, score the ground-truth-free masks (auto) and the papers' oracle masks derived from "
+        "the same clusters, and write OUT/benchmark.csv and OUT/benchmark.md (Dice, HM, XOR, HD95, "
+        "seconds per image). Repeating the command skips finished images.",
+    )
+    bench.add_argument("datasets", nargs="+", metavar="DATASET")
+    bench.add_argument("--out", required=True, metavar="DIR")
+    bench.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated (default: %(default)s)")
+    bench.add_argument(
+        "--foreground", default=",".join(FOREGROUND_RULES), help="comma-separated rules (default: %(default)s)"
+    )
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--size", type=_size, default=256, metavar="PX")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """Run ``selfseg benchmark``; print the table; exit status."""
+    try:
+        rows = benchmark(
+            args.datasets,
+            args.out,
+            methods=args.methods.split(","),
+            foreground=args.foreground.split(","),
+            seed=args.seed,
+            size=args.size,
+            device=args.device,
+            precision=args.precision,
+            progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows))
+    return 1 if any(row["failed"] for row in rows) else 0
 
 
 def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | None) -> int:
@@ -179,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--oracle-crop needs --foreground oracle")
     if args.command == "evaluate":
         return _evaluate(args.pred_dir, args.gt, args.spacing)
+    if args.command == "benchmark":
+        return _benchmark(args)
     try:
         if args.gt is not None:
             load_masks(args.gt)  # a wrong --gt fails before the long run, not after it

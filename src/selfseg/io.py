@@ -19,6 +19,7 @@ __all__ = [
     "atomic_path",
     "find_images",
     "read_image",
+    "read_labels",
     "read_mask",
     "write_csv",
     "write_image",
@@ -111,6 +112,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a binary mask as bool (H, W): channel maximum > 0.5."""
     return read_image(path).max(axis=2) > 0.5
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label map written by ``write_image`` (8- or 16-bit grey PNG) as int32 (H, W), values exact."""
+    try:
+        with Image.open(path) as img:
+            labels = np.asarray(img, dtype=np.int32)
+    except (OSError, ValueError) as err:
+        raise ImageReadError(path, f"cannot read label map: {_decode_reason(err)}") from err
+    if labels.ndim != 2:
+        raise ImageReadError(path, f"a label map must be a single-channel image, got shape {labels.shape}")
+    return labels
 
 
 @contextmanager

@@ -24,7 +24,10 @@ from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.visualize import overlay
 
 __all__ = [
+    "LABELS_SUFFIX",
     "MASK_SUFFIX",
+    "OUTPUT_SUFFIXES",
+    "OVERLAY_SUFFIX",
     "RESULT_COLUMNS",
     "BatchReport",
     "evaluate_outputs",
@@ -36,6 +39,10 @@ __all__ = [
 
 MASK_SUFFIX = "_mask.png"
 """Name ending of the foreground masks that ``run_batch`` writes and ``evaluate_outputs`` reads."""
+LABELS_SUFFIX = "_labels.png"
+OVERLAY_SUFFIX = "_overlay.png"
+OUTPUT_SUFFIXES = (LABELS_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX)
+"""The files ``run_batch`` writes for each image ``<stem>``."""
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image",
@@ -62,10 +69,11 @@ resolution for ``size``)."""
 @dataclass
 class BatchReport:
     """What ``run_batch`` did: one row (keys ``RESULT_COLUMNS``) per finished image of this batch,
-    and (path, reason) per input that failed."""
+    (path, reason) per input that failed, and the stems ``resume`` skipped."""
 
     results: list[dict] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 def _cell(value: object) -> str:
@@ -118,6 +126,7 @@ def run_batch(
     foreground: str = "auto",
     ground_truth: str | os.PathLike | None = None,
     oracle_crop: bool = False,
+    resume: bool = False,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     **options,
@@ -131,7 +140,9 @@ def run_batch(
     on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision`` and ``**options``
     go to ``engine.segment``. ``foreground="oracle"`` (the papers' protocol, ``oracle_crop`` with its
     crop) reads each image's mask from ``ground_truth`` (``datasets.load_masks``); an image without
-    one fails. ``on_result`` is called with each finished image's row; ``progress`` shows
+    one fails. With ``resume``, an image whose row in an existing ``results.csv`` was made with the
+    same parameters, and whose three output files exist, is skipped (listed in ``skipped``).
+    ``on_result`` is called with each finished image's row; ``progress`` shows
     a progress bar on stderr.
 
     Raises:
@@ -149,9 +160,22 @@ def run_batch(
     table = _read_results(results_csv)
     failures_csv.unlink(missing_ok=True)
     report = BatchReport()
+    settings = {"method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
+                "device": device, "precision": precision}
+    wanted = [(RESULT_COLUMNS.index(name), _cell(value)) for name, value in settings.items()]
     with tqdm(paths, desc="segment", unit="image", file=sys.stderr, disable=not progress) as bar:
         for path in bar:
             bar.set_postfix_str(path.stem)
+            previous = table.get(path.stem)
+            if (
+                resume
+                and previous is not None
+                and all(previous[index] == cell for index, cell in wanted)
+                and previous[RESULT_COLUMNS.index("foreground")] == ("oracle+crop" if oracle_crop else foreground)
+                and all((out_dir / f"{path.stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
+            ):
+                report.skipped.append(path.stem)
+                continue
             try:
                 image = io.read_image(path)
                 truth = None
@@ -180,9 +204,9 @@ def run_batch(
                 io.write_csv(failures_csv, ("image", "reason"), report.failures)
                 continue
             labels_dtype = np.uint8 if result.n_labels < 256 else np.uint16
-            io.write_image(out_dir / f"{path.stem}_labels.png", result.labels.astype(labels_dtype))
+            io.write_image(out_dir / f"{path.stem}{LABELS_SUFFIX}", result.labels.astype(labels_dtype))
             io.write_image(out_dir / f"{path.stem}{MASK_SUFFIX}", result.mask)
-            io.write_image(out_dir / f"{path.stem}_overlay.png", overlay(image, result.mask))
+            io.write_image(out_dir / f"{path.stem}{OVERLAY_SUFFIX}", overlay(image, result.mask))
             row = {
                 "image": path.stem,
                 "method": result.method,

@@ -1,0 +1,57 @@
+"""Benchmark: methods x datasets x foreground rules, resumable, CSV and Markdown tables."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfseg import cli, engine
+from selfseg.benchmark import BENCHMARK_COLUMNS, benchmark
+
+
+def _dataset(root, n: int = 2):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:40, :48]
+    for i in range(n):
+        disc = (yy - 20) ** 2 + (xx - 20 - 3 * i) ** 2 < 100
+        Image.fromarray(np.where(disc, 60, 200).astype(np.uint8)).save(root / "images" / f"case{i}.png")
+        Image.fromarray((disc * 255).astype(np.uint8)).save(root / "masks" / f"case{i}.png")
+    return root
+
+
+def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatch) -> None:
+    data = _dataset(tmp_path / "discs")
+    out = tmp_path / "bench"
+    rows = benchmark([data], out, methods=["otsu", "s3net"], size=24, max_iter=2, progress=False)
+    assert [(r["method"], r["foreground"]) for r in rows] == [
+        ("otsu", "auto"), ("otsu", "oracle"), ("s3net", "auto"), ("s3net", "oracle")
+    ]
+    otsu_auto, otsu_oracle = rows[0], rows[1]
+    assert otsu_auto["images"] == 2 and otsu_auto["failed"] == 0
+    assert otsu_auto["dice"] == pytest.approx(1.0) and otsu_oracle["dice"] == pytest.approx(1.0)
+    assert (out / "discs" / "s3net" / "oracle" / "case1_mask.png").exists()
+    with open(out / "benchmark.csv", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert tuple(table[0]) == BENCHMARK_COLUMNS and len(table) == 5
+    assert (out / "benchmark.md").read_text().count("| discs |") == 4
+
+    calls = []
+    original = engine.segment
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(a) or original(*a, **k))
+    again = benchmark([data], out, methods=["otsu", "s3net"], size=24, max_iter=2, progress=False)
+    assert calls == [] and again == rows
+    benchmark([data], out, methods=["otsu"], size=32, max_iter=2, progress=False)  # new settings: rerun
+    assert len(calls) == 2
+
+
+def test_benchmark_rejects_unknown_rules_and_the_cli_prints_the_table(tmp_path, capsys) -> None:
+    data = _dataset(tmp_path / "discs", n=1)
+    with pytest.raises(ValueError, match="unknown foreground rule"):
+        benchmark([data], tmp_path / "out", methods=["otsu"], foreground=["magic"])
+    assert cli.main(["benchmark", str(data), "--methods", "otsu", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert "| discs | otsu | oracle | 1 |" in capsys.readouterr().out
+    assert cli.main(["benchmark", str(tmp_path / "none"), "--methods", "otsu", "--out", str(tmp_path / "o")]) == 2
