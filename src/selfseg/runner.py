@@ -161,7 +161,7 @@ def run_batch(
     failures_csv.unlink(missing_ok=True)
     report = BatchReport()
     settings = {"method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
-                "device": device, "precision": precision}
+                "device": device, "precision": precision, "foreground": "oracle+crop" if oracle_crop else foreground}
     wanted = [(RESULT_COLUMNS.index(name), _cell(value)) for name, value in settings.items()]
     with tqdm(paths, desc="segment", unit="image", file=sys.stderr, disable=not progress) as bar:
         for path in bar:
@@ -171,7 +171,6 @@ def run_batch(
                 resume
                 and previous is not None
                 and all(previous[index] == cell for index, cell in wanted)
-                and previous[RESULT_COLUMNS.index("foreground")] == ("oracle+crop" if oracle_crop else foreground)
                 and all((out_dir / f"{path.stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
             ):
                 report.skipped.append(path.stem)
