@@ -26,7 +26,8 @@ def _dataset(root, n: int = 2):
 def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatch) -> None:
     data = _dataset(tmp_path / "discs")
     out = tmp_path / "bench"
-    rows = benchmark([data], out, methods=["otsu", "s3net"], size=24, max_iter=2, progress=False)
+    rules = ["auto", "oracle"]
+    rows = benchmark([data], out, methods=["otsu", "s3net"], foreground=rules, size=24, max_iter=2, progress=False)
     assert [(r["method"], r["foreground"]) for r in rows] == [
         ("otsu", "auto"), ("otsu", "oracle"), ("s3net", "auto"), ("s3net", "oracle")
     ]
@@ -42,8 +43,11 @@ def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatc
     calls = []
     original = engine.segment
     monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(a) or original(*a, **k))
-    again = benchmark([data], out, methods=["otsu", "s3net"], size=24, max_iter=2, progress=False)
+    again = benchmark([data], out, methods=["otsu", "s3net"], foreground=rules, size=24, max_iter=2, progress=False)
     assert calls == [] and again == rows
+    cropped = benchmark([data], out, methods=["otsu"], foreground=["oracle+crop"], size=24, max_iter=2, progress=False)
+    assert calls == [] and cropped[0]["dice"] == pytest.approx(1.0)
+    assert (out / "discs" / "otsu" / "oracle+crop" / "case0_mask.png").exists()
     benchmark([data], out, methods=["otsu"], size=32, max_iter=2, progress=False)  # new settings: rerun
     assert len(calls) == 2
 
@@ -53,5 +57,6 @@ def test_benchmark_rejects_unknown_rules_and_the_cli_prints_the_table(tmp_path, 
     with pytest.raises(ValueError, match="unknown foreground rule"):
         benchmark([data], tmp_path / "out", methods=["otsu"], foreground=["magic"])
     assert cli.main(["benchmark", str(data), "--methods", "otsu", "--out", str(tmp_path / "o"), "--quiet"]) == 0
-    assert "| discs | otsu | oracle | 1 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| discs | otsu | oracle | 1 |" in printed and "| discs | otsu | oracle+crop | 1 |" in printed
     assert cli.main(["benchmark", str(tmp_path / "none"), "--methods", "otsu", "--out", str(tmp_path / "o")]) == 2

@@ -2,7 +2,7 @@
 
 For each dataset ``D`` (any ``selfseg.datasets`` layout) and method ``M`` the images are segmented once
 into ``OUT/<D>/<M>/auto`` (``runner.run_batch``, resumable); the oracle masks of the papers' protocol
-are derived from the same cluster maps into ``OUT/<D>/<M>/oracle``, so both rules score the same
+are derived from the same cluster maps into ``OUT/<D>/<M>/oracle``, so all rules score the same
 clusters. Each folder is scored (``runner.evaluate_outputs``) and one row per (dataset, method, rule)
 goes to ``OUT/benchmark.csv`` and ``OUT/benchmark.md``.
 """
@@ -22,20 +22,21 @@ from selfseg.runner import LABELS_SUFFIX, MASK_SUFFIX, evaluate_outputs, run_bat
 
 __all__ = ["BENCHMARK_COLUMNS", "FOREGROUND_RULES", "benchmark", "markdown_table"]
 
-FOREGROUND_RULES = ("auto", "oracle")
+FOREGROUND_RULES = ("auto", "oracle", "oracle+crop")
 BENCHMARK_COLUMNS = (
     "dataset", "method", "foreground", "images", "failed", "dice", "dice_std", "hm", "xor", "hd95",
     "seconds_per_image",
 )
 
 
-def _oracle_masks(auto_dir: Path, oracle_dir: Path, truths: dict[str, Path]) -> None:
+def _oracle_masks(auto_dir: Path, oracle_dir: Path, truths: dict[str, Path], *, crop: bool) -> None:
     """Write ``oracle_dir/<stem>_mask.png`` from the cluster maps in ``auto_dir`` (skips existing files)."""
     for labels_path in sorted(auto_dir.glob(f"*{LABELS_SUFFIX}")):
         stem = labels_path.name[: -len(LABELS_SUFFIX)]
         target = oracle_dir / f"{stem}{MASK_SUFFIX}"
         if stem in truths and not target.exists():
-            io.write_image(target, oracle_mask(io.read_labels(labels_path), io.read_mask(truths[stem])))
+            truth = io.read_mask(truths[stem])
+            io.write_image(target, oracle_mask(io.read_labels(labels_path), truth, crop=crop))
 
 
 def _seconds_per_image(auto_dir: Path) -> float:
@@ -71,8 +72,8 @@ def benchmark(
             run_batch([pair.image for pair in pairs], auto_dir, method=method, resume=True, progress=progress, **options)
             for rule in foreground:
                 rule_dir = out_dir / root.name / method / rule
-                if rule == "oracle":
-                    _oracle_masks(auto_dir, rule_dir, truths)
+                if rule != "auto":
+                    _oracle_masks(auto_dir, rule_dir, truths, crop=rule == "oracle+crop")
                 report = evaluate_outputs(rule_dir, root)
                 summary = summarize(report.results)
                 rows.append({
