@@ -82,6 +82,27 @@ def _method_defaults(name: str) -> str:
     return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
 
 
+def _add_run_options(command: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that segment: seed, working size, device, precision, quiet."""
+    command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    command.add_argument(
+        "--size",
+        type=_size,
+        default=256,
+        metavar="PX",
+        help="longer image side during training, 0 for native resolution (default: %(default)s)",
+    )
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
+    command.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
+        "AVX512-BF16, slower for s3net (default: %(default)s)",
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``selfseg`` argument parser with its ``segment`` subcommand."""
     parser = argparse.ArgumentParser(
@@ -107,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-labels clusters) "
         "(default: %(default)s)",
     )
-    seg.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     seg.add_argument(
         "--max-iter", type=_positive_int, metavar="N", help=f"most training iterations (default: {_method_defaults('max_iter')})"
     )
@@ -117,21 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help=f"stop once at most K clusters remain (default: {_method_defaults('min_labels')})",
     )
-    seg.add_argument(
-        "--size",
-        type=_size,
-        default=256,
-        metavar="PX",
-        help="longer image side during training, 0 for native resolution (default: %(default)s)",
-    )
-    seg.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
-    seg.add_argument(
-        "--precision",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
-        "AVX512-BF16, slower for s3net (default: %(default)s)",
-    )
+    _add_run_options(seg)
     seg.add_argument("--gt", metavar="DIR", help="ground-truth masks or dataset: score the masks after segmenting")
     seg.add_argument(
         "--foreground",
@@ -143,7 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--oracle-crop", action="store_true", help="with --foreground oracle: also crop the "
                      "mask with the dilated ground truth, as the released code does")
-    seg.add_argument("--quiet", action="store_true", help="no progress bar")
     ev = commands.add_parser(
         "evaluate",
         help="score output masks against ground truth",
@@ -167,11 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--foreground", default=",".join(FOREGROUND_RULES), help="comma-separated rules (default: %(default)s)"
     )
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--size", type=_size, default=256, metavar="PX")
-    bench.add_argument("--device", default="auto")
-    bench.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
-    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_options(bench)
     return parser
 
 
