@@ -15,6 +15,7 @@ from selfseg.runner import (
     RESULT_COLUMNS,
     BatchReport,
     evaluate_outputs,
+    image_seed,
     run_batch,
     summarize,
     summary_line,
@@ -104,6 +105,27 @@ def test_batch_failures(batch):
     assert f"error: {src / 'empty.png'}: empty file" in stderr
     assert _read_csv(out / "failures.csv") == [["image", "reason"], *map(list, report.failures)]
     assert not list(out.glob("corrupt_*")) and not list(out.glob("empty_*"))
+
+
+def test_image_seed_depends_on_content_and_global_seed(tmp_path) -> None:
+    a, b, c = tmp_path / "a.png", tmp_path / "copy_of_a.png", tmp_path / "c.png"
+    a.write_bytes(b"same bytes")
+    b.write_bytes(b"same bytes")
+    c.write_bytes(b"other bytes")
+    assert image_seed(0, a) == image_seed(0, b)
+    assert len({image_seed(0, a), image_seed(1, a), image_seed(0, c)}) == 3
+    assert all(0 <= image_seed(s, a) < 2**31 for s in range(20))
+
+
+def test_batch_seeds_images_by_content(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    src = tmp_path / "in"
+    src.mkdir()
+    first, second = _disc(src / "b.png"), _disc(src / "a.png", rgb=True)
+    rows = run_batch([src], tmp_path / "out", seed=5, progress=False).results
+    assert [row["image"] for row in rows] == ["a", "b"]
+    assert [row["image_seed"] for row in rows] == [image_seed(5, second), image_seed(5, first)]
+    assert {row["seed"] for row in rows} == {5}
 
 
 def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ ground-truth masks into ``metrics.csv``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "BatchReport",
     "evaluate_outputs",
+    "image_seed",
     "run_batch",
     "summarize",
     "summary_line",
@@ -48,6 +50,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "image",
     "method",
     "seed",
+    "image_seed",
     "iterations",
     "seconds",
     "n_labels",
@@ -63,7 +66,20 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``results.csv``: image stem, what ran and what came out, then the parameters
 (an empty cell means the default: the method's for ``max_iter`` and ``min_labels``, native
-resolution for ``size``)."""
+resolution for ``size``). ``image_seed`` is the seed the image was fitted with (``image_seed()``)."""
+
+
+def image_seed(seed: int, path: str | os.PathLike) -> int:
+    """Seed for one image file: a 31-bit number derived from ``seed`` and the SHA-256 of the file's bytes.
+
+    Results then depend on neither the order of a batch, its folder layout nor the number of workers,
+    and two copies of one file get the same segmentation.
+    """
+    digest = hashlib.sha256(str(seed).encode() + b"\0")
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return int.from_bytes(digest.digest()[:4], "big") >> 1
 
 
 @dataclass
@@ -138,7 +154,7 @@ def run_batch(
     An input that cannot be read, or that ``segment`` rejects (ValueError, TypeError), is reported
     as ``error: <path>: <reason>`` on stderr and in ``failures``, gets no outputs, and the batch goes
     on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision`` and ``**options``
-    go to ``engine.segment``. ``foreground="oracle"`` (the papers' protocol, ``oracle_crop`` with its
+    go to ``engine.segment``; each image is fitted with ``image_seed(seed, path)``. ``foreground="oracle"`` (the papers' protocol, ``oracle_crop`` with its
     crop) reads each image's mask from ``ground_truth`` (``datasets.load_masks``); an image without
     one fails. With ``resume``, an image whose row in an existing ``results.csv`` was made with the
     same parameters, and whose three output files exist, is skipped (listed in ``skipped``).
@@ -185,7 +201,7 @@ def run_batch(
                 result = engine.segment(
                     image,
                     method,
-                    seed=seed,
+                    seed=image_seed(seed, path),
                     size=size,
                     max_iter=max_iter,
                     min_labels=min_labels,
@@ -209,7 +225,8 @@ def run_batch(
             row = {
                 "image": path.stem,
                 "method": result.method,
-                "seed": result.seed,
+                "seed": seed,
+                "image_seed": result.seed,
                 "iterations": result.iterations,
                 "seconds": result.seconds,
                 "n_labels": result.n_labels,
