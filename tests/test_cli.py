@@ -161,7 +161,7 @@ def test_oracle_runs_are_marked_and_need_ground_truth(tmp_path, capsys):
     argv = ["segment", str(image), str(tmp_path / "nogt.png"), "--out", str(out), "--gt", str(truth), *FAST]
     assert cli.main([*argv, "--foreground", "oracle"]) == 1  # nogt has no ground truth: a failure
     captured = capsys.readouterr()
-    assert "disc:" in captured.out and "[oracle]" in captured.out
+    assert "disc:" in captured.out and "(oracle)" in captured.out
     assert "nogt.png: no ground-truth mask" in captured.err
     with open(out / "results.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))

@@ -128,7 +128,7 @@ def test_oracle_foreground_is_labelled_and_validated() -> None:
     assert result.foreground == "oracle+crop"
     near_truth = ndimage.binary_dilation(truth, structure=np.ones((5, 5), dtype=bool), iterations=2)
     assert not (result.mask & ~near_truth).any()
-    assert segment(image, **FAST).foreground == "auto"
+    assert segment(image, **FAST).foreground == "lesion"
     with pytest.raises(ValueError, match="needs truth"):
         segment(image, foreground="oracle", **FAST)
     with pytest.raises(ValueError, match="only used by foreground='oracle'"):

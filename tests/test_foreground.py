@@ -1,11 +1,20 @@
-"""Foreground selection without ground truth, on synthetic cluster maps with a known answer."""
+"""Foreground selection, on synthetic cluster maps with a known answer."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from selfseg.foreground import cluster_mask, oracle_mask, refine_mask, region_scores, select_foreground
+from selfseg.foreground import (
+    check_rule,
+    choose_mask,
+    lesion_mask,
+    lungs_mask,
+    oracle_mask,
+    point_mask,
+    resolve_target,
+    select_foreground,
+)
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
@@ -13,79 +22,128 @@ def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) ->
     return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
 
 
-def _paint(labels: np.ndarray, grey_by_label: dict[int, float]) -> np.ndarray:
+def _paint(labels: np.ndarray, grey_by_label: dict[int, float], tint: bool = True) -> np.ndarray:
+    """An image with one grey per cluster; ``tint`` makes it a colour image (dermoscopy-like)."""
     image = np.zeros(labels.shape + (3,), dtype=np.float32)
     for label, grey in grey_by_label.items():
         image[labels == label] = grey
+    if tint:
+        image[:, :, 0] = np.clip(image[:, :, 0] + 0.05, 0, 1)
     return image
 
 
-def test_lesion_beats_dark_corners_of_the_same_cluster() -> None:
-    shape = (64, 64)
-    lesion = _disc(shape, (32, 30), 12)
-    corners = _disc(shape, (0, 0), 14) | _disc(shape, (63, 63), 14)
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def _chest(shape=(96, 128), ring: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """CT-like cluster map: dark air outside, a bright body, two dark lungs and a small trachea inside.
+
+    With ``ring``, the outermost pixel ring is a cluster of its own (a network border artefact).
+    Returns (labels, lungs).
+    """
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
+    left, right = _disc(shape, (48, 38), 18), _disc(shape, (48, 90), 17)
+    trachea = _disc(shape, (30, 64), 3)
+    labels = np.where(body, 2, 1).astype(np.int32)
+    labels[left | right | trachea] = 1
+    if ring:
+        labels[[0, -1], :] = 3
+        labels[:, [0, -1]] = 3
+    return labels, left | right
+
+
+def test_lesion_beats_dark_corners_hair_and_a_frame_patch() -> None:
+    shape = (96, 96)
+    lesion = _disc(shape, (50, 46), 16)
+    corners = _disc(shape, (0, 0), 20) | _disc(shape, (95, 95), 20)
+    hair = np.zeros(shape, dtype=bool)
+    hair[20, 5:90] = True
+    patch = _disc(shape, (48, 100), 14)
     labels = np.ones(shape, dtype=np.int32)
-    labels[lesion | corners] = 2
-    image = _paint(labels, {1: 0.8, 2: 0.2})
-    np.testing.assert_array_equal(select_foreground(labels, image), lesion)
-    np.testing.assert_array_equal(select_foreground(labels, image, refine=False), lesion)
+    labels[lesion | corners | hair] = 2
+    labels[patch] = 3
+    image = _paint(labels, {1: 0.8, 2: 0.2, 3: 0.1})
+    mask, chosen = select_foreground(labels, image)
+    assert chosen == "lesion"
+    assert _iou(mask, lesion) > 0.97
+    assert not (mask & (corners | hair | patch)).any()
 
 
-def test_two_lungs_are_both_kept() -> None:
-    shape = (60, 80)
-    left, right = _disc(shape, (30, 22), 11), _disc(shape, (30, 58), 10)
-    labels = np.ones(shape, dtype=np.int32)
-    labels[left | right] = 2
-    image = _paint(labels, {1: 0.7, 2: 0.1})
-    np.testing.assert_array_equal(cluster_mask(labels, image), left | right)
-
-
-def test_rim_cluster_is_merged_and_holes_filled() -> None:
+def test_lesion_mask_merges_a_darker_core_with_its_rim() -> None:
     shape = (64, 64)
-    outer, core, speck = _disc(shape, (32, 32), 16), _disc(shape, (32, 32), 9), _disc(shape, (32, 32), 2)
+    outer, core = _disc(shape, (32, 32), 16), _disc(shape, (32, 32), 8)
     labels = np.ones(shape, dtype=np.int32)
     labels[outer] = 3
     labels[core] = 2
-    labels[speck] = 1
     image = _paint(labels, {1: 0.9, 2: 0.1, 3: 0.4})
-    np.testing.assert_array_equal(cluster_mask(labels, image), outer)
+    np.testing.assert_array_equal(lesion_mask(labels, image.mean(axis=2)), outer)
 
 
-def test_region_scores_report_frame_contact_and_contrast() -> None:
-    shape = (40, 40)
-    labels = np.ones(shape, dtype=np.int32)
-    labels[_disc(shape, (20, 20), 8)] = 2
-    image = _paint(labels, {1: 0.9, 2: 0.3})
-    regions = {r["label"]: r for r in region_scores(labels, image)}
-    assert regions[2]["frame"] == 0.0
-    assert regions[2]["contrast"] == pytest.approx(0.6)
-    assert regions[1]["frame"] == 1.0 and regions[1]["score"] == 0.0
+@pytest.mark.parametrize("ring", [False, True])
+def test_lungs_are_both_found_inside_the_body(ring: bool) -> None:
+    labels, lungs = _chest(ring=ring)
+    image = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.3}, tint=False)
+    assert resolve_target(image) == "lungs"
+    mask, chosen = select_foreground(labels, image)
+    assert chosen == "lungs"
+    assert _iou(mask, lungs) > 0.95
+    assert _iou(lungs_mask(labels, image.mean(axis=2)), lungs) > 0.95
 
 
-def test_refine_snaps_a_too_small_mask_to_the_image_edge() -> None:
+def test_auto_target_falls_back_to_lesion() -> None:
     shape = (64, 64)
-    truth = _disc(shape, (32, 32), 14)
-    image = np.where(truth[:, :, None], 0.3, 0.8).astype(np.float32) * np.ones(3, dtype=np.float32)
-    labels = np.ones(shape, dtype=np.int32)
-    too_small = _disc(shape, (32, 32), 8)
-    labels[too_small] = 2
-    np.testing.assert_array_equal(refine_mask(too_small, image, labels), truth)
+    lesion = _disc(shape, (32, 32), 12)
+    labels = np.where(lesion, 2, 1).astype(np.int32)
+    grey = _paint(labels, {1: 0.8, 2: 0.2}, tint=False)
+    assert resolve_target(grey) == "lungs" and resolve_target(grey[:, :, 0]) == "lungs"
+    assert resolve_target(_paint(labels, {1: 0.8, 2: 0.2})) == "lesion"
+    mask, chosen = select_foreground(labels, grey)  # one dark blob, no body around it: not lungs
+    assert chosen == "lesion" and _iou(mask, lesion) > 0.97
+    mask, chosen = select_foreground(labels, grey, target="lungs")
+    assert chosen == "lungs" and not mask.any()
 
 
 def test_single_cluster_gives_empty_mask() -> None:
     labels = np.ones((16, 16), dtype=np.int32)
-    assert not select_foreground(labels, np.full((16, 16), 0.5)).any()
+    mask, _ = select_foreground(labels, np.full((16, 16, 3), 0.5, dtype=np.float32))
+    assert not mask.any()
 
 
-def test_large_images_run_the_cluster_step_on_a_small_copy() -> None:
-    shape = (200, 160)
-    lesion = _disc(shape, (90, 85), 40)
+def test_large_images_run_on_a_small_copy() -> None:
+    shape = (400, 320)
+    lesion = _disc(shape, (180, 170), 80)
     labels = np.where(lesion, 2, 1).astype(np.int32)
     image = _paint(labels, {1: 0.8, 2: 0.3})
-    np.testing.assert_array_equal(select_foreground(labels, image, work_size=64), lesion)
-    coarse = select_foreground(labels, image, work_size=64, refine=False)
-    assert coarse.shape == shape
-    assert (coarse & lesion).sum() / (coarse | lesion).sum() > 0.95
+    mask, _ = select_foreground(labels, image, work_size=64)
+    assert mask.shape == shape and _iou(mask, lesion) > 0.93
+
+
+def test_point_takes_the_region_under_the_pixel() -> None:
+    labels, lungs = _chest()
+    image = _paint(labels, {1: 0.05, 2: 0.6}, tint=False)
+    mask, chosen = choose_mask(labels, image, point=(90, 48))  # x, y inside the right lung
+    assert chosen == "point"
+    np.testing.assert_array_equal(mask, point_mask(labels, (90, 48)))
+    np.testing.assert_array_equal(mask, lungs & (np.arange(128) > 64)[None, :])
+
+
+def test_choose_mask_checks_its_arguments() -> None:
+    labels = np.ones((10, 20), dtype=np.int32)
+    image = np.zeros((10, 20, 3), dtype=np.float32)
+    truth = np.zeros((10, 20), dtype=bool)
+    with pytest.raises(ValueError, match=r"^point \(20, 3\) is outside the 20x10 image \(x < 20, y < 10\)$"):
+        choose_mask(labels, image, point=(20, 3))
+    with pytest.raises(ValueError, match="target must be one of auto, lesion, lungs, got 'liver'"):
+        choose_mask(labels, image, target="liver")
+    with pytest.raises(ValueError, match="cannot be combined with foreground='oracle'"):
+        choose_mask(labels, image, foreground="oracle", truth=truth, point=(1, 1))
+    with pytest.raises(ValueError, match="needs truth"):
+        check_rule(foreground="oracle")
+    check_rule(foreground="oracle", truth=True)  # a truth to come later is enough without a shape
+    mask, chosen = choose_mask(labels, image, foreground="oracle", truth=truth, oracle_crop=True)
+    assert chosen == "oracle+crop" and not mask.any()
 
 
 def test_oracle_picks_the_cluster_that_overlaps_the_truth_most() -> None:
@@ -97,7 +155,7 @@ def test_oracle_picks_the_cluster_that_overlaps_the_truth_most() -> None:
     truth = np.zeros(shape, dtype=bool)
     truth[:6, :] = True  # the "target" is the band: the ground-truth-free rule cannot know that
     image = _paint(labels, {1: 0.6, 2: 0.2, 3: 0.5})
-    np.testing.assert_array_equal(select_foreground(labels, image), lesion)
+    assert _iou(select_foreground(labels, image)[0], lesion) > 0.95  # the hull of a small digital disc
     np.testing.assert_array_equal(oracle_mask(labels, truth), labels == 3)
     assert not oracle_mask(labels, np.zeros(shape, dtype=bool)).any()
 

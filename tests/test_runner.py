@@ -202,8 +202,10 @@ def test_summary_line():
         "foreground_pixels": 1960,
         "height": 100,
         "width": 100,
+        "chosen": "lesion",
     }
-    assert summary_line(row) == "Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%"
+    assert summary_line(row) == "Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion)"
+    assert summary_line({**row, "chosen": "oracle+crop"}).endswith("(oracle+crop)")
 
 
 def _mask_file(path, rows: slice, shape=(6, 8)) -> None:

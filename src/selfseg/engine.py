@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
-from selfseg.foreground import oracle_mask, select_foreground
+from selfseg.foreground import check_rule, choose_mask
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
 
@@ -79,9 +79,10 @@ class SegmentationResult:
     iterations: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-    foreground: str = "auto"
-    """How ``mask`` was chosen: "auto" (no ground truth), "oracle" or "oracle+crop" (the papers'
-    protocol, with the ground truth: for reproducing their figures only)."""
+    foreground: str = "lesion"
+    """What chose ``mask``: without ground truth the target prior ("lesion", "lungs") or "point";
+    "oracle" or "oracle+crop" for the papers' protocol (with the ground truth: for reproducing their
+    figures only)."""
 
     @property
     def n_labels(self) -> int:
@@ -192,26 +193,8 @@ def _split_options(spec: MethodSpec, options: dict) -> tuple[dict, dict]:
     )
 
 
-def _foreground(
-    labels: np.ndarray, pixels: np.ndarray, foreground: str, truth: np.ndarray | None, oracle_crop: bool
-) -> tuple[np.ndarray, str]:
-    """The mask and the name of the rule that chose it (see ``segment``)."""
-    if foreground == "auto":
-        return select_foreground(labels, pixels), "auto"
-    return oracle_mask(labels, np.asarray(truth), crop=oracle_crop), "oracle+crop" if oracle_crop else "oracle"
-
-
-def _check_foreground(foreground: str, truth: np.ndarray | None, oracle_crop: bool) -> None:
-    if foreground not in ("auto", "oracle"):
-        raise ValueError(f"foreground must be 'auto' or 'oracle', got {foreground!r}")
-    if (foreground == "oracle") != (truth is not None):
-        raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
-    if oracle_crop and foreground != "oracle":
-        raise ValueError("oracle_crop needs foreground='oracle'")
-
-
 def _segment_baseline(
-    pixels: np.ndarray, method: str, *, seed: int, n_clusters: int, foreground: tuple, **options
+    pixels: np.ndarray, method: str, *, seed: int, n_clusters: int, rule: dict, **options
 ) -> SegmentationResult:
     """``segment`` for a method of ``BASELINES``: cluster at native resolution, same foreground step."""
     if options:
@@ -219,8 +202,8 @@ def _segment_baseline(
     start = time.perf_counter()
     labels = _relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
     seconds = time.perf_counter() - start
-    mask, rule = _foreground(labels, pixels, *foreground)
-    return SegmentationResult(labels, mask, method, seed, 0, seconds, foreground=rule)
+    mask, chosen = choose_mask(labels, pixels, **rule)
+    return SegmentationResult(labels, mask, method, seed, 0, seconds, foreground=chosen)
 
 
 def segment(
@@ -238,6 +221,8 @@ def segment(
     device: str | torch.device = "auto",
     precision: str = "float32",
     foreground: str = "auto",
+    target: str = "auto",
+    point: tuple[int, int] | None = None,
     truth: np.ndarray | None = None,
     oracle_crop: bool = False,
     callback: Callable[[int, dict[str, float]], None] | None = None,
@@ -261,11 +246,13 @@ def segment(
         precision: "float32", or "bfloat16" to run the network under ``torch.autocast`` (on CPUs
             with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
             deformable convolutions get slower, so keep it at float32).
-        foreground: "auto" chooses the mask without ground truth (``select_foreground``);
-            "oracle" is the papers' protocol (``oracle_mask``) and needs ``truth``, the (H, W)
-            ground-truth mask; ``oracle_crop`` adds the released code's dilated-truth crop. Oracle
-            results are labelled so (``SegmentationResult.foreground``) and are not segmentations a
-            user without ground truth can obtain.
+        foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
+            (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
+            or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.
+            "oracle" is the papers' protocol and needs ``truth``, the (H, W) ground-truth mask;
+            ``oracle_crop`` adds the released code's dilated-truth crop. Oracle results are labelled
+            so (``SegmentationResult.foreground``) and are not segmentations a user without ground
+            truth can obtain.
         callback: called after every iteration with (iteration, record of ``history``).
         **options: passed to the method's model (e.g. ``n_channels``, ``color``) or objective
             (e.g. ``ce_weight``).
@@ -275,13 +262,11 @@ def segment(
     """
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
-    _check_foreground(foreground, truth, oracle_crop)
-    choice = (foreground, truth, oracle_crop)
     pixels = as_float_image(image)
-    if truth is not None and np.shape(truth) != pixels.shape[:2]:
-        raise ValueError(f"truth must have the image's shape {pixels.shape[:2]}, got {np.shape(truth)}")
+    rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
+    check_rule(**rule, shape=pixels.shape)
     if method in BASELINES:
-        return _segment_baseline(pixels, method, seed=seed, n_clusters=min_labels or 3, foreground=choice, **options)
+        return _segment_baseline(pixels, method, seed=seed, n_clusters=min_labels or 3, rule=rule, **options)
     spec = METHODS[method]
     model_options, objective_options = _split_options(spec, options)
     max_iter = spec.max_iter if max_iter is None else max_iter
@@ -340,7 +325,7 @@ def segment(
         labels = _upsampled_argmax(scores.float().contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)
     seconds = time.perf_counter() - start
-    mask, rule = _foreground(labels, pixels, *choice)
+    mask, chosen = choose_mask(labels, pixels, **rule)
     return SegmentationResult(
         labels=labels,
         mask=mask,
@@ -349,5 +334,5 @@ def segment(
         iterations=len(history),
         seconds=seconds,
         history=history,
-        foreground=rule,
+        foreground=chosen,
     )

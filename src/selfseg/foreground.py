@@ -1,160 +1,207 @@
-"""Foreground selection without ground truth: which clusters make the target mask.
+"""Foreground selection: which clusters make the mask the user wants.
 
-First version (documented in docs/methods.md), in two steps:
+Without ground truth (``select_foreground``), under a target prior:
 
-1. ``cluster_mask``: the target is taken to be a region that is darker than its surroundings and
-   stays off the image frame, like a skin lesion in dermoscopy or the lungs on CT. Every connected
-   region of every cluster is scored; the best region is kept, together with the regions of the same
-   cluster that score nearly as well (the second lung); regions of other clusters that touch it, stay
-   off the frame and are darker than their surroundings are merged in (a lesion's rim is often a
-   cluster of its own).
-2. ``refine_mask``: the cluster boundary is snapped to the image. Pixel colours are projected on the
-   line from the background cluster's mean colour to the mask's mean colour, Otsu's threshold splits
-   that projection, and the above-threshold components that overlap the cluster mask are kept.
+- ``"lesion"`` (``lesion_mask``): one compact blob, usually darker than its surroundings, near the
+  centre and rarely touching the image frame. Candidates are the connected regions of each cluster and
+  of each union of the k darkest clusters, opened to cut hairs, rulers and ink lines; each is scored by
+  ``contrast * sqrt(area) * (1 - frame contact)**2 * centrality`` and the best one, holes filled, is
+  replaced by its convex hull (annotators outline the whole lesion).
+- ``"lungs"`` (``lungs_mask``): two large dark regions inside the body, left and right (CT and chest
+  X-ray). The body is what the darkest cluster's frame-connected regions leave; lung candidates are
+  the dark-cluster unions inside the body eroded by a margin (this cuts the body's dark rim), scored by
+  contrast and area with a bonus for a left/right pair, then grown back by the margin inside their
+  clusters, closed and hole-filled.
+- ``"auto"`` (``resolve_target``): lungs on grey images when the lung rule finds them, else lesion.
+
+``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
+``oracle_mask`` is the papers' protocol with the ground truth, for reproducing their figures only.
+``choose_mask`` is the single entry point the engine and the batch runner use.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+from skimage.morphology import convex_hull_image, disk
+from skimage.transform import resize
 
-__all__ = ["cluster_mask", "oracle_mask", "refine_mask", "region_scores", "select_foreground"]
+__all__ = [
+    "TARGETS",
+    "check_rule",
+    "choose_mask",
+    "lesion_mask",
+    "lungs_mask",
+    "oracle_mask",
+    "point_mask",
+    "resolve_target",
+    "select_foreground",
+]
+
+TARGETS = ("auto", "lesion", "lungs")
+"""Target priors of ``select_foreground``."""
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def _frame(shape: tuple[int, int]) -> np.ndarray:
-    """Boolean (H, W) map of the outermost pixel ring."""
-    frame = np.zeros(shape, dtype=bool)
-    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True
+def _frame(shape: tuple[int, int], width: float = 0.02) -> np.ndarray:
+    """Boolean (H, W) map of the band along the image frame, ``width`` of the shorter side wide (>= 1 px).
+
+    A band rather than the outermost ring, so that a thin border artefact (networks often give the
+    outermost pixels a cluster of their own) does not hide that a region reaches the frame.
+    """
+    w = _radius(width, shape)
+    frame = np.ones(shape, dtype=bool)
+    frame[w:-w, w:-w] = False
     return frame
 
 
-def region_scores(
-    labels: np.ndarray,
-    image: np.ndarray,
-    *,
-    min_area: float = 0.002,
-    ring: float = 0.03,
-) -> list[dict]:
-    """Score every connected region (8-connectivity, holes filled) of every cluster.
+def _radius(fraction: float, shape: tuple[int, ...]) -> int:
+    """A structuring-element radius: ``fraction`` of the shorter side, at least 1 pixel."""
+    return max(1, round(fraction * min(shape[:2])))
+
+
+def _closing(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing with a disk, padded so that regions at the frame are not eaten."""
+    padded = ndimage.binary_closing(np.pad(mask, radius), disk(radius))
+    return padded[radius:-radius, radius:-radius]
+
+
+def _regions(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
+    """Connected regions (8-connectivity) of ``mask`` with at least ``min_pixels`` pixels, holes filled."""
+    components, count = ndimage.label(mask, structure=_EIGHT)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    keep = np.flatnonzero(sizes >= max(1.0, min_pixels))
+    return [ndimage.binary_fill_holes(components == index) for index in keep if index != 0]
+
+
+def _clusters_by_grey(labels: np.ndarray, grey: np.ndarray) -> np.ndarray:
+    """Cluster ids of ``labels`` sorted from darkest to brightest mean ``grey``."""
+    ids = np.unique(labels)
+    return ids[np.argsort(ndimage.mean(grey, labels, ids))]
+
+
+def _contrast(region: np.ndarray, grey: np.ndarray, width: int, within: np.ndarray | None = None) -> float:
+    """Mean grey of the band of ``width`` pixels around ``region`` (inside ``within``) minus the region's."""
+    band = ndimage.binary_dilation(region, structure=_EIGHT, iterations=width) & ~region
+    if within is not None:
+        band &= within
+    return float(grey[band].mean() - grey[region].mean()) if band.any() else 0.0
+
+
+def lesion_mask(
+    labels: np.ndarray, grey: np.ndarray, *, opening: float = 0.012, min_area: float = 0.005, max_area: float = 0.95
+) -> np.ndarray:
+    """The most lesion-like region of the cluster map (see the module docstring). (H, W) bool.
 
     Args:
-        labels: (H, W) int cluster map, clusters >= 1.
-        image: (H, W) or (H, W, C) float image in [0, 1] at the same resolution.
-        min_area: regions smaller than this fraction of the image are ignored.
-        ring: width of the surrounding band used for contrast, as a fraction of the image diagonal.
+        labels: (H, W) int cluster map.
+        grey: (H, W) float image in [0, 1].
+        opening: radius of the opening that removes thin structures, as a fraction of the shorter side.
+        min_area, max_area: candidate regions outside these fractions of the image are ignored.
 
-    Returns:
-        One dict per region: ``label``, ``mask`` (filled, bool), ``area`` (fraction of the image),
-        ``frame`` (fraction of the image frame it covers), ``contrast`` (mean grey of the surrounding
-        band minus its own; positive when darker) and ``score``
-        ``= max(contrast, 0.01) * sqrt(area) * (1 - frame) ** 4``.
+    Returns the region with holes filled (not yet hull-smoothed); empty if no candidate qualifies.
     """
-    if labels.ndim != 2:
-        raise ValueError(f"labels must have shape (H, W), got {labels.shape}")
-    grey = image if image.ndim == 2 else image.mean(axis=2)
-    if grey.shape != labels.shape:
-        raise ValueError(f"image must have the labels' shape {labels.shape}, got {image.shape}")
     frame = _frame(labels.shape)
-    n_pixels = labels.size
-    width = max(1, round(ring * float(np.hypot(*labels.shape))))
-    regions = []
-    for label in np.unique(labels):
-        components, count = ndimage.label(labels == label, structure=_EIGHT)
-        sizes = np.bincount(components.ravel(), minlength=count + 1)
-        for index in np.flatnonzero(sizes >= max(1, min_area * n_pixels)):
-            if index == 0:
+    band = max(1, round(0.03 * float(np.hypot(*labels.shape))))
+    element = disk(_radius(opening, labels.shape))
+    height, width = labels.shape
+    order = _clusters_by_grey(labels, grey)
+    candidates = [np.isin(labels, order[:k]) for k in range(1, len(order))]
+    candidates += [labels == label for label in order[1:-1]]
+    best, best_score, source = np.zeros(labels.shape, dtype=bool), -np.inf, None
+    for candidate in candidates:
+        for region in _regions(ndimage.binary_opening(candidate, element), min_area * labels.size):
+            area = float(region.mean())
+            if area > max_area:
                 continue
-            mask = ndimage.binary_fill_holes(components == index)
-            band = ndimage.binary_dilation(mask, structure=_EIGHT, iterations=width) & ~mask
-            inside = float(grey[mask].mean())
-            outside = float(grey[band].mean()) if band.any() else inside
-            area = float(mask.sum()) / n_pixels
-            touch = float((mask & frame).sum()) / float(frame.sum())
-            contrast = outside - inside
-            regions.append(
-                {
-                    "label": int(label),
-                    "mask": mask,
-                    "area": area,
-                    "frame": touch,
-                    "contrast": contrast,
-                    "score": max(contrast, 0.01) * np.sqrt(area) * (1 - touch) ** 4,
-                }
-            )
-    return regions
+            rows, cols = np.nonzero(region)
+            offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
+            centrality = 1 - offset / np.hypot(0.5, 0.5)
+            touch = float((region & frame).sum()) / float(frame.sum())
+            score = max(_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality
+            if score > best_score:
+                best, best_score, source = region, score, candidate
+    if source is None:
+        return best
+    # give back what the opening shaved off the chosen region (corners, a rough rim), not what it cut away
+    return ndimage.binary_fill_holes(best | (source & ndimage.binary_dilation(best, element)))
 
 
-def cluster_mask(
+def lungs_mask(
     labels: np.ndarray,
-    image: np.ndarray,
+    grey: np.ndarray,
     *,
-    keep: float = 0.5,
-    max_frame: float = 0.02,
-    min_area: float = 0.002,
+    margin: float = 0.05,
+    opening: float = 0.012,
+    min_area: float = 0.01,
+    pair: float = 0.2,
+    closing: float = 0.04,
 ) -> np.ndarray:
-    """Union of the clusters' regions that make the target (step 1). (H, W) bool.
+    """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
+    (also when the darkest cluster does not reach the frame: no dark surround, no body).
 
-    The best-scoring region (``region_scores``) is kept, with every other region of the same cluster
-    scoring at least ``keep`` times as much. Then, until nothing changes, any region that touches
-    the mask, covers less than ``max_frame`` of the image frame and is darker than its surroundings
-    is merged in. Holes are filled. An image with a single cluster gives an empty mask.
+    Args:
+        labels: (H, W) int cluster map.
+        grey: (H, W) float image in [0, 1].
+        margin: body erosion (and regrowth) distance, as a fraction of the shorter side.
+        opening, closing: radii of the clean-up disks, as fractions of the shorter side.
+        min_area: lung candidates smaller than this fraction of the image are ignored.
+        pair: the second region counts as the other lung if it has at least this fraction of the
+            first one's area and lies on the other side of the vertical midline.
     """
-    regions = region_scores(labels, image, min_area=min_area)
-    mask = np.zeros(labels.shape, dtype=bool)
-    if len(np.unique(labels)) < 2 or not regions:
-        return mask
-    best = max(regions, key=lambda r: r["score"])
-    rest = []
-    for region in regions:
-        if region["label"] == best["label"] and region["score"] >= keep * best["score"]:
-            mask |= region["mask"]
-        elif region["frame"] < max_frame and region["contrast"] > 0:
-            rest.append(region)
-    while rest:
-        near = ndimage.binary_dilation(mask, structure=_EIGHT)
-        touching = [(r["mask"] & near).any() for r in rest]
-        if not any(touching):
-            break
-        for region, touches in zip(rest, touching):
-            if touches:
-                mask |= region["mask"]
-        rest = [r for r, touches in zip(rest, touching) if not touches]
-    return ndimage.binary_fill_holes(mask)
+    height, width = labels.shape
+    frame = _frame(labels.shape)
+    order = _clusters_by_grey(labels, grey)
+    components, _ = ndimage.label(labels == order[0], structure=_EIGHT)
+    outside = np.isin(components, np.unique(components[frame & (components > 0)]))
+    if not outside.any():  # no dark surround: no body to look inside
+        return np.zeros(labels.shape, dtype=bool)
+    body = ~outside
+    grow = _radius(margin, labels.shape)
+    inner = ndimage.binary_erosion(body, disk(grow))
+    element = disk(_radius(opening, labels.shape))
+    band = max(1, round(0.03 * float(np.hypot(height, width))))
+    best, best_score, best_k = None, -np.inf, 0
+    for k in range(1, len(order)):
+        candidate = ndimage.binary_opening(np.isin(labels, order[:k]) & inner, element)
+        regions = [r for r in _regions(candidate, min_area * labels.size) if not (r & frame).any()]
+        if not regions:
+            continue
+        regions.sort(key=lambda r: -int(r.sum()))
+        first = regions[0]
+        lungs = first
+        if len(regions) > 1 and regions[1].sum() >= pair * first.sum():
+            sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
+            if sides[0] * sides[1] < 0:
+                lungs = first | regions[1]
+        bonus = 1.0 if lungs is not first else 0.5
+        score = max(_contrast(lungs, grey, band, within=body), 0.005) * np.sqrt(lungs.mean()) * bonus
+        if score > best_score:
+            best, best_score, best_k = lungs, score, k
+    if best is None:
+        return np.zeros(labels.shape, dtype=bool)
+    grown = best | (np.isin(labels, order[:best_k]) & body & (ndimage.distance_transform_edt(~best) <= grow))
+    components, _ = ndimage.label(grown, structure=_EIGHT)
+    best = np.isin(components, np.unique(components[best]))
+    return ndimage.binary_fill_holes(_closing(best, _radius(closing, labels.shape)))
 
 
-def refine_mask(mask: np.ndarray, image: np.ndarray, labels: np.ndarray, *, min_overlap: float = 0.1) -> np.ndarray:
-    """Snap a cluster mask to the image's own boundary (step 2). (H, W) bool.
+def point_mask(labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
+    """The connected region (8-connectivity, holes filled) of the cluster under pixel ``point`` = (x, y)."""
+    x, y = point
+    components, _ = ndimage.label(labels == labels[y, x], structure=_EIGHT)
+    return ndimage.binary_fill_holes(components == components[y, x])
 
-    The background colour is the mean of the largest cluster outside the mask. Each pixel's colour
-    is projected on the background-to-mask colour line (0 = background, 1 = mask), Otsu's threshold
-    on that projection over the whole image splits it, and the above-threshold components that hold
-    at least ``min_overlap`` of the largest overlap with ``mask`` are kept; holes are filled.
-    ``mask`` comes back unchanged when it is empty or has no contrast with the background.
+
+def resolve_target(image: np.ndarray) -> str:
+    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (CT, X-ray), else ``"lesion"``.
+
+    ``image`` is (H, W) or (H, W, C) in [0, 1]; grey means every pixel's channels agree within 1/255.
     """
-    if not mask.any() or mask.all():
-        return mask
-    pixels = image if image.ndim == 3 else image[:, :, None]
-    away = labels[~ndimage.binary_dilation(mask, structure=_EIGHT, iterations=3)]
-    if away.size == 0:
-        return mask
-    background = (labels == np.bincount(away).argmax()) & ~mask
-    inside, outside = pixels[mask].mean(axis=0), pixels[background].mean(axis=0)
-    direction = inside - outside
-    norm = float(direction @ direction)
-    if norm < 1e-8:
-        return mask
-    projection = ((pixels - outside) @ direction) / norm
-    if np.ptp(projection) == 0:
-        return mask
-    components, count = ndimage.label(projection > threshold_otsu(projection), structure=_EIGHT)
-    overlap = np.bincount(components[mask], minlength=count + 1)
-    overlap[0] = 0
-    if overlap.max() == 0:
-        return mask
-    return ndimage.binary_fill_holes((overlap >= min_overlap * overlap.max())[components] & (components > 0))
+    if image.ndim == 2 or image.shape[2] == 1:
+        return "lungs"
+    return "lungs" if float(np.ptp(image, axis=2).max()) <= 1 / 255 else "lesion"
 
 
 def _nearest_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -165,26 +212,43 @@ def _nearest_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def select_foreground(
-    labels: np.ndarray, image: np.ndarray, *, refine: bool = True, work_size: int = 512
-) -> np.ndarray:
-    """Pick the target mask from a cluster map and its image, without ground truth. (H, W) bool.
+    labels: np.ndarray, image: np.ndarray, *, target: str = "auto", work_size: int = 256
+) -> tuple[np.ndarray, str]:
+    """Choose the target mask from a cluster map and its image, without ground truth.
 
     Args:
-        labels: (H, W) int cluster map (clusters >= 1).
+        labels: (H, W) int cluster map.
         image: (H, W) or (H, W, C) float image in [0, 1], same height and width.
-        refine: snap the cluster mask to the image (``refine_mask``, at full resolution); False keeps
-            the clusters' own boundary.
-        work_size: the cluster step (``cluster_mask``) runs on a nearest-neighbour copy whose longer
-            side is at most this, so its cost stays bounded on large images.
+        target: "lesion", "lungs" or "auto" (``resolve_target``; falls back to lesion when the lung
+            rule finds no lungs).
+        work_size: the rules run on copies whose longer side is at most this (cost stays bounded).
+
+    Returns:
+        (H, W) bool mask and the prior that made it ("lesion" or "lungs").
     """
-    height, width = labels.shape
-    scale = min(1.0, work_size / max(height, width))
-    small = (max(2, round(height * scale)), max(2, round(width * scale)))
-    if small == labels.shape:
-        mask = cluster_mask(labels, image)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"image must have the labels' shape {labels.shape}, got {image.shape}")
+    grey = image if image.ndim == 2 else image.mean(axis=2)
+    scale = min(1.0, work_size / max(labels.shape))
+    small = (max(2, round(labels.shape[0] * scale)), max(2, round(labels.shape[1] * scale)))
+    if small != labels.shape:
+        labels_small = _nearest_resize(labels, small)
+        grey = resize(grey, small, order=1, anti_aliasing=True)
     else:
-        mask = _nearest_resize(cluster_mask(_nearest_resize(labels, small), _nearest_resize(image, small)), labels.shape)
-    return refine_mask(mask, image, labels) if refine else mask
+        labels_small = labels
+    chosen = resolve_target(image) if target == "auto" else target
+    mask = lungs_mask(labels_small, grey) if chosen == "lungs" else np.zeros(small, dtype=bool)
+    if chosen == "lungs" and target == "auto" and not mask.any():
+        chosen = "lesion"
+    if chosen == "lesion":
+        mask = lesion_mask(labels_small, grey)
+    if small != labels.shape:
+        mask = _nearest_resize(mask, labels.shape)
+    if chosen == "lesion" and mask.any():
+        mask = convex_hull_image(mask)
+    return mask, chosen
 
 
 def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) -> np.ndarray:
@@ -203,3 +267,65 @@ def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) ->
     if crop:
         mask &= ndimage.binary_dilation(truth, structure=np.ones((5, 5), dtype=bool), iterations=2)
     return mask
+
+
+def check_rule(
+    *,
+    foreground: str = "auto",
+    target: str = "auto",
+    point: tuple[int, int] | None = None,
+    truth: np.ndarray | bool | None = None,
+    oracle_crop: bool = False,
+    shape: tuple[int, ...] | None = None,
+) -> None:
+    """Raise ValueError unless ``choose_mask`` can apply these arguments (to an image of ``shape``, (H, W, ...)).
+
+    ``truth`` may be True to say that a ground truth will be given; the point and the truth are checked
+    against ``shape`` when it is given.
+    """
+    truth = None if truth is False else truth
+    if foreground not in ("auto", "oracle"):
+        raise ValueError(f"foreground must be 'auto' or 'oracle', got {foreground!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if (foreground == "oracle") != (truth is not None):
+        raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
+    if oracle_crop and foreground != "oracle":
+        raise ValueError("oracle_crop needs foreground='oracle'")
+    if point is not None and foreground != "auto":
+        raise ValueError("point picks the mask itself; it cannot be combined with foreground='oracle'")
+    if shape is None:
+        return
+    if point is not None and not (0 <= point[0] < shape[1] and 0 <= point[1] < shape[0]):
+        raise ValueError(f"point {tuple(point)} is outside the {shape[1]}x{shape[0]} image (x < {shape[1]}, y < {shape[0]})")
+    if truth is not None and truth is not True and np.shape(truth) != tuple(shape[:2]):
+        raise ValueError(f"truth must have the image's shape {tuple(shape[:2])}, got {np.shape(truth)}")
+
+
+def choose_mask(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    foreground: str = "auto",
+    target: str = "auto",
+    point: tuple[int, int] | None = None,
+    truth: np.ndarray | None = None,
+    oracle_crop: bool = False,
+) -> tuple[np.ndarray, str]:
+    """The mask under one selection rule, and the name of what chose it. The engine's and runner's entry point.
+
+    ``foreground="auto"``: ``point_mask`` when ``point`` is given (named "point"), else
+    ``select_foreground`` with ``target`` (named by the prior used, "lesion" or "lungs").
+    ``foreground="oracle"``: ``oracle_mask`` with ``truth`` (named "oracle" or "oracle+crop").
+
+    Raises:
+        ValueError: see ``check_rule``.
+    """
+    check_rule(
+        foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop, shape=labels.shape
+    )
+    if foreground == "oracle":
+        return oracle_mask(labels, np.asarray(truth), crop=oracle_crop), "oracle+crop" if oracle_crop else "oracle"
+    if point is not None:
+        return point_mask(labels, point), "point"
+    return select_foreground(labels, image, target=target)

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import selfseg
 from selfseg import datasets, engine, io
+from selfseg.foreground import check_rule, choose_mask
 from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.visualize import overlay
 
@@ -63,10 +65,20 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "device",
     "precision",
     "foreground",
+    "target",
+    "point",
+    "chosen",
+    "version",
 )
 """Columns of ``results.csv``: image stem, what ran and what came out, then the parameters
 (an empty cell means the default: the method's for ``max_iter`` and ``min_labels``, native
-resolution for ``size``). ``image_seed`` is the seed the image was fitted with (``image_seed()``)."""
+resolution for ``size``). ``image_seed`` is the seed the image was fitted with (``image_seed()``);
+``foreground``, ``target`` and ``point`` say how the mask was asked for and ``chosen`` what chose it
+(``foreground.choose_mask``); ``version`` is the selfseg version that wrote the row."""
+
+_TRAINING = ("method", "seed", "size", "max_iter", "min_labels", "device", "precision")
+_SELECTION = ("foreground", "target", "point", "version")
+"""``results.csv`` columns that must match for ``resume`` to keep an image's cluster map, and its mask."""
 
 
 def image_seed(seed: int, path: str | os.PathLike) -> int:
@@ -128,6 +140,23 @@ def _check_unique_stems(paths: list[Path]) -> None:
         first[path.stem] = path
 
 
+def _write_outputs(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray, labels: np.ndarray | None) -> None:
+    """Write an image's cluster map (unless None), mask and overlay, each atomically."""
+    if labels is not None:
+        io.write_image(out_dir / f"{stem}{LABELS_SUFFIX}", labels.astype(np.uint8 if labels.max() < 256 else np.uint16))
+    io.write_image(out_dir / f"{stem}{MASK_SUFFIX}", mask)
+    io.write_image(out_dir / f"{stem}{OVERLAY_SUFFIX}", overlay(image, mask))
+
+
+def _typed(cells: list[str]) -> dict:
+    """A ``results.csv`` row (cells) back as a row dict with numbers where ``summary_line`` needs them."""
+    row: dict = dict(zip(RESULT_COLUMNS, cells))
+    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width"):
+        row[name] = int(row[name])
+    row["seconds"] = float(row["seconds"])
+    return row
+
+
 def run_batch(
     inputs: Iterable[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -140,6 +169,8 @@ def run_batch(
     device: str = "auto",
     precision: str = "float32",
     foreground: str = "auto",
+    target: str = "auto",
+    point: tuple[int, int] | None = None,
     ground_truth: str | os.PathLike | None = None,
     oracle_crop: bool = False,
     resume: bool = False,
@@ -153,42 +184,53 @@ def run_batch(
     rewritten after every image and keeps rows of earlier runs (a re-run image replaces its row).
     An input that cannot be read, or that ``segment`` rejects (ValueError, TypeError), is reported
     as ``error: <path>: <reason>`` on stderr and in ``failures``, gets no outputs, and the batch goes
-    on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision`` and ``**options``
-    go to ``engine.segment``; each image is fitted with ``image_seed(seed, path)``. ``foreground="oracle"`` (the papers' protocol, ``oracle_crop`` with its
-    crop) reads each image's mask from ``ground_truth`` (``datasets.load_masks``); an image without
-    one fails. With ``resume``, an image whose row in an existing ``results.csv`` was made with the
-    same parameters, and whose three output files exist, is skipped (listed in ``skipped``).
-    ``on_result`` is called with each finished image's row; ``progress`` shows
-    a progress bar on stderr.
+    on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision``,
+    ``foreground``, ``target``, ``point`` and ``**options`` go to ``engine.segment``; each image is
+    fitted with ``image_seed(seed, path)``. ``foreground="oracle"`` (the papers' protocol,
+    ``oracle_crop`` with its crop) reads each image's mask from ``ground_truth``
+    (``datasets.load_masks``); an image without one fails.
+
+    With ``resume``, an image whose ``results.csv`` row has the same training parameters (method,
+    seed, size, max_iter, min_labels, device, precision) and whose cluster map exists is not fitted
+    again: if the selection parameters (foreground, target, point, selfseg version) also match and
+    its mask and overlay exist it is skipped (listed in ``skipped``), otherwise its mask is chosen
+    again from the stored cluster map, in well under a second. ``on_result`` is called with each
+    finished image's row; ``progress`` shows a progress bar on stderr.
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: two inputs share a file stem, ``method`` is unknown, or ``out_dir`` holds a
-            ``results.csv`` that is not a results table. Nothing is written.
+        ValueError: two inputs share a file stem, ``method`` or the selection arguments are invalid,
+            or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
     """
     paths = io.find_images(inputs)
     _check_unique_stems(paths)
     if method not in engine.ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
+    check_rule(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop, truth=ground_truth is not None if foreground == "oracle" else None)
     out_dir = Path(out_dir)
     results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
     truths = datasets.load_masks(ground_truth) if foreground == "oracle" else {}
     table = _read_results(results_csv)
     failures_csv.unlink(missing_ok=True)
     report = BatchReport()
-    settings = {"method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
-                "device": device, "precision": precision, "foreground": "oracle+crop" if oracle_crop else foreground}
-    wanted = [(RESULT_COLUMNS.index(name), _cell(value)) for name, value in settings.items()]
+    settings = {
+        "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
+        "device": device, "precision": precision, "foreground": "oracle+crop" if oracle_crop else foreground,
+        "target": target, "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
+    }
+    wanted = {name: _cell(value) for name, value in settings.items()}
+
+    def matches(previous: list[str], names: tuple[str, ...], suffixes: tuple[str, ...], stem: str) -> bool:
+        return all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names) and all(
+            (out_dir / f"{stem}{suffix}").exists() for suffix in suffixes
+        )
+
     with tqdm(paths, desc="segment", unit="image", file=sys.stderr, disable=not progress) as bar:
         for path in bar:
             bar.set_postfix_str(path.stem)
-            previous = table.get(path.stem)
-            if (
-                resume
-                and previous is not None
-                and all(previous[index] == cell for index, cell in wanted)
-                and all((out_dir / f"{path.stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
-            ):
+            previous = table.get(path.stem) if resume else None
+            refit = previous is None or not matches(previous, _TRAINING, (LABELS_SUFFIX,), path.stem)
+            if not refit and matches(previous, _SELECTION, (MASK_SUFFIX, OVERLAY_SUFFIX), path.stem):
                 report.skipped.append(path.stem)
                 continue
             try:
@@ -198,48 +240,32 @@ def run_batch(
                     if path.stem not in truths:
                         raise ValueError(f"no ground-truth mask in {ground_truth}")
                     truth = io.read_mask(truths[path.stem])
-                result = engine.segment(
-                    image,
-                    method,
-                    seed=image_seed(seed, path),
-                    size=size,
-                    max_iter=max_iter,
-                    min_labels=min_labels,
-                    device=device,
-                    precision=precision,
-                    foreground=foreground,
-                    truth=truth,
-                    oracle_crop=oracle_crop,
-                    **options,
-                )
+                rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
+                if refit:
+                    result = engine.segment(
+                        image, method, seed=image_seed(seed, path), size=size, max_iter=max_iter,
+                        min_labels=min_labels, device=device, precision=precision, **rule, **options,
+                    )
+                    labels, mask, chosen = result.labels, result.mask, result.foreground
+                else:
+                    labels = io.read_labels(out_dir / f"{path.stem}{LABELS_SUFFIX}")
+                    mask, chosen = choose_mask(labels, engine.as_float_image(image), **rule)
             except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
                 reason = err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
                 tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
                 report.failures.append((str(path), reason))
                 io.write_csv(failures_csv, ("image", "reason"), report.failures)
                 continue
-            labels_dtype = np.uint8 if result.n_labels < 256 else np.uint16
-            io.write_image(out_dir / f"{path.stem}{LABELS_SUFFIX}", result.labels.astype(labels_dtype))
-            io.write_image(out_dir / f"{path.stem}{MASK_SUFFIX}", result.mask)
-            io.write_image(out_dir / f"{path.stem}{OVERLAY_SUFFIX}", overlay(image, result.mask))
-            row = {
-                "image": path.stem,
-                "method": result.method,
-                "seed": seed,
-                "image_seed": result.seed,
-                "iterations": result.iterations,
-                "seconds": result.seconds,
-                "n_labels": result.n_labels,
-                "foreground_pixels": int(result.mask.sum()),
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "size": size,
-                "max_iter": max_iter,
-                "min_labels": min_labels,
-                "device": device,
-                "precision": precision,
-                "foreground": result.foreground,
-            }
+            _write_outputs(out_dir, path.stem, image, mask, labels if refit else None)
+            if refit:
+                row = {
+                    "image": path.stem, "method": result.method, "seed": seed, "image_seed": result.seed,
+                    "iterations": result.iterations, "seconds": result.seconds, "n_labels": result.n_labels,
+                    "height": image.shape[0], "width": image.shape[1],
+                }
+            else:
+                row = _typed(previous)
+            row.update(settings, foreground_pixels=int(mask.sum()), chosen=chosen)
             report.results.append(row)
             table[path.stem] = [_cell(row[c]) for c in RESULT_COLUMNS]
             io.write_csv(results_csv, RESULT_COLUMNS, table.values())
@@ -250,13 +276,12 @@ def run_batch(
 
 def summary_line(row: dict) -> str:
     """One console line for a ``BatchReport.results`` row, e.g.
-    ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6%`` (``[oracle]`` appended when the
-    mask was chosen with the ground truth)."""
+    ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion)``, ending with what chose the
+    mask (``(oracle)`` or ``(oracle+crop)`` when it was chosen with the ground truth)."""
     share = 100 * row["foreground_pixels"] / (row["height"] * row["width"])
-    rule = row.get("foreground", "auto")
     return (
         f"{row['image']}: {row['n_labels']} labels, {row['iterations']} iterations, "
-        f"{row['seconds']:.1f} s, foreground {share:.1f}%" + ("" if rule == "auto" else f" [{rule}]")
+        f"{row['seconds']:.1f} s, foreground {share:.1f}% ({row['chosen']})"
     )
 
 
