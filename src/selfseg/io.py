@@ -116,42 +116,52 @@ def sniff_format(path: str | os.PathLike) -> str | None:
 
 
 def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]:
-    """Classic TIFF: (height, width), whether the first image's data lies beyond the end, sample description."""
+    """Classic TIFF: (height, width) and samples of the first image; whether any image's directory
+    or data lies beyond the end of the file (every frame of a multi-frame file is checked)."""
     order = "<" if f.read(2) == b"II" else ">"
     magic, offset = struct.unpack(order + "HI", f.read(6))
     if magic != 42:  # BigTIFF: not inspected
         return None, False, None
-    if offset + 2 > size:
-        return None, True, None
-    f.seek(offset)
-    (count,) = struct.unpack(order + "H", f.read(2))
-    if offset + 2 + 12 * count > size:
-        return None, True, None
-    tags: dict[int, list[int]] = {}
     widths = {1: "B", 3: "H", 4: "I"}
-    for _ in range(count):
-        tag, kind, n, value = struct.unpack(order + "HHI4s", f.read(12))
-        if tag not in (256, 257, 258, 273, 277, 279, 324, 325, 339) or kind not in widths:
-            continue
-        item = struct.calcsize(widths[kind])
-        if n * item <= 4:
-            raw = value[: n * item]
-        else:
-            (where,) = struct.unpack(order + "I", value)
-            n = min(n, 1 << 20)
-            if where + n * item > size:
-                return None, True, None
-            here = f.tell()
-            f.seek(where)
-            raw = f.read(n * item)
-            f.seek(here)
-        tags[tag] = list(struct.unpack(f"{order}{n}{widths[kind]}", raw))
-    dims = (tags[257][0], tags[256][0]) if 256 in tags and 257 in tags else None
-    offsets, counts = tags.get(273, tags.get(324, [])), tags.get(279, tags.get(325, []))
-    truncated = any(o + c > size for o, c in zip(offsets, counts))
-    bits, samples = tags.get(258, [1])[0], tags.get(277, [1])[0]
-    kind = {1: "unsigned", 2: "signed", 3: "float", 5: "complex", 6: "complex float"}.get(tags.get(339, [1])[0], "other")
-    return dims, truncated, f"{bits}-bit {kind}, {samples} sample{'s' if samples != 1 else ''} per pixel"
+    first: dict[int, list[int]] | None = None
+    seen: set[int] = set()
+    while offset and offset not in seen and len(seen) < 65536:
+        seen.add(offset)
+        if offset + 2 > size:
+            return None, True, None
+        f.seek(offset)
+        (count,) = struct.unpack(order + "H", f.read(2))
+        if offset + 2 + 12 * count + 4 > size:
+            return None, True, None
+        tags: dict[int, list[int]] = {}
+        for _ in range(count):
+            tag, kind, n, value = struct.unpack(order + "HHI4s", f.read(12))
+            if tag not in (256, 257, 258, 273, 277, 279, 324, 325, 339) or kind not in widths:
+                continue
+            item = struct.calcsize(widths[kind])
+            if n * item <= 4:
+                raw = value[: n * item]
+            else:
+                (where,) = struct.unpack(order + "I", value)
+                n = min(n, 1 << 20)
+                if where + n * item > size:
+                    return None, True, None
+                here = f.tell()
+                f.seek(where)
+                raw = f.read(n * item)
+                f.seek(here)
+            tags[tag] = list(struct.unpack(f"{order}{n}{widths[kind]}", raw))
+        offsets, counts = tags.get(273, tags.get(324, [])), tags.get(279, tags.get(325, []))
+        if any(o + c > size for o, c in zip(offsets, counts)):
+            return None, True, None
+        first = tags if first is None else first
+        (offset,) = struct.unpack(order + "I", f.read(4))
+    if first is None:
+        return None, False, None
+    dims = (first[257][0], first[256][0]) if 256 in first and 257 in first else None
+    bits, samples = first.get(258, [1])[0], first.get(277, [1])[0]
+    kind = {1: "unsigned", 2: "signed", 3: "float", 5: "complex", 6: "complex float"}.get(first.get(339, [1])[0], "other")
+    return dims, False, f"{bits}-bit {kind}, {samples} sample{'s' if samples != 1 else ''} per pixel"
 
 
 def _jpeg_dims(f, size: int) -> tuple[int, int] | None:
