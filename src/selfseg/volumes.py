@@ -411,8 +411,9 @@ def _decoder_reason(ds: Any, err: BaseException) -> str:
         from pydicom.pixels import get_decoder
 
         available = get_decoder(uid).is_available
-    except Exception:
-        if "missing" in str(err).lower() and "dependenc" in str(err).lower():
+    except Exception:  # pydicom 2.4 says so in its message
+        message = str(err).lower()
+        if ("missing" in message and "dependencies" in message) or "no pixel data handlers" in message:
             available = False
     what = f"cannot decode pixel data compressed as {uid.name} ({uid})"
     if available is False:
