@@ -158,6 +158,22 @@ def test_dicom_monochrome1_is_inverted(tmp_path):
     assert volume.intensity == "window center 50 width 41, MONOCHROME1 inverted"
 
 
+def test_dicom_rgb_and_palette(tmp_path):
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[1, 2] = (255, 51, 0)
+    path = _dicom(tmp_path / "rgb.dcm", SLICE, photometric="RGB")
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path)
+    volume = read_volume(path)
+    assert volume.data.shape == (1, 3, 4, 3) and volume.intensity == "RGB / 255"
+    np.testing.assert_allclose(volume.data[0], rgb / 255, atol=1e-6)
+    palette = _dicom(tmp_path / "palette.dcm", photometric="PALETTE COLOR")
+    _assert_error(palette, "unsupported format: DICOM photometric interpretation PALETTE COLOR (SamplesPerPixel 1)")
+
+
 def test_dicom_file_without_suffix_and_axis(tmp_path):
     folder = _series(tmp_path / "s")
     plain = tmp_path / "IM0001"

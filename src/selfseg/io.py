@@ -160,7 +160,8 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
         return None, False, None
     dims = (first[257][0], first[256][0]) if 256 in first and 257 in first else None
     bits, samples = first.get(258, [1])[0], first.get(277, [1])[0]
-    kind = {1: "unsigned", 2: "signed", 3: "float", 5: "complex", 6: "complex float"}.get(first.get(339, [1])[0], "other")
+    kinds = {1: "unsigned", 2: "signed", 3: "float", 5: "complex", 6: "complex float"}
+    kind = kinds.get(first.get(339, [1])[0], "other")
     return dims, False, f"{bits}-bit {kind}, {samples} sample{'s' if samples != 1 else ''} per pixel"
 
 

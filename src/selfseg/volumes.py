@@ -459,7 +459,8 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
         except pydicom.errors.InvalidDicomError:
             raise ImageReadError(path, "cannot decode image: not a DICOM file") from None
         except Exception as err:
-            raise ImageReadError(path, f"cannot decode image: corrupt DICOM header ({io._decode_reason(err)})") from None
+            reason = f"cannot decode image: corrupt DICOM header ({io._decode_reason(err)})"
+            raise ImageReadError(path, reason) from None
         if "Rows" not in header:
             raise ImageReadError(path, "no pixel data in DICOM file (truncated, or not an image object)")
         return [(path, header)]
@@ -478,7 +479,8 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
                 raise ImageReadError(file, "cannot decode image: not a DICOM file") from None
             continue
         except Exception as err:
-            raise ImageReadError(file, f"cannot decode image: corrupt DICOM header ({io._decode_reason(err)})") from None
+            reason = f"cannot decode image: corrupt DICOM header ({io._decode_reason(err)})"
+            raise ImageReadError(file, reason) from None
         if "Rows" in header:  # skip reports, presentation states and other non-image objects
             found.append((file, header))
     if not found:
@@ -507,16 +509,19 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
         frames = int(header.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             raise ImageReadError(
-                path, f"mixed DICOM series: {file.name} has {frames} frames; a series folder must hold single-frame slices"
+                path,
+                f"mixed DICOM series: {file.name} has {frames} frames; a series folder must hold single-frame slices",
             )
     if len(items) == 1:
         return items, None
     orientations = [_shared(h, "PlaneOrientationSequence", "ImageOrientationPatient") for _, h in items]
     positions = [_shared(h, "PlanePositionSequence", "ImagePositionPatient") for _, h in items]
-    if all(o is not None and len(o) == 6 for o in orientations) and all(p is not None and len(p) == 3 for p in positions):
+    known = all(o is not None and len(o) == 6 for o in orientations)
+    if known and all(p is not None and len(p) == 3 for p in positions):
         orient = np.asarray([[float(v) for v in o] for o in orientations])
         if np.abs(orient - orient[0]).max() > 1e-3:
-            raise ImageReadError(path, "mixed DICOM series: slices with different orientations (ImageOrientationPatient)")
+            reason = "mixed DICOM series: slices with different orientations (ImageOrientationPatient)"
+            raise ImageReadError(path, reason)
         normal = np.cross(orient[0, :3], orient[0, 3:])
         where = np.asarray([[float(v) for v in p] for p in positions])
         keys = where @ normal
@@ -570,9 +575,10 @@ def _read_dicom(path: Path, axis: int) -> Volume:
     depth = frames * len(items)
     photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     samples = int(first.get("SamplesPerPixel", 1) or 1)
-    if photometric not in ("MONOCHROME1", "MONOCHROME2") and not (samples == 3 and (photometric == "RGB" or photometric.startswith("YBR"))):
-        raise ImageReadError(items[0][0], f"unsupported format: DICOM photometric interpretation {photometric}")
-    colour = samples == 3
+    colour = samples == 3 and (photometric == "RGB" or photometric.startswith("YBR"))
+    if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
+        reason = f"unsupported format: DICOM photometric interpretation {photometric} (SamplesPerPixel {samples})"
+        raise ImageReadError(items[0][0], reason)
     _check_shape(path, (depth, rows, columns), axis, 3 if colour else 1)
     data, source = _allocate(path, (depth, rows, columns), axis, colour)
     inverted = np.zeros(depth, dtype=bool)
@@ -618,7 +624,9 @@ def _read_dicom(path: Path, axis: int) -> Volume:
     )
 
 
-def _dicom_affine(ds: Any, positions: list[np.ndarray] | None, depth: int) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _dicom_affine(
+    ds: Any, positions: list[np.ndarray] | None, depth: int
+) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Affine of (slice, row, column) indices -> RAS+ mm, and the voxel size along those axes."""
     spacing = _shared(ds, "PixelMeasuresSequence", "PixelSpacing") or ds.get("ImagerPixelSpacing")
     row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
