@@ -2,19 +2,25 @@ from __future__ import annotations
 
 import pickle
 import struct
+import tracemalloc
+import warnings
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile, features
 
+import selfseg.io
 from selfseg.io import (
     IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    MIN_SIDE,
     ImageReadError,
     atomic_path,
     find_images,
     read_image,
     read_mask,
+    sniff_format,
     write_csv,
     write_image,
 )
@@ -44,13 +50,46 @@ def _raw(path) -> tuple[str, int, np.ndarray]:
         return image.mode, getattr(image, "n_frames", 1), np.asarray(image)
 
 
-def _assert_read_error(path, reason: str) -> None:
+def _assert_read_error(path, reason: str, exact: bool = True) -> None:
+    """read_image(path) fails naming ``path``, with exactly ``reason`` (or containing it), on one line."""
     with pytest.raises(ImageReadError) as info:
         read_image(path)
     assert info.value.path == str(path)
-    assert reason in info.value.reason
+    if exact:
+        assert info.value.reason == reason
+    else:
+        assert reason in info.value.reason
     assert str(info.value) == f"{path}: {info.value.reason}"
     assert "\n" not in str(info.value)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_bytes(height: int, width: int, idat: bytes | None = None) -> bytes:
+    """A grey 8-bit PNG whose header says height x width (the data need not match)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    if idat is None:
+        idat = zlib.compress(b"\0" * (height * (width + 1)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _tiff_bytes(array: np.ndarray, sample_format: int) -> bytes:
+    """Minimal little-endian one-strip grey TIFF of ``array`` (any dtype) with the given SampleFormat tag."""
+    height, width = array.shape
+    data = array.astype(array.dtype.newbyteorder("<")).tobytes()
+    bits = array.dtype.itemsize * 8
+    entries = [
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, 1), (262, 3, 1, 1),
+        (273, 4, 1, 8 + 2 + 10 * 12 + 4), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, len(data)),
+        (339, 3, 1, sample_format),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data
 
 
 # --- read_image: formats and modes -------------------------------------------
@@ -146,9 +185,9 @@ def test_read_cmyk_jpeg_gives_rgb(tmp_path):
 
 
 def test_read_int32_tiff(tmp_path):
-    small = np.array([[0, 65535]], dtype=np.int32)
+    small = np.array([[0, 65535], [0, 0]], dtype=np.int32)
     big = np.array([[0, 100_000], [50_000, 25_000]], dtype=np.int32)
-    np.testing.assert_array_equal(read_image(_save(tmp_path / "s.tif", small))[..., 0], [[0, 1]])
+    np.testing.assert_array_equal(read_image(_save(tmp_path / "s.tif", small))[..., 0], [[0, 1], [0, 0]])
     out = read_image(_save(tmp_path / "b.tif", big))[..., 0]
     np.testing.assert_allclose(out, big / 100_000, rtol=1e-6)
 
@@ -160,10 +199,17 @@ def test_read_float_tiff_min_max(tmp_path):
     np.testing.assert_allclose(out[..., 0], [[0.0, 0.25], [0.5, 1.0]])
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_read_float_tiff_non_finite(tmp_path, bad):
-    values = np.array([[0.0, bad]], dtype=np.float32)
-    _assert_read_error(_save(tmp_path / "f.tif", values), "contains NaN or infinite values")
+def test_read_keeps_memory_near_the_result(tmp_path):
+    """Peak Python-side memory: the decoded uint8 pixels and the float32 result, no float temporaries."""
+    path = _save(tmp_path / "big.png", _noise((512, 512, 3)))
+    tracemalloc.start()
+    try:
+        out = read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (512, 512, 3)
+    assert peak < 1.5 * out.nbytes
 
 
 def test_read_multiframe_first_frame(tmp_path):
@@ -184,7 +230,7 @@ def test_read_mask(tmp_path):
     np.testing.assert_array_equal(mask, [[True, False], [False, True]])
 
 
-# --- read_image: errors --------------------------------------------------------
+# --- read_image: errors, one test per bad-input class, with the exact reason -------
 
 
 def test_missing_file(tmp_path):
@@ -199,41 +245,139 @@ def test_empty_file(tmp_path):
 
 def test_directory(tmp_path):
     (tmp_path / "dir.png").mkdir()
-    _assert_read_error(tmp_path / "dir.png", "directory")
+    _assert_read_error(tmp_path / "dir.png", "is a directory, not an image file")
 
 
-def test_garbage_bytes(tmp_path):
+@pytest.mark.parametrize(
+    "data",
+    [b"this is not an image at all", b"\x89PNG\r\n\x1a\n this is not a png", b"BM" + bytes(100), bytes(64)],
+    ids=["text", "png-signature-then-junk", "bm-then-zeros", "zeros"],
+)
+def test_not_an_image(tmp_path, data):
     path = tmp_path / "garbage.png"
-    path.write_bytes(b"this is not an image at all")
-    _assert_read_error(path, "cannot decode image")
+    path.write_bytes(data)
+    _assert_read_error(path, "cannot decode image: unknown image format")
 
 
-@pytest.mark.parametrize("suffix", [".png", ".jpg"])
-def test_truncated(tmp_path, suffix):
-    whole = _save(tmp_path / f"whole{suffix}", _noise((32, 32, 3)))
+@pytest.mark.parametrize(
+    "suffix, options",
+    [(".png", {}), (".jpg", {}), (".bmp", {}), (".gif", {}), (".tif", {}),
+     (".tif", {"compression": "tiff_deflate"}), (".tif", {"compression": "tiff_lzw"}), (".webp", {}), (".jp2", {})],
+    ids=["png", "jpeg", "bmp", "gif", "tiff", "tiff-deflate", "tiff-lzw", "webp", "jpeg2000"],
+)
+@pytest.mark.parametrize("fraction", [0.3, 0.95])
+def test_truncated(tmp_path, suffix, options, fraction):
+    feature = {".webp": "webp", ".jp2": "jpg_2000"}.get(suffix)
+    if feature and not features.check(feature):
+        pytest.skip(f"this Pillow cannot write {suffix}")
+    whole = _save(tmp_path / f"whole{suffix}", _noise((32, 32, 3)), **options)
     data = whole.read_bytes()
     path = tmp_path / f"cut{suffix}"
-    path.write_bytes(data[: len(data) // 2])
-    _assert_read_error(path, "cannot decode image")
+    path.write_bytes(data[: int(len(data) * fraction)])
+    _assert_read_error(path, "cannot decode image: truncated file")
 
 
-def test_zero_width(tmp_path):
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 0, 4, 8, 0, 0, 0, 0)
-    path = tmp_path / "zero.png"
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
-    _assert_read_error(path, "cannot decode image")
+@pytest.mark.parametrize("height, width", [(0, 0), (0, 4), (4, 0), (1, 1), (1, 5), (5, 1)])
+def test_too_small(tmp_path, height, width):
+    path = tmp_path / "small.png"
+    if height and width:  # Pillow writes these; it refuses to write empty images
+        _save(path, np.zeros((height, width), np.uint8))
+    else:
+        path.write_bytes(_png_bytes(height, width))
+    _assert_read_error(path, f"image must be at least 2x2 pixels, got {height}x{width}")
 
 
-def test_decompression_bomb(tmp_path, monkeypatch):
+def test_smallest_image_is_read(tmp_path):
+    assert read_image(_save(tmp_path / "two.png", GREY[:, :2])).shape == (2, 2, 1)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_read_float_tiff_non_finite(tmp_path, bad):
+    values = np.array([[0.0, bad], [1.0, 2.0]], dtype=np.float32)
+    _assert_read_error(_save(tmp_path / "f.tif", values), "contains NaN or infinite values")
+
+
+@pytest.mark.parametrize(
+    "head, name",
+    [(bytes(128) + b"DICM" + bytes(64), "DICOM"), (bytes(344) + b"n+1\0" + bytes(8), "NIfTI")],
+)
+def test_volume_format_is_unsupported_here(tmp_path, head, name):
+    path = tmp_path / "scan.png"
+    path.write_bytes(head)
+    _assert_read_error(path, f"unsupported format: {name} is a volume format, read it with selfseg.volumes.read_volume")
+
+
+def test_unsupported_tiff_variant(tmp_path):
+    path = tmp_path / "double.tif"
+    path.write_bytes(_tiff_bytes(np.arange(4, dtype=np.float64).reshape(2, 2), sample_format=3))
+    _assert_read_error(path, "unsupported format: a TIFF variant Pillow cannot read (64-bit float, 1 sample per pixel)")
+
+
+def test_missing_decoder_is_unsupported(tmp_path, monkeypatch):
+    path = _save(tmp_path / "a.jpg", _noise((8, 8, 3)))
+
+    def no_decoder(self):
+        raise OSError("decoder jpeg not available")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoder)
+    _assert_read_error(path, "unsupported format: this Pillow has no JPEG decoder")
+
+
+def test_corrupt_data(tmp_path):
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(_png_bytes(4, 4, idat=b"not zlib data"))
+    _assert_read_error(path, "cannot decode image: corrupt PNG data (", exact=False)
+
+
+def test_too_large_checked_before_decoding(tmp_path, monkeypatch):
+    path = _save(tmp_path / "big.png", np.zeros((20, 30), np.uint8))
+    decoded = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or load(self))
+    monkeypatch.setattr(selfseg.io, "MAX_PIXELS", 599)
+    _assert_read_error(path, "image too large: 20x30 = 600 pixels, over the limit of 599")
+    assert decoded == []
+    monkeypatch.setattr(selfseg.io, "MAX_PIXELS", 600)
+    assert read_image(path).shape == (20, 30, 1)
+    assert decoded
+
+
+def test_too_large_header_only(tmp_path):
+    """A 100000 x 100000 header with no real data: refused from the header, Pillow's bomb error not shown."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_bytes(100_000, 100_000, idat=zlib.compress(b"")))
+    _assert_read_error(path, f"image too large: 100000x100000 = 10000000000 pixels, over the limit of {MAX_PIXELS}")
+
+
+def test_pillow_bomb_limit_gives_the_same_message(tmp_path, monkeypatch):
     path = _save(tmp_path / "big.png", np.zeros((20, 20), np.uint8))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
-    _assert_read_error(path, "too large")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow refuses over 20 pixels
+    _assert_read_error(path, "image too large: 20x20 = 400 pixels, over the limit of 20")
+
+
+def test_pillow_bomb_warning_does_not_leak(tmp_path, monkeypatch):
+    path = _save(tmp_path / "big.png", np.zeros((20, 20), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # Pillow warns over 300 pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).shape == (20, 20, 1)
+
+
+def test_max_pixels_documented():
+    assert MAX_PIXELS == 2**27 and MIN_SIDE == 2
+    assert MAX_PIXELS < 2 * Image.MAX_IMAGE_PIXELS  # so Pillow's default limit never speaks first
+
+
+@pytest.mark.parametrize(
+    "data, name",
+    [(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", "PNG"), (b"\xff\xd8\xff\xe0", "JPEG"), (b"GIF89a", "GIF"),
+     (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"RIFF\0\0\0\0WEBP", "WEBP"), (b"plain text", None),
+     (bytes(128) + b"DICM", "DICOM"), (bytes(344) + b"n+1\0", "NIfTI")],
+)
+def test_sniff_format(tmp_path, data, name):
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    assert sniff_format(path) == name
 
 
 def test_image_read_error_attributes_and_pickle(tmp_path):
@@ -259,6 +403,16 @@ def test_atomic_path_success(tmp_path):
         tmp.write_bytes(b"new")
     assert dest.read_bytes() == b"new"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["out.png"]
+
+
+def test_atomic_path_keeps_compressed_double_suffix(tmp_path):
+    with atomic_path(tmp_path / "scan.nii.gz") as tmp:
+        assert tmp.name.endswith(".tmp.nii.gz") and tmp.name.startswith(".scan.nii.gz.")
+        tmp.write_bytes(b"x")
+    with atomic_path(tmp_path / "a.b.png") as tmp:
+        assert tmp.name.endswith(".tmp.png")
+        tmp.write_bytes(b"y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.b.png", "scan.nii.gz"]
 
 
 def test_atomic_path_exception_keeps_destination(tmp_path):

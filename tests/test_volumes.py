@@ -1,0 +1,533 @@
+from __future__ import annotations
+
+import sys
+import tracemalloc
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
+
+import selfseg.volumes
+from selfseg.io import ImageReadError
+from selfseg.volumes import (
+    MAX_VOXELS,
+    VOLUME_SUFFIXES,
+    MissingDependencyError,
+    Volume,
+    is_volume,
+    optional_import,
+    read_volume,
+    write_volume_like,
+)
+
+UID = "1.2.826.0.1.3680043.8.498"
+SLICE = np.array([[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 100, 110]], dtype=np.int16)  # 3 x 4
+
+
+def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
+    with pytest.raises(ImageReadError) as info:
+        read_volume(path, **kwargs)
+    assert info.value.path == str(where if where is not None else path)
+    assert info.value.reason == reason
+    assert "\n" not in str(info.value)
+
+
+# --- DICOM files built here ------------------------------------------------------------------
+
+
+def _dicom(
+    path,
+    pixels: np.ndarray = SLICE,
+    *,
+    n: int = 1,
+    position=None,
+    instance=None,
+    series: str = f"{UID}.1",
+    slope=None,
+    intercept=None,
+    center=None,
+    width=None,
+    photometric: str = "MONOCHROME2",
+    syntax=ExplicitVRLittleEndian,
+    pixel_data: bytes | None = None,
+):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = f"{UID}.100.{n}"
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = series
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelSpacing = [0.5, 0.7]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    if position is not None:
+        ds.ImagePositionPatient = list(position)
+    for keyword, value in [("InstanceNumber", instance), ("RescaleSlope", slope), ("RescaleIntercept", intercept),
+                           ("WindowCenter", center), ("WindowWidth", width)]:
+        if value is not None:
+            setattr(ds, keyword, value)
+    ds.PixelData = pixel_data if pixel_data is not None else pixels.astype("<i2").tobytes()
+    if pydicom.__version__.split(".")[0] >= "3":
+        ds.save_as(path, enforce_file_format=True)
+    else:  # pydicom 2.4
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
+    return path
+
+
+def _decoder_available(uid) -> bool:
+    """Whether this pydicom can decode ``uid`` (pydicom 3 decoders or pydicom 2.4 handlers)."""
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:  # pydicom 2.4
+        handlers = pydicom.config.pixel_data_handlers
+        return any(h.supports_transfer_syntax(uid) and h.is_available() for h in handlers)
+    return get_decoder(uid).is_available
+
+
+def _linear_window(values, center, width):
+    """DICOM PS3.3 C.11.2.1.2.1, written out independently of the implementation."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+
+
+def _series(folder, **kwargs):
+    """Three slices at z = 10, 12.5, 15 written under names and instance numbers in another order."""
+    folder.mkdir()
+    for name, k, instance in [("b.dcm", 1, 7), ("c.dcm", 0, 9), ("a.dcm", 2, 8)]:
+        _dicom(folder / name, SLICE + 10 * k, n=k, position=(-20.0, -30.0, 10 + 2.5 * k), instance=instance, **kwargs)
+    return folder
+
+
+def test_dicom_series_sorted_by_position_rescaled_and_windowed(tmp_path):
+    folder = _series(tmp_path / "series", slope=2, intercept=-100, center=0, width=101)
+    volume = read_volume(folder)
+    assert isinstance(volume, Volume)
+    assert (volume.kind, volume.axis, volume.n_slices, volume.path) == ("dicom", 0, 3, folder)
+    assert volume.data.dtype == np.float32 and volume.data.shape == (3, 3, 4)
+    assert [f.name for f in volume.files] == ["c.dcm", "b.dcm", "a.dcm"]
+    expected = np.stack([_linear_window(2.0 * (SLICE + 10 * k) - 100, 0, 101) for k in range(3)])
+    np.testing.assert_allclose(volume.data, expected, atol=1e-6)
+    assert volume.spacing == (0.5, 0.7)
+    assert volume.voxel_spacing == (2.5, 0.5, 0.7)
+    assert volume.intensity == "window center 0 width 101"
+    # (slice, row, column) -> RAS mm: LPS (x, y, z) becomes (-x, -y, z)
+    np.testing.assert_allclose(volume.affine @ [0, 0, 0, 1], [20.0, 30.0, 10.0, 1])
+    np.testing.assert_allclose(volume.affine @ [2, 2, 3, 1], [20.0 - 3 * 0.7, 30.0 - 2 * 0.5, 15.0, 1])
+
+
+def test_dicom_series_sorted_by_instance_number_without_positions(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for name, k in [("x.dcm", 2), ("y.dcm", 0), ("z.dcm", 1)]:
+        _dicom(folder / name, SLICE + 10 * k, n=k, instance=k + 1)
+    volume = read_volume(folder)
+    assert [f.name for f in volume.files] == ["y.dcm", "z.dcm", "x.dcm"]
+    np.testing.assert_allclose(volume.data, np.stack([SLICE + 10 * k for k in range(3)]) / 130, atol=1e-6)
+    assert volume.intensity == "min-max 0..130"
+
+
+def test_dicom_without_window_is_min_max_of_the_volume(tmp_path):
+    volume = read_volume(_series(tmp_path / "s", slope=1, intercept=-1024))
+    np.testing.assert_allclose(volume.data, np.stack([SLICE + 10 * k for k in range(3)]) / 130, atol=1e-6)
+    assert volume.intensity == "min-max -1024..-894"
+
+
+def test_dicom_multivalued_window_uses_the_first(tmp_path):
+    volume = read_volume(_dicom(tmp_path / "one.dcm", center=[50, 400], width=[41, 2000]))
+    assert volume.data.shape == (1, 3, 4)
+    np.testing.assert_allclose(volume.data[0], _linear_window(SLICE, 50, 41), atol=1e-6)
+    assert volume.voxel_spacing == (1.0, 0.5, 0.7)
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    volume = read_volume(_dicom(tmp_path / "m1.dcm", photometric="MONOCHROME1", center=50, width=41))
+    np.testing.assert_allclose(volume.data[0], 1 - _linear_window(SLICE, 50, 41), atol=1e-6)
+    assert volume.intensity == "window center 50 width 41, MONOCHROME1 inverted"
+
+
+def test_dicom_rgb_and_palette(tmp_path):
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[1, 2] = (255, 51, 0)
+    path = _dicom(tmp_path / "rgb.dcm", SLICE, photometric="RGB")
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path)
+    volume = read_volume(path)
+    assert volume.data.shape == (1, 3, 4, 3) and volume.intensity == "RGB / 255"
+    np.testing.assert_allclose(volume.data[0], rgb / 255, atol=1e-6)
+    palette = _dicom(tmp_path / "palette.dcm", photometric="PALETTE COLOR")
+    _assert_error(palette, "unsupported format: DICOM photometric interpretation PALETTE COLOR (SamplesPerPixel 1)")
+
+
+def test_dicom_file_without_suffix_and_axis(tmp_path):
+    folder = _series(tmp_path / "s")
+    plain = tmp_path / "IM0001"
+    plain.write_bytes((folder / "a.dcm").read_bytes())
+    assert is_volume(plain) and read_volume(plain).kind == "dicom"
+    volume = read_volume(folder, axis=2)  # reslice: slices along the columns
+    assert volume.data.shape == (4, 3, 3) and volume.spacing == (2.5, 0.5)
+    np.testing.assert_array_equal(volume.data[1], read_volume(folder).data[:, :, 1])
+
+
+def test_dicom_mixed_series(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    _dicom(folder / "a.dcm", n=1, position=(0, 0, 0), series=f"{UID}.1")
+    _dicom(folder / "b.dcm", n=2, position=(0, 0, 1), series=f"{UID}.2")
+    _assert_error(
+        folder, f"mixed DICOM series: the folder holds 2 series (SeriesInstanceUID {UID}.1, {UID}.2); "
+        "put each series in its own folder",
+    )
+
+
+def test_dicom_mixed_sizes_and_duplicate_positions(tmp_path):
+    sizes = tmp_path / "sizes"
+    sizes.mkdir()
+    _dicom(sizes / "a.dcm", n=1, position=(0, 0, 0))
+    _dicom(sizes / "b.dcm", SLICE[:2], n=2, position=(0, 0, 1))
+    _assert_error(sizes, "mixed DICOM series: slices of different sizes (2x4 and 3x4 pixels)")
+    same = tmp_path / "same"
+    same.mkdir()
+    _dicom(same / "a.dcm", n=1, position=(0, 0, 5))
+    _dicom(same / "b.dcm", n=2, position=(0, 0, 5))
+    _assert_error(same, "mixed DICOM series: a.dcm and b.dcm are at the same position")
+
+
+def test_dicom_slices_without_order(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    _dicom(folder / "a.dcm", n=1)
+    _dicom(folder / "b.dcm", n=2)
+    _assert_error(folder, "cannot order the DICOM slices: ImagePositionPatient and InstanceNumber are missing")
+
+
+def test_dicom_compressed_without_decoder(tmp_path):
+    if _decoder_available(JPEGLSLossless):
+        pytest.skip("a JPEG-LS decoder is installed here")
+    path = _dicom(tmp_path / "ls.dcm", syntax=JPEGLSLossless, pixel_data=encapsulate([b"\xff\xd8 not really"]))
+    _assert_error(
+        path, "cannot decode pixel data compressed as JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80): "
+        "no decoder installed; pip install pylibjpeg pylibjpeg-libjpeg",
+    )
+
+
+def test_dicom_jpeg2000_that_cannot_be_decoded(tmp_path):
+    path = _dicom(tmp_path / "j2k.dcm", syntax=JPEG2000Lossless, pixel_data=encapsulate([b"\x00 garbage" * 4]))
+    what = "cannot decode pixel data compressed as JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90)"
+    if _decoder_available(JPEG2000Lossless):  # Pillow with OpenJPEG is a decoder: the data is at fault
+        reason = f"{what}: corrupt data or a variant the installed decoders cannot read; pip install pylibjpeg pylibjpeg-openjpeg"
+    else:
+        reason = f"{what}: no decoder installed; pip install pylibjpeg pylibjpeg-openjpeg"
+    _assert_error(path, reason)
+
+
+def test_dicom_bad_files(tmp_path):
+    whole = _dicom(tmp_path / "whole.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(whole[:-5])
+    _assert_error(cut, "cannot decode image: truncated file")
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all" * 20)
+    _assert_error(junk, "cannot decode image: not a DICOM file")
+    empty = tmp_path / "empty.dcm"
+    empty.touch()
+    _assert_error(empty, "empty file")
+    _assert_error(tmp_path / "missing.dcm", "file not found")
+
+
+def test_dicom_bad_slice_in_a_series_is_named(tmp_path):
+    folder = _series(tmp_path / "s")
+    data = (folder / "b.dcm").read_bytes()
+    (folder / "b.dcm").write_bytes(data[:-3])
+    (folder / "notes.txt").write_text("not DICOM, skipped")
+    _assert_error(folder, "cannot decode image: truncated file", where=folder / "b.dcm")
+    other = tmp_path / "pngs"
+    other.mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(other / "a.png")
+    _assert_error(other, "no DICOM image files in the folder")
+
+
+# --- NIfTI ------------------------------------------------------------------------------------
+
+
+def _affine() -> np.ndarray:
+    affine = np.array([[0, 0.9, 0, -10], [-0.8, 0, 0, 20], [0, 0, 2.5, -30], [0, 0, 0, 1]], dtype=float)
+    return affine
+
+
+def _nifti(path, data: np.ndarray, *, slope=None) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(data, _affine())
+    image.set_qform(_affine(), code=1)
+    image.set_sform(_affine(), code=2)
+    image.header.set_xyzt_units("mm", "sec")
+    image.header["descrip"] = b"test volume"
+    if slope is not None:
+        image.header.set_slope_inter(*slope)
+    nib.save(image, path)
+    return image
+
+
+CUBE = np.arange(5 * 6 * 4, dtype=np.int16).reshape(5, 6, 4) * 3  # (i, j, k)
+
+
+@pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
+def test_nifti_round_trip_keeps_affine_header_and_axis(tmp_path, name):
+    path = tmp_path / name
+    _nifti(path, CUBE)
+    volume = read_volume(path)
+    assert (volume.kind, volume.axis, volume.source_shape) == ("nifti", 2, (5, 6, 4))
+    assert volume.data.shape == (4, 5, 6) and volume.data.dtype == np.float32
+    assert volume.spacing == pytest.approx((0.8, 0.9)) and volume.voxel_spacing == pytest.approx((0.8, 0.9, 2.5))
+    np.testing.assert_allclose(volume.affine, _affine())
+    labels = (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 7).astype(np.uint8)  # slice order
+    out = tmp_path / "out" / name.replace("ct", "ct_labels")
+    write_volume_like(out, labels, volume)
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary file left
+    back = nib.load(out)
+    assert back.shape == (5, 6, 4) and back.get_data_dtype() == np.uint8
+    written = np.asarray(back.dataobj)
+    for k in range(4):  # slice k of the array is slice k along axis 2 of the file
+        np.testing.assert_array_equal(written[:, :, k], labels[k])
+    np.testing.assert_allclose(back.affine, _affine())
+    source = nib.load(path).header
+    for key in ("qform_code", "sform_code", "pixdim", "xyzt_units", "descrip", "quatern_b", "srow_x"):
+        np.testing.assert_array_equal(back.header[key], source[key])
+    assert back.header.get_slope_inter() == (None, None)
+    assert (back.header["cal_min"], back.header["cal_max"]) == (0, 6)
+    assert back.header.get_intent()[0] == "label"
+
+
+def test_nifti_intensity_is_robust_percentile(tmp_path):
+    values = np.random.default_rng(0).normal(100, 10, (8, 9, 5)).astype(np.float32)
+    values[0, 0, 0] = 1e6  # one hot voxel does not squash the contrast
+    _nifti(tmp_path / "v.nii.gz", values)
+    volume = read_volume(tmp_path / "v.nii.gz")
+    lo, hi = np.percentile(values.astype(np.float64), [0.5, 99.5])
+    expected = np.clip((np.moveaxis(values, 2, 0) - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(volume.data, expected, atol=1e-5)
+    assert volume.data.min() == 0 and volume.data.max() == 1 and volume.data[0, 0, 0] == 1
+    assert volume.intensity.startswith("percentiles 0.5-99.5: ")
+
+
+@pytest.mark.parametrize("name", ["big.nii", "big.nii.gz"])
+def test_nifti_is_read_without_a_second_float_copy(tmp_path, monkeypatch, name):
+    """Peak Python-side memory: the float32 result, plus the stored int16 values for .nii.gz."""
+    _nifti(tmp_path / name, np.random.default_rng(0).integers(0, 1000, (64, 64, 32)).astype(np.int16))
+    monkeypatch.setattr(selfseg.volumes, "_PERCENTILE_SAMPLE", 4096)
+    read_volume(tmp_path / name)  # warm-up: lazy imports inside numpy and nibabel
+    tracemalloc.start()
+    try:
+        volume = read_volume(tmp_path / name)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < (1.1 if name.endswith(".nii") else 1.6) * volume.data.nbytes
+
+
+def test_nifti_scaling_is_applied(tmp_path):
+    _nifti(tmp_path / "a.nii", CUBE)
+    _nifti(tmp_path / "b.nii", CUBE, slope=(-2.0, 7.0))  # reversed contrast
+    a, b = read_volume(tmp_path / "a.nii"), read_volume(tmp_path / "b.nii")
+    np.testing.assert_allclose(b.data, 1 - a.data, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -3])
+def test_nifti_other_axes(tmp_path, axis):
+    path = tmp_path / "v.nii.gz"
+    _nifti(path, CUBE)
+    volume = read_volume(path, axis=axis)
+    axis %= 3
+    assert volume.axis == axis
+    assert volume.data.shape == np.moveaxis(CUBE, axis, 0).shape
+    assert volume.spacing == pytest.approx(tuple(s for a, s in enumerate((0.8, 0.9, 2.5)) if a != axis))
+    np.testing.assert_allclose(volume.data, np.moveaxis(read_volume(path).data, 0, 2).transpose(
+        [axis, *[a for a in range(3) if a != axis]]), atol=1e-6)
+    mask = volume.data > 0.5
+    write_volume_like(tmp_path / "mask.nii", mask, volume)
+    back = np.asarray(nib.load(tmp_path / "mask.nii").dataobj)
+    assert back.dtype == np.uint8 and back.shape == CUBE.shape
+    np.testing.assert_array_equal(back, np.moveaxis(mask, 0, axis).astype(np.uint8))
+
+
+def test_nifti_uint16_labels(tmp_path):
+    _nifti(tmp_path / "v.nii.gz", CUBE)
+    volume = read_volume(tmp_path / "v.nii.gz")
+    labels = np.full(volume.data.shape, 300, dtype=np.uint16)
+    write_volume_like(tmp_path / "l.nii.gz", labels, volume)
+    back = nib.load(tmp_path / "l.nii.gz")
+    assert back.get_data_dtype() == np.uint16 and int(np.asarray(back.dataobj).max()) == 300
+
+
+def test_nifti_rgb_overlay_round_trip(tmp_path):
+    _nifti(tmp_path / "v.nii.gz", CUBE)
+    volume = read_volume(tmp_path / "v.nii.gz")
+    rgb = np.random.default_rng(1).integers(0, 256, (*volume.data.shape, 3), dtype=np.uint8)
+    write_volume_like(tmp_path / "overlay.nii.gz", rgb, volume)
+    back = nib.load(tmp_path / "overlay.nii.gz")
+    assert back.header["datatype"] == 128 and back.shape == (5, 6, 4)  # NIFTI_TYPE_RGB24
+    stored = np.asarray(back.dataobj)
+    np.testing.assert_array_equal(stored["G"][:, :, 2], rgb[2, :, :, 1])
+    again = read_volume(tmp_path / "overlay.nii.gz")
+    assert again.data.shape == (4, 5, 6, 3)
+    np.testing.assert_allclose(again.data, rgb / 255, atol=1e-6)
+
+
+def test_nifti_2d(tmp_path):
+    _nifti(tmp_path / "flat.nii", CUBE[:, :, 0])
+    volume = read_volume(tmp_path / "flat.nii")
+    assert volume.data.shape == (1, 5, 6) and volume.source_shape == (5, 6)
+    write_volume_like(tmp_path / "flat_mask.nii", np.ones((1, 5, 6), bool), volume)
+    assert nib.load(tmp_path / "flat_mask.nii").shape == (5, 6)
+
+
+def test_nifti_bad_files(tmp_path):
+    whole = tmp_path / "whole.nii"
+    _nifti(whole, CUBE)
+    data = whole.read_bytes()
+    (tmp_path / "cut.nii").write_bytes(data[:-10])
+    _assert_error(tmp_path / "cut.nii", "cannot decode image: truncated file")
+    (tmp_path / "cuthead.nii").write_bytes(data[:200])
+    _assert_error(tmp_path / "cuthead.nii", "cannot decode image: truncated file")
+    _nifti(tmp_path / "whole.nii.gz", np.random.default_rng(0).integers(0, 1000, (20, 20, 20)).astype(np.int16))
+    gz = (tmp_path / "whole.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(gz[: len(gz) // 2])
+    _assert_error(tmp_path / "cut.nii.gz", "cannot decode image: truncated file")
+    (tmp_path / "junk.nii").write_bytes(b"junk" * 200)
+    _assert_error(tmp_path / "junk.nii", "cannot decode image: not a NIfTI file")
+    (tmp_path / "junk.nii.gz").write_bytes(b"junk" * 200)
+    _assert_error(tmp_path / "junk.nii.gz", "cannot decode image: not a NIfTI file")
+    (tmp_path / "empty.nii.gz").touch()
+    _assert_error(tmp_path / "empty.nii.gz", "empty file")
+
+
+def test_nifti_non_finite_and_shapes(tmp_path):
+    values = CUBE.astype(np.float32)
+    values[1, 2, 3] = np.nan
+    _nifti(tmp_path / "nan.nii.gz", values)
+    _assert_error(tmp_path / "nan.nii.gz", "contains NaN or infinite values")
+    _nifti(tmp_path / "4d.nii.gz", np.zeros((4, 4, 3, 2), np.int16))
+    _assert_error(tmp_path / "4d.nii.gz", "unsupported format: 4-D NIfTI of shape (4, 4, 3, 2); only 2-D and 3-D volumes are read")
+    _nifti(tmp_path / "thin.nii.gz", np.zeros((1, 6, 4), np.int16))
+    _assert_error(tmp_path / "thin.nii.gz", "image must be at least 2x2 pixels, got 1x6")
+
+
+def test_volume_pixel_limit(tmp_path, monkeypatch):
+    _nifti(tmp_path / "v.nii.gz", CUBE)
+    monkeypatch.setattr(selfseg.volumes, "MAX_VOXELS", 119)
+    _assert_error(tmp_path / "v.nii.gz", "volume too large: 4x5x6 = 120 voxels, over the limit of 119")
+    monkeypatch.setattr(selfseg.io, "MAX_PIXELS", 29)
+    _assert_error(tmp_path / "v.nii.gz", "image too large: 5x6 = 30 pixels, over the limit of 29")
+    assert MAX_VOXELS == 2**30
+
+
+# --- multi-frame TIFF -------------------------------------------------------------------------
+
+
+def _frames(path, arrays):
+    first, *rest = [Image.fromarray(a) for a in arrays]
+    first.save(path, save_all=True, append_images=rest)
+    return path
+
+
+def test_multiframe_tiff_grey_and_16bit(tmp_path):
+    frames = [np.full((3, 4), v, np.uint8) for v in (0, 51, 255)]
+    volume = read_volume(_frames(tmp_path / "g.tif", frames))
+    assert (volume.kind, volume.data.shape, volume.spacing) == ("tiff", (3, 3, 4), (1.0, 1.0))
+    np.testing.assert_allclose(volume.data[:, 0, 0], [0, 0.2, 1])
+    deep = [np.full((3, 4), v, np.uint16) for v in (0, 65535)]
+    np.testing.assert_allclose(read_volume(_frames(tmp_path / "d.tif", deep)).data[:, 1, 1], [0, 1])
+
+
+def test_multiframe_tiff_colour(tmp_path):
+    frames = [np.full((3, 4, 3), (255, 0, 51), np.uint8), np.zeros((3, 4, 3), np.uint8)]
+    volume = read_volume(_frames(tmp_path / "c.tiff", frames))
+    assert volume.data.shape == (2, 3, 4, 3)
+    np.testing.assert_allclose(volume.data[0, 2, 3], [1, 0, 0.2])
+
+
+def test_multiframe_tiff_bad(tmp_path):
+    path = _frames(tmp_path / "mixed.tif", [np.zeros((3, 4), np.uint8), np.zeros((4, 4), np.uint8)])
+    _assert_error(path, "frames differ: frame 1 is 4x4 L, frame 0 is 3x4 L")
+    path = _frames(tmp_path / "nan.tif", [np.zeros((3, 4), np.float32), np.full((3, 4), np.inf, np.float32)])
+    _assert_error(path, "contains NaN or infinite values")
+    data = _frames(tmp_path / "whole.tif", [np.zeros((30, 40), np.uint8)] * 3).read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    _assert_error(tmp_path / "cut.tif", "cannot decode image: truncated file")
+
+
+# --- discovery, dependencies, writing errors ----------------------------------------------------
+
+
+def test_is_volume(tmp_path):
+    folder = _series(tmp_path / "series")
+    _frames(tmp_path / "multi.tif", [np.zeros((3, 4), np.uint8)] * 2)
+    Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "single.tif")
+    Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "image.png")
+    (tmp_path / "pngs").mkdir()
+    Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "pngs" / "a.png")
+    for name in ("a.nii", "b.NII.GZ", "c.dcm"):
+        (tmp_path / name).write_bytes(b"x")
+    assert VOLUME_SUFFIXES == (".nii", ".nii.gz", ".dcm")
+    assert is_volume(folder) and is_volume(folder / "a.dcm") and is_volume(tmp_path / "multi.tif")
+    assert all(is_volume(tmp_path / name) for name in ("a.nii", "b.NII.GZ", "c.dcm"))
+    assert not any(is_volume(tmp_path / name) for name in ("single.tif", "image.png", "pngs", "missing.nii.gz2"))
+
+
+def test_not_a_volume(tmp_path):
+    Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "image.png")
+    _assert_error(
+        tmp_path / "image.png",
+        "unsupported format: not a volume (NIfTI .nii/.nii.gz, DICOM file or series folder, multi-frame TIFF)",
+    )
+    with pytest.raises(ValueError, match="axis must be 0, 1 or 2, got 3"):
+        read_volume(tmp_path / "image.png", axis=3)
+
+
+def test_missing_dependency(tmp_path, monkeypatch):
+    _nifti(tmp_path / "v.nii.gz", CUBE)
+    _dicom(tmp_path / "s.dcm")
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel now raises ImportError
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(MissingDependencyError) as info:
+        optional_import("nibabel")
+    assert isinstance(info.value, ImportError)
+    hint = 'is not installed; medical volumes need it: pip install "selfseg[medical]"'
+    _assert_error(tmp_path / "v.nii.gz", f"nibabel {hint}")
+    _assert_error(tmp_path / "s.dcm", f"pydicom {hint}")
+
+
+def test_write_volume_like_from_dicom(tmp_path):
+    volume = read_volume(_series(tmp_path / "series"))
+    mask = volume.data > 0.5
+    write_volume_like(tmp_path / "mask.nii.gz", mask, volume)
+    back = nib.load(tmp_path / "mask.nii.gz")
+    np.testing.assert_array_equal(np.asarray(back.dataobj), mask.astype(np.uint8))
+    np.testing.assert_allclose(back.affine, volume.affine)
+    assert (int(back.header["qform_code"]), int(back.header["sform_code"])) == (1, 1)
+
+
+def test_write_volume_like_rejects(tmp_path):
+    _nifti(tmp_path / "v.nii.gz", CUBE)
+    volume = read_volume(tmp_path / "v.nii.gz")
+    with pytest.raises(ValueError, match=r"must end in \.nii or \.nii\.gz, got mask\.png"):
+        write_volume_like(tmp_path / "mask.png", np.zeros((4, 5, 6), np.uint8), volume)
+    with pytest.raises(ValueError, match=r"of shape \(4, 5, 6\).*got shape \(5, 6, 4\)"):
+        write_volume_like(tmp_path / "m.nii", np.zeros((5, 6, 4), np.uint8), volume)
+    with pytest.raises(TypeError, match="got dtype float32"):
+        write_volume_like(tmp_path / "m.nii", volume.data, volume)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.nii.gz"]
