@@ -70,6 +70,10 @@ def test_duplicate_stems_are_a_usage_error(tmp_path, capsys):
         ["segment", "x.png", "--out", "o", "--method", "nope"],
         ["segment", "x.png", "--out", "o", "--max-iter", "0"],
         ["segment", "x.png", "--out", "o", "--size", "-1"],
+        ["segment", "x.png", "--out", "o", "--target", "liver"],
+        ["segment", "x.png", "--out", "o", "--point", "3"],
+        ["segment", "x.png", "--out", "o", "--point", "-1,4"],
+        ["segment", "x.png", "--out", "o", "--point", "1,2", "--foreground", "oracle", "--gt", "g"],
         [],
     ],
 )
@@ -92,6 +96,9 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert kwargs["method"] == "s3net" and kwargs["device"] == "auto" and kwargs["precision"] == "float32"
     assert cli.main(["segment", "a.png", "--out", "o", "--method", "msformer", "--precision", "bfloat16"]) == 0
     assert calls[1][1]["method"] == "msformer" and calls[1][1]["precision"] == "bfloat16"
+    assert calls[1][1]["target"] == "auto" and calls[1][1]["point"] is None
+    assert cli.main(["segment", "a.png", "--out", "o", "--target", "lungs", "--point", "12,7"]) == 0
+    assert calls[2][1]["target"] == "lungs" and calls[2][1]["point"] == (12, 7)
 
 
 def test_help(capsys):

@@ -139,6 +139,31 @@ def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
     assert [(r[0], r[2]) for r in table[1:]] == [("a", "1"), ("b", "2")]
 
 
+def test_resume_skips_refits_or_rechooses(tmp_path, monkeypatch):
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "b.png")
+    out = tmp_path / "out"
+    run_batch([a, b], out, progress=False)
+    assert len(calls) == 2
+    report = run_batch([a, b], out, resume=True, progress=False)
+    assert report.skipped == ["a", "b"] and report.results == [] and len(calls) == 2
+    # another target: the masks are chosen again from the stored cluster maps, nothing is refitted
+    report = run_batch([a, b], out, target="lungs", resume=True, progress=False)
+    assert len(calls) == 2 and [row["target"] for row in report.results] == ["lungs", "lungs"]
+    assert [row["iterations"] for row in report.results] == [1, 1]  # kept from the fit
+    assert {row["chosen"] for row in report.results} == {"lungs"}
+    rows = {r[0]: dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]}
+    assert rows["a"]["target"] == "lungs" and rows["a"]["seconds"] == "0.250"
+    # a missing cluster map, or another training parameter, refits
+    (out / "a_labels.png").unlink()
+    run_batch([a, b], out, target="lungs", resume=True, progress=False)
+    assert len(calls) == 3
+    run_batch([a, b], out, target="lungs", seed=4, resume=True, progress=False)
+    assert len(calls) == 5
+
+
 def test_failures_csv_describes_latest_run(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "segment", _fake_segment())
     good, bad = _disc(tmp_path / "good.png"), tmp_path / "bad.png"

@@ -13,6 +13,7 @@ from selfseg.engine import ALL_METHODS, METHODS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
 from selfseg.datasets import DatasetError, load_masks
+from selfseg.foreground import TARGETS
 from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
 
 __all__ = ["build_parser", "main"]
@@ -77,13 +78,20 @@ def _spacing(text: str) -> tuple[float, ...]:
     return values
 
 
+def _point(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"expected X,Y pixel coordinates (non-negative integers), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def _method_defaults(name: str) -> str:
     """``"s3net: 50"``-style list of a ``MethodSpec`` field's value per method, for help texts."""
     return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
 
 
 def _add_run_options(command: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that segment: seed, working size, device, precision, quiet."""
+    """Options shared by the commands that segment: seed, working size, device, precision, target, quiet."""
     command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     command.add_argument(
         "--size",
@@ -99,6 +107,14 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         default="float32",
         help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
         "AVX512-BF16, slower for s3net (default: %(default)s)",
+    )
+    command.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="auto",
+        help="what the mask should be, without ground truth: lesion (one compact blob, e.g. dermoscopy, "
+        "polyps), lungs (both lungs, CT and chest X-ray) or auto (lungs on grey images when found, else "
+        "lesion) (default: %(default)s)",
     )
     command.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -147,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "overlaps the --gt mask most (for reproducing their figures only; marked 'oracle' in results.csv "
         "and on screen) (default: %(default)s)",
     )
+    seg.add_argument(
+        "--point",
+        type=_point,
+        metavar="X,Y",
+        help="take the region of the cluster under this pixel (column X, row Y) as the mask, in every image",
+    )
     seg.add_argument("--oracle-crop", action="store_true", help="with --foreground oracle: also crop the "
                      "mask with the dilated ground truth, as the released code does")
     ev = commands.add_parser(
@@ -188,6 +210,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             size=args.size,
             device=args.device,
             precision=args.precision,
+            target=args.target,
             progress=not args.quiet,
         )
     except (FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
@@ -219,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--foreground oracle needs --gt")
     if args.command == "segment" and args.oracle_crop and args.foreground != "oracle":
         parser.error("--oracle-crop needs --foreground oracle")
+    if args.command == "segment" and args.point is not None and args.foreground != "auto":
+        parser.error("--point picks the mask itself; it cannot be combined with --foreground oracle")
     if args.command == "evaluate":
         return _evaluate(args.pred_dir, args.gt, args.spacing)
     if args.command == "benchmark":
@@ -237,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             precision=args.precision,
             foreground=args.foreground,
+            target=args.target,
+            point=args.point,
             ground_truth=args.gt,
             oracle_crop=args.oracle_crop,
             progress=not args.quiet,
