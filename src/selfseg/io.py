@@ -32,6 +32,7 @@ __all__ = [
     "read_labels",
     "read_mask",
     "sniff_format",
+    "stat_input",
     "write_csv",
     "write_image",
 ]
@@ -317,6 +318,16 @@ def _scale(values: np.ndarray, mode: str) -> np.ndarray:
     return values
 
 
+def stat_input(path: str | os.PathLike) -> os.stat_result:
+    """``os.stat`` of an input, or ImageReadError "file not found" / "cannot access file: <why>"."""
+    try:
+        return Path(path).stat()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except (OSError, ValueError) as err:
+        raise ImageReadError(path, f"cannot access file: {_decode_reason(err)}") from err
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as float32 (H, W, C) in [0, 1]; C is 1 (grey) or 3 (colour).
 
@@ -328,12 +339,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     :class:`ImageReadError` with a one-line reason (listed in ``docs/formats.md``).
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
-    except (OSError, ValueError) as err:
-        raise ImageReadError(path, f"cannot access file: {_decode_reason(err)}") from err
+    info = stat_input(path)
     if stat.S_ISDIR(info.st_mode):
         raise ImageReadError(path, "is a directory, not an image file")
     if info.st_size == 0:

@@ -184,12 +184,7 @@ def read_volume(path: str | os.PathLike, *, axis: int | None = None) -> Volume:
     """
     path = Path(path)
     axis = None if axis is None else _normal_axis(axis)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
-    except (OSError, ValueError) as err:
-        raise ImageReadError(path, f"cannot access file: {io._decode_reason(err)}") from err
+    info = io.stat_input(path)
     name = path.name.lower()
     try:
         if stat.S_ISDIR(info.st_mode):
