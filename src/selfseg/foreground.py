@@ -5,8 +5,8 @@ Without ground truth (``select_foreground``), under a target prior:
 - ``"lesion"`` (``lesion_mask``): one compact blob, usually darker than its surroundings, near the
   centre and rarely touching the image frame. Candidates are the connected regions of each cluster and
   of each union of the k darkest clusters, opened to cut hairs, rulers and ink lines; each is scored by
-  ``contrast * sqrt(area) * (1 - frame contact)**2 * centrality`` and the best one, holes filled, is
-  replaced by its convex hull (annotators outline the whole lesion).
+  ``contrast * sqrt(area) * (1 - frame contact)**2 * centrality * solidity`` and the best one, holes
+  filled, is replaced by its convex hull (annotators outline the whole lesion).
 - ``"lungs"`` (``lungs_mask``): two large dark regions inside the body, left and right (CT and chest
   X-ray). The body is what the darkest cluster's frame-connected regions leave; lung candidates are
   the dark-cluster unions inside the body eroded by a margin (this cuts the body's dark rim), scored by
@@ -119,7 +119,11 @@ def lesion_mask(
             offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
             centrality = 1 - offset / np.hypot(0.5, 0.5)
             touch = float((region & frame).sum()) / float(frame.sum())
-            score = max(_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality
+            solidity = float(region.sum()) / float(convex_hull_image(region).sum())
+            score = (
+                max(_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality
+                * solidity
+            )
             if score > best_score:
                 best, best_score, source = region, score, candidate
     if source is None:
