@@ -36,11 +36,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
-def _chest(shape=(96, 128), ring: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _chest(shape=(96, 128), ring: bool = False, stripes: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """CT-like cluster map: dark air outside, a bright body, two dark lungs and a small trachea inside.
 
-    With ``ring``, the outermost pixel ring is a cluster of its own (a network border artefact).
-    Returns (labels, lungs).
+    With ``ring``, the outermost pixel ring is a cluster of its own; with ``stripes``, every other pair
+    of columns of the air is cluster 4 (both network artefacts seen on real CT). Returns (labels, lungs).
     """
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
@@ -51,6 +51,8 @@ def _chest(shape=(96, 128), ring: bool = False) -> tuple[np.ndarray, np.ndarray]
     if ring:
         labels[[0, -1], :] = 3
         labels[:, [0, -1]] = 3
+    if stripes:
+        labels[(labels == 1) & (xx % 4 < 2)] = 4
     return labels, left | right
 
 
@@ -81,10 +83,10 @@ def test_lesion_mask_merges_a_darker_core_with_its_rim() -> None:
     np.testing.assert_array_equal(lesion_mask(labels, image.mean(axis=2)), outer)
 
 
-@pytest.mark.parametrize("ring", [False, True])
-def test_lungs_are_both_found_inside_the_body(ring: bool) -> None:
-    labels, lungs = _chest(ring=ring)
-    image = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.3}, tint=False)
+@pytest.mark.parametrize("ring, stripes", [(False, False), (True, False), (False, True)])
+def test_lungs_are_both_found_inside_the_body(ring: bool, stripes: bool) -> None:
+    labels, lungs = _chest(ring=ring, stripes=stripes)
+    image = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.3, 4: 0.06}, tint=False)
     assert resolve_target(image) == "lungs"
     mask, chosen = select_foreground(labels, image)
     assert chosen == "lungs"

@@ -75,10 +75,12 @@ def _regions(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
     return [ndimage.binary_fill_holes(components == index) for index in keep if index != 0]
 
 
-def _clusters_by_grey(labels: np.ndarray, grey: np.ndarray) -> np.ndarray:
-    """Cluster ids of ``labels`` sorted from darkest to brightest mean ``grey``."""
+def _clusters_by_grey(labels: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster ids of ``labels`` sorted from darkest to brightest mean ``grey``, and those means."""
     ids = np.unique(labels)
-    return ids[np.argsort(ndimage.mean(grey, labels, ids))]
+    means = ndimage.mean(grey, labels, ids)
+    order = np.argsort(means)
+    return ids[order], means[order]
 
 
 def _contrast(region: np.ndarray, grey: np.ndarray, width: int, within: np.ndarray | None = None) -> float:
@@ -106,7 +108,7 @@ def lesion_mask(
     band = max(1, round(0.03 * float(np.hypot(*labels.shape))))
     element = disk(_radius(opening, labels.shape))
     height, width = labels.shape
-    order = _clusters_by_grey(labels, grey)
+    order, _ = _clusters_by_grey(labels, grey)
     candidates = [np.isin(labels, order[:k]) for k in range(1, len(order))]
     candidates += [labels == label for label in order[1:-1]]
     best, best_score, source = np.zeros(labels.shape, dtype=bool), -np.inf, None
@@ -141,6 +143,7 @@ def lungs_mask(
     min_area: float = 0.01,
     pair: float = 0.2,
     closing: float = 0.04,
+    dark_tolerance: float = 0.05,
 ) -> np.ndarray:
     """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
     (also when the darkest cluster does not reach the frame: no dark surround, no body).
@@ -153,18 +156,21 @@ def lungs_mask(
         min_area: lung candidates smaller than this fraction of the image are ignored.
         pair: the second region counts as the other lung if it has at least this fraction of the
             first one's area and lies on the other side of the vertical midline.
+        dark_tolerance: clusters whose mean grey is within this of the darkest one's count as darkest
+            when finding the outside (a network may split flat black air into two striped clusters).
     """
     height, width = labels.shape
     frame = _frame(labels.shape)
-    order = _clusters_by_grey(labels, grey)
-    components, _ = ndimage.label(labels == order[0], structure=_EIGHT)
+    order, means = _clusters_by_grey(labels, grey)
+    element = disk(_radius(opening, labels.shape))
+    darkest = np.isin(labels, order[means <= means[0] + dark_tolerance])
+    components, _ = ndimage.label(ndimage.binary_opening(darkest, element), structure=_EIGHT)
     outside = np.isin(components, np.unique(components[frame & (components > 0)]))
     if not outside.any():  # no dark surround: no body to look inside
         return np.zeros(labels.shape, dtype=bool)
     body = ~outside
     grow = _radius(margin, labels.shape)
     inner = ndimage.binary_erosion(body, disk(grow))
-    element = disk(_radius(opening, labels.shape))
     band = max(1, round(0.03 * float(np.hypot(height, width))))
     best, best_score, best_k = None, -np.inf, 0
     for k in range(1, len(order)):
