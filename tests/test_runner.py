@@ -227,9 +227,12 @@ def test_summary_line():
         "foreground_pixels": 1960,
         "height": 100,
         "width": 100,
+        "slices": 1,
         "chosen": "lesion",
     }
     assert summary_line(row) == "Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion)"
+    volume = {**row, "slices": 4, "foreground_pixels": 4 * 1960, "chosen": "lesion/lungs"}
+    assert summary_line(volume) == "Test_1: 4 slices, 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion/lungs)"
     assert summary_line({**row, "chosen": "oracle+crop"}).endswith("(oracle+crop)")
 
 
