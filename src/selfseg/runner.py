@@ -78,6 +78,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "min_labels",
     "device",
     "precision",
+    "threads",
     "axis",
     "options",
     "foreground",
@@ -94,7 +95,8 @@ as JSON). ``image_seed`` is the seed the input was fitted with (``image_seed()``
 ``target`` and ``point`` say how the mask was asked for and ``chosen`` what chose it
 (``foreground.choose_mask``); ``input_sha256`` fingerprints the input's bytes; ``version`` is the
 selfseg version that wrote the row. ``kind`` is ``image``, or the volume's ``dicom``, ``nifti`` or
-``tiff``. A volume's row sums ``iterations``, ``seconds`` and ``foreground_pixels`` (voxels) over its
+``tiff``. ``threads`` is the number of torch threads the fit ran with (CPU results depend on it: torch's
+reductions round differently with another thread count). A volume's row sums ``iterations``, ``seconds`` and ``foreground_pixels`` (voxels) over its
 ``slices``, gives the largest ``n_labels`` of a slice, a slice's ``height`` and ``width``, and the
 distinct ``chosen`` values joined by ``/``."""
 
@@ -169,7 +171,7 @@ def _check_unique_stems(paths: list[Path]) -> None:
 def _typed(cells: list[str]) -> dict:
     """A ``results.csv`` row (cells) back as a row dict with numbers where ``summary_line`` needs them."""
     row: dict = dict(zip(RESULT_COLUMNS, cells))
-    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width", "slices"):
+    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width", "slices", "threads"):
         row[name] = int(row[name])
     row["seconds"] = float(row["seconds"])
     return row
@@ -245,7 +247,7 @@ def _run_task(task: _Task) -> tuple[dict, str | None]:
         fields.update(
             method=task.fit["method"], image_seed=task.seed, iterations=iterations, seconds=seconds,
             n_labels=int(label_stack.max()), slices=len(slices), height=slices.shape[1], width=slices.shape[2],
-            kind="image" if volume is None else volume.kind,
+            kind="image" if volume is None else volume.kind, threads=torch.get_num_threads(),
         )
     return fields, None
 
@@ -314,7 +316,9 @@ def run_batch(
     fitted and its files replaced.
 
     ``workers`` > 1 fits that many inputs at once in worker processes (spawned, each with
-    ``max(1, os.cpu_count() // workers)`` torch threads); the outputs are the same as with one.
+    ``max(1, os.cpu_count() // workers)`` torch threads); ``workers=1`` fits in this process with its
+    torch threads. Outputs depend on neither the order nor the process, only (on CPU) on the threads
+    per fit, recorded in the ``threads`` column.
     ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
 
     Raises:
