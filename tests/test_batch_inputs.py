@@ -67,3 +67,9 @@ def test_input_stem_and_digest(tree):
     before = input_digest(tree / "series")
     (tree / "series" / "IM1").write_bytes((tree / "series" / "IM1").read_bytes() + b"\0")
     assert len(before) == 64 and input_digest(tree / "series") != before
+
+
+def test_output_folder_inside_an_input_folder_is_left_out(tree):
+    _png(tree / "out" / "a_mask.png")
+    assert "a_mask.png" not in [p.name for p in find_inputs([tree], exclude=tree / "out")]
+    assert "a_mask.png" in [p.name for p in find_inputs([tree])]

@@ -55,9 +55,10 @@ def _list_entries(list_file: Path) -> Iterator[Path]:
             yield list_file.parent / line
 
 
-def _search(folder: Path, pattern: str | None) -> list[Path]:
+def _search(folder: Path, pattern: str | None, exclude: Path | None) -> list[Path]:
     """Inputs under ``folder``, recursively, in path order: matching files, and each folder holding DICOM
-    files once (a series) in place of those files. Hidden files and folders are skipped."""
+    files once (a series) in place of those files. Hidden files and folders, and ``exclude``
+    (resolved), are skipped."""
     if pattern is None:
         candidates = (p for p in folder.rglob("*") if p.is_file())
     else:
@@ -65,6 +66,8 @@ def _search(folder: Path, pattern: str | None) -> list[Path]:
     found: dict[Path, None] = {}
     for path in sorted(candidates):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if exclude is not None and path.resolve().is_relative_to(exclude):
             continue
         name = path.name.lower()
         if path.suffix.lower() not in io.IMAGE_SUFFIXES and (
@@ -76,7 +79,9 @@ def _search(folder: Path, pattern: str | None) -> list[Path]:
     return list(found)
 
 
-def find_inputs(inputs: Iterable[str | os.PathLike], *, pattern: str | None = None) -> list[Path]:
+def find_inputs(
+    inputs: Iterable[str | os.PathLike], *, pattern: str | None = None, exclude: str | os.PathLike | None = None
+) -> list[Path]:
     """Expand command-line inputs into the images, volume files and DICOM series folders to segment.
 
     - A file is kept as given (the reader reports it if it cannot be read); a folder holding DICOM
@@ -87,13 +92,15 @@ def find_inputs(inputs: Iterable[str | os.PathLike], *, pattern: str | None = No
     - Any other folder is searched recursively (hidden names skipped) for files whose name matches
       ``pattern`` (``Path.rglob`` syntax, e.g. ``*.png`` or ``CT/*.dcm``; default: a suffix in
       :data:`INPUT_SUFFIXES`, case-insensitive). Files with a DICOM header (whatever their name) make
-      their folder a series input, listed once in place of its files.
+      their folder a series input, listed once in place of its files. Nothing under ``exclude``
+      (the output folder, when it lies inside an input folder) is found.
 
     Order follows ``inputs``, folders in path order; duplicates are dropped.
 
     Raises:
         FileNotFoundError: an input (or a list file) does not exist.
     """
+    exclude = None if exclude is None else Path(exclude).resolve()
     found: dict[str, Path] = {}
     for item in inputs:
         text = os.fspath(item)
@@ -101,13 +108,13 @@ def find_inputs(inputs: Iterable[str | os.PathLike], *, pattern: str | None = No
             candidates = [
                 entry
                 for listed in _list_entries(Path(text[1:]))
-                for entry in (_search(listed, pattern) if listed.is_dir() and not volumes.is_volume(listed) else [listed])
+                for entry in (_search(listed, pattern, exclude) if listed.is_dir() and not volumes.is_volume(listed) else [listed])
             ]
         else:
             path = Path(item)
             if not path.exists():
                 raise FileNotFoundError(f"input not found: {path}")
-            candidates = _search(path, pattern) if path.is_dir() and not volumes.is_volume(path) else [path]
+            candidates = _search(path, pattern, exclude) if path.is_dir() and not volumes.is_volume(path) else [path]
         for candidate in candidates:
             found.setdefault(os.path.abspath(candidate), candidate)
     return list(found.values())

@@ -292,8 +292,8 @@ def run_batch(
 ) -> BatchReport:
     """Segment every image and volume of ``inputs`` into ``out_dir``.
 
-    ``inputs`` are files, folders (searched recursively for names matching ``pattern``) and ``@list``
-    files: ``batch_inputs.find_inputs``. Volumes are read with ``volumes.read_volume(path, axis=axis)``
+    ``inputs`` are files, folders (searched recursively for names matching ``pattern``, ``out_dir``
+    left out) and ``@list`` files: ``batch_inputs.find_inputs``. Volumes are read with ``volumes.read_volume(path, axis=axis)``
     (None: the format's default axis) and fitted slice by slice, slice k with
     ``slice_seed(image_seed(seed, path), k)``; 2-D images with ``image_seed(seed, path)``.
 
@@ -327,7 +327,7 @@ def run_batch(
             invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
         KeyboardInterrupt: after the inputs being fitted are finished or stopped (workers > 1).
     """
-    paths = find_inputs(inputs, pattern=pattern)
+    paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
     _check_unique_stems(paths)
     if method not in engine.ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
