@@ -62,7 +62,8 @@ def test_list_file(tree, tmp_path):
 
 
 def test_input_stem_and_digest(tree):
-    assert [input_stem(tree / n) for n in ("vol.nii.gz", "a.png", "series", "series/IM0")] == ["vol", "a", "series", "IM0"]
+    names = ("vol.nii.gz", "a.png", "series", "series/IM0")
+    assert [input_stem(tree / n) for n in names] == ["vol", "a", "series", "IM0"]
     assert input_digest(tree / "a.png") == hashlib.sha256((tree / "a.png").read_bytes()).hexdigest()
     before = input_digest(tree / "series")
     (tree / "series" / "IM1").write_bytes((tree / "series" / "IM1").read_bytes() + b"\0")

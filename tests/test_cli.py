@@ -259,7 +259,8 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
 
     def command(out: Path) -> list[str]:  # about 0.7 s per image: time to kill it after the first one
-        return [sys.executable, "-m", "selfseg", "segment", str(src), "--out", str(out), *FAST, "--size", "96", "--max-iter", "3"]
+        options = [*FAST, "--size", "96", "--max-iter", "3"]
+        return [sys.executable, "-m", "selfseg", "segment", str(src), "--out", str(out), *options]
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

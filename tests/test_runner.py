@@ -454,8 +454,10 @@ def test_workers_give_the_same_outputs(tmp_path, monkeypatch, single_thread):
             report = run_batch([src], out, workers=workers, progress=False, **FAST)
         assert sorted(row["image"] for row in report.results) == ["a", "b", "c"] and len(report.failures) == 1
         assert "bad.png: cannot decode image" in stderr.getvalue()
-        tables[workers] = [[c for c, name in zip(r, RESULT_COLUMNS) if name != "seconds"] for r in _read_csv(out / "results.csv")]
+        rows = _read_csv(out / "results.csv")
+        tables[workers] = [[c for c, name in zip(r, RESULT_COLUMNS) if name != "seconds"] for r in rows]
     assert tables[1] == tables[2]
     assert {dict(zip(RESULT_COLUMNS, r))["threads"] for r in _read_csv(tmp_path / "out2" / "results.csv")[1:]} == {"1"}
     for name in ("a_labels.png", "a_mask.png", "b_labels.png", "b_mask.png", "c_labels.png", "c_overlay.png"):
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out1" / name)), np.asarray(Image.open(tmp_path / "out2" / name)))
+        one, two = (np.asarray(Image.open(tmp_path / out / name)) for out in ("out1", "out2"))
+        np.testing.assert_array_equal(one, two)

@@ -101,20 +101,19 @@ def find_inputs(
         FileNotFoundError: an input (or a list file) does not exist.
     """
     exclude = None if exclude is None else Path(exclude).resolve()
+
+    def expand(path: Path) -> list[Path]:
+        return _search(path, pattern, exclude) if path.is_dir() and not volumes.is_volume(path) else [path]
+
     found: dict[str, Path] = {}
     for item in inputs:
         text = os.fspath(item)
         if isinstance(text, str) and text.startswith("@"):
-            candidates = [
-                entry
-                for listed in _list_entries(Path(text[1:]))
-                for entry in (_search(listed, pattern, exclude) if listed.is_dir() and not volumes.is_volume(listed) else [listed])
-            ]
+            candidates = [entry for listed in _list_entries(Path(text[1:])) for entry in expand(listed)]
+        elif Path(item).exists():
+            candidates = expand(Path(item))
         else:
-            path = Path(item)
-            if not path.exists():
-                raise FileNotFoundError(f"input not found: {path}")
-            candidates = _search(path, pattern, exclude) if path.is_dir() and not volumes.is_volume(path) else [path]
+            raise FileNotFoundError(f"input not found: {item}")
         for candidate in candidates:
             found.setdefault(os.path.abspath(candidate), candidate)
     return list(found.values())

@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -96,11 +97,13 @@ as JSON). ``image_seed`` is the seed the input was fitted with (``image_seed()``
 (``foreground.choose_mask``); ``input_sha256`` fingerprints the input's bytes; ``version`` is the
 selfseg version that wrote the row. ``kind`` is ``image``, or the volume's ``dicom``, ``nifti`` or
 ``tiff``. ``threads`` is the number of torch threads the fit ran with (CPU results depend on it: torch's
-reductions round differently with another thread count). A volume's row sums ``iterations``, ``seconds`` and ``foreground_pixels`` (voxels) over its
-``slices``, gives the largest ``n_labels`` of a slice, a slice's ``height`` and ``width``, and the
-distinct ``chosen`` values joined by ``/``."""
+reductions round differently with another thread count). A volume's row sums ``iterations``,
+``seconds`` and ``foreground_pixels`` (voxels) over its ``slices``, gives the largest ``n_labels`` of
+a slice, a slice's ``height`` and ``width``, and the distinct ``chosen`` values joined by ``/``."""
 
-_TRAINING = ("method", "seed", "size", "max_iter", "min_labels", "device", "precision", "axis", "options", "input_sha256")
+_TRAINING = (
+    "method", "seed", "size", "max_iter", "min_labels", "device", "precision", "axis", "options", "input_sha256"
+)
 _SELECTION = ("foreground", "target", "point", "version")
 """``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
@@ -253,8 +256,11 @@ def _run_task(task: _Task) -> tuple[dict, str | None]:
 
 
 def _init_worker(threads: int) -> None:
-    """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores."""
+    """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores. Ctrl-C
+    ends a worker at once: its files are written atomically, so only complete ones exist, and the main
+    process records nothing more."""
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
 
 
 def _fingerprint(path: Path, seed: int) -> tuple[str, int]:
@@ -293,8 +299,9 @@ def run_batch(
     """Segment every image and volume of ``inputs`` into ``out_dir``.
 
     ``inputs`` are files, folders (searched recursively for names matching ``pattern``, ``out_dir``
-    left out) and ``@list`` files: ``batch_inputs.find_inputs``. Volumes are read with ``volumes.read_volume(path, axis=axis)``
-    (None: the format's default axis) and fitted slice by slice, slice k with
+    left out) and ``@list`` files: ``batch_inputs.find_inputs``. Volumes are read with
+    ``volumes.read_volume(path, axis=axis)`` (None: the format's default axis) and fitted slice by
+    slice, slice k with
     ``slice_seed(image_seed(seed, path), k)``; 2-D images with ``image_seed(seed, path)``.
 
     Writes the files described in this module's docstring, each atomically; an input's
@@ -325,7 +332,7 @@ def run_batch(
         FileNotFoundError: an input does not exist.
         ValueError: two inputs share a stem, ``method``, ``workers`` or the selection arguments are
             invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
-        KeyboardInterrupt: after the inputs being fitted are finished or stopped (workers > 1).
+        KeyboardInterrupt: Ctrl-C; the worker processes (``workers`` > 1) stop at once.
     """
     paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
     _check_unique_stems(paths)
@@ -351,7 +358,8 @@ def run_batch(
         "foreground": "oracle+crop" if oracle_crop else foreground, "target": target,
         "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
     }
-    fit = dict(method=method, size=size, max_iter=max_iter, min_labels=min_labels, device=device, precision=precision, **options)
+    fit = dict(method=method, size=size, max_iter=max_iter, min_labels=min_labels, device=device, precision=precision)
+    fit.update(options)
     rule = dict(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop)
 
     def fail(path: Path, reason: str) -> None:
@@ -377,14 +385,17 @@ def run_batch(
             previous = table.get(stem) if resume else None
 
             def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
-                return all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names) and all(f.exists() for f in files)
+                same = all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names)
+                return same and all(f.exists() for f in files)
 
             refit = previous is None or not matches(_TRAINING, outputs[:1])
             if not refit and matches(_SELECTION, outputs[1:]):
                 report.skipped.append(stem)
                 bar.update()
                 continue
-            task = _Task(path, outputs, volume, refit, fitted_seed, fit, rule, truths.get(stem), axis if volume else None)
+            task = _Task(
+                path, outputs, volume, refit, fitted_seed, fit, rule, truths.get(stem), axis if volume else None
+            )
             tasks.append((task, wanted, previous))
 
         def finish(task: _Task, wanted: dict, previous: list[str] | None, outcome: tuple[dict, str | None]) -> None:
@@ -394,7 +405,7 @@ def run_batch(
                 fail(task.path, reason)
                 return
             row = {"image": input_stem(task.path), **(_typed(previous) if not task.refit else {}), **fields}
-            row.update({n: v for n, v in settings.items() if n != "axis"}, axis=wanted["axis"], input_sha256=wanted["input_sha256"])
+            row.update(settings, axis=wanted["axis"], input_sha256=wanted["input_sha256"])
             report.results.append(row)
             table[row["image"]] = [_cell(row[c]) for c in RESULT_COLUMNS]
             io.write_csv(results_csv, RESULT_COLUMNS, (table[k] for k in sorted(table)))
