@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -10,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfseg import cli
+from selfseg import cli, engine
 from selfseg.runner import BatchReport
+from test_runner import _fake_segment
 
 FAST = ["--size", "32", "--max-iter", "2", "--device", "cpu", "--quiet"]
 
@@ -178,3 +181,106 @@ def test_oracle_runs_are_marked_and_need_ground_truth(tmp_path, capsys):
     assert info.value.code == 2
     with pytest.raises(SystemExit):
         cli.main(["segment", str(image), "--out", str(out), "--oracle-crop"])
+
+
+def test_new_batch_options_reach_run_batch(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "run_batch", lambda *args, **kwargs: calls.append(kwargs) or BatchReport())
+    assert cli.main(["segment", "@list.txt", "--out", "o", "--quiet"]) == 0
+    assert calls[0]["resume"] is True and calls[0]["workers"] == 1
+    assert calls[0]["pattern"] is None and calls[0]["axis"] is None
+    argv = ["segment", "d", "--out", "o", "--glob", "*.dcm", "--axis", "0", "--workers", "3", "--overwrite"]
+    assert cli.main(argv) == 0
+    assert calls[1]["resume"] is False and calls[1]["workers"] == 3
+    assert calls[1]["pattern"] == "*.dcm" and calls[1]["axis"] == 0
+    for bad in (["--workers", "0"], ["--axis", "3"]):
+        with pytest.raises(SystemExit):
+            cli.main(["segment", "d", "--out", "o", *bad])
+
+
+def test_folders_glob_and_list_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    src = tmp_path / "in"
+    (src / "deep").mkdir(parents=True)
+    _disc(src / "deep" / "a.png")
+    _disc(src / "b.bmp")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# one more\nextra/c.png\n")
+    (tmp_path / "extra").mkdir()
+    _disc(tmp_path / "extra" / "c.png")
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(src), "--glob", "*.png", "--out", str(out), *FAST]) == 0
+    assert sorted(p.name for p in out.glob("*_mask.png")) == ["a_mask.png"]
+    assert cli.main(["segment", str(src), f"@{listing}", "--out", str(out), *FAST]) == 0
+    assert sorted(p.name for p in out.glob("*_mask.png")) == ["a_mask.png", "b_mask.png", "c_mask.png"]
+    # the same command again: everything is complete, nothing is fitted
+    assert cli.main(["segment", str(src), f"@{listing}", "--out", str(out), *FAST]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"0 images segmented, 0 failed -> {out}"
+
+
+def test_bad_inputs_give_one_line_each_and_exit_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    src = tmp_path / "in"
+    src.mkdir()
+    _disc(src / "good.png")
+    (src / "zero.png").write_bytes(b"")
+    (src / "scan.nii.gz").write_bytes(b"not gzip at all")
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(src), "--out", str(out), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"error: {src / 'scan.nii.gz'}: cannot decode image: not a NIfTI file",
+        f"error: {src / 'zero.png'}: empty file",
+    ]
+    assert captured.out.splitlines()[-1] == f"1 images segmented, 2 failed -> {out}"
+    with open(out / "failures.csv", newline="") as handle:
+        assert [row["image"] for row in csv.DictReader(handle)] == [str(src / "scan.nii.gz"), str(src / "zero.png")]
+    assert not list(out.glob("scan*")) and not list(out.glob("zero*"))
+
+
+def _outputs(out: Path) -> dict[str, object]:
+    """Every output image's pixels and the results table without its seconds column."""
+    with open(out / "results.csv", newline="") as handle:
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+    arrays = {p.name: np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))}
+    return {"rows": rows, **arrays}
+
+
+def test_killed_run_resumes_to_the_same_outputs(tmp_path):
+    """Kill 'python -m selfseg segment' once the first image is recorded, run it again: the outputs
+    equal those of an uninterrupted run and each image is in results.csv once."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(4):
+        yy, xx = np.mgrid[:40, :48]
+        grey = np.where((yy - 20) ** 2 + (xx - 14 - 6 * k) ** 2 < 60 + 30 * k, 50, 200).astype(np.uint8)
+        Image.fromarray(grey).save(src / f"img{k}.png")
+    # one torch thread: fast on a busy machine, and the same for the three runs
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+
+    def command(out: Path) -> list[str]:  # about 0.7 s per image: time to kill it after the first one
+        options = [*FAST, "--size", "96", "--max-iter", "3"]
+        return [sys.executable, "-m", "selfseg", "segment", str(src), "--out", str(out), *options]
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while process.poll() is None and not (
+            (killed / "results.csv").exists() and (killed / "results.csv").read_text().count("\n") >= 2
+        ):
+            time.sleep(0.01)
+        assert process.poll() is None, "the run finished before it could be killed"
+        process.kill()
+    finally:
+        process.wait(timeout=60)
+    with open(killed / "results.csv", newline="") as handle:
+        assert 1 <= len(list(csv.DictReader(handle))) < 4
+    assert subprocess.run(command(killed), env=env, capture_output=True, timeout=300).returncode == 0
+    whole = tmp_path / "whole"
+    assert subprocess.run(command(whole), env=env, capture_output=True, timeout=300).returncode == 0
+    resumed, expected = _outputs(killed), _outputs(whole)
+    assert [row["image"] for row in resumed["rows"]] == [f"img{k}" for k in range(4)]
+    assert resumed.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_equal(resumed[name], expected[name])
+    assert not [p for p in killed.iterdir() if p.name.startswith(".")]

@@ -2,21 +2,29 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io as stdio
+import os
 import re
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from test_io import _png_bytes, _tiff_bytes
+from test_volumes import CUBE, UID, _dicom, _nifti, _series
 
-from selfseg import engine
+from selfseg import engine, io
 from selfseg.engine import SegmentationResult
+from selfseg.volumes import read_volume
 from selfseg.runner import (
     RESULT_COLUMNS,
     BatchReport,
     evaluate_outputs,
     image_seed,
     run_batch,
+    slice_seed,
     summarize,
     summary_line,
     summary_table,
@@ -227,9 +235,12 @@ def test_summary_line():
         "foreground_pixels": 1960,
         "height": 100,
         "width": 100,
+        "slices": 1,
         "chosen": "lesion",
     }
     assert summary_line(row) == "Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion)"
+    volume = {**row, "slices": 4, "foreground_pixels": 4 * 1960, "chosen": "lesion/lungs"}
+    assert summary_line(volume) == "Test_1: 4 slices, 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion/lungs)"
     assert summary_line({**row, "chosen": "oracle+crop"}).endswith("(oracle+crop)")
 
 
@@ -271,3 +282,182 @@ def test_summarize_leaves_out_non_finite_values() -> None:
     assert summary["dice"] == (0.75, 0.25, 0.75, 2)
     assert "dice" in summary_table(summary).splitlines()[1]
     assert summarize([])["hd95"][3] == 0
+
+
+# --- real-world batches: bad files, volumes, resume, workers ----------------------------------
+
+
+def _bad_inputs(folder) -> dict:
+    """One file per bad-input class: name -> the reason the user sees."""
+    folder.mkdir()
+    (folder / "zero.png").write_bytes(b"")
+    png = _disc(folder / "whole.png").read_bytes()
+    (folder / "whole.png").unlink()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 2])  # header: 40x48 pixels, more than the limit
+    (folder / "text.jpg").write_text("this is a note, not an image\n")
+    (folder / "empty_image.png").write_bytes(_png_bytes(0, 0))
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32)).save(folder / "nan.tif")
+    (folder / "double.tif").write_bytes(_tiff_bytes(np.arange(4, dtype=np.float64).reshape(2, 2), sample_format=3))
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(folder / "big.png")  # over the limit set by the test
+    _nifti(folder / "whole.nii", CUBE)
+    nii = (folder / "whole.nii").read_bytes()
+    (folder / "whole.nii").unlink()
+    (folder / "broken.nii").write_bytes(nii[:-50])
+    _series(folder / "mixed")
+    _dicom(folder / "mixed" / "z.dcm", n=9, position=(0, 0, 50), series=f"{UID}.2")
+    return {
+        "zero.png": "empty file",
+        "truncated.png": "image too large: 40x48 = 1920 pixels, over the limit of 1199",
+        "text.jpg": "cannot decode image: unknown image format",
+        "empty_image.png": "image must be at least 2x2 pixels, got 0x0",
+        "dot.png": "image must be at least 2x2 pixels, got 1x1",
+        "nan.tif": "contains NaN or infinite values",
+        "double.tif": "unsupported format: a TIFF variant Pillow cannot read (64-bit float, 1 sample per pixel)",
+        "big.png": "image too large: 30x40 = 1200 pixels, over the limit of 1199",
+        "broken.nii": "cannot decode image: truncated file",
+        "mixed": f"mixed DICOM series: the folder holds 2 series (SeriesInstanceUID {UID}.1, {UID}.2); "
+        "put each series in its own folder",
+    }
+
+
+def test_each_bad_input_class_fails_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(io, "MAX_PIXELS", 1199)
+    expected = _bad_inputs(tmp_path / "in")
+    Image.fromarray(np.full((20, 24), 90, np.uint8)).save(tmp_path / "in" / "good.png")
+    out = tmp_path / "out"
+    report = run_batch([tmp_path / "in"], out, progress=False)
+    assert [row["image"] for row in report.results] == ["good"]
+    failures = {Path(path).name: reason for path, reason in report.failures}
+    assert failures == expected
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(err) == sorted(f"error: {tmp_path / 'in' / name}: {reason}" for name, reason in expected.items())
+    assert _read_csv(out / "failures.csv")[1:] == [list(f) for f in report.failures]
+    assert sorted(p.name for p in out.iterdir()) == ["failures.csv", "good_labels.png", "good_mask.png",
+                                                     "good_overlay.png", "results.csv"]
+
+
+def _fake_volume_segment(seeds: list):
+    fake = _fake_segment()
+
+    def segment(image, method="s3net", *, seed=0, **kwargs):
+        seeds.append(seed)
+        return fake(image, method, seed=seed, **kwargs)
+
+    return segment
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_nifti_volume_slice_by_slice_round_trip(tmp_path, monkeypatch, axis):
+    seeds = []
+    monkeypatch.setattr(engine, "segment", _fake_volume_segment(seeds))
+    source = _nifti(tmp_path / "ct.nii.gz", CUBE)  # (5, 6, 4) voxels
+    out = tmp_path / "out"
+    (row,) = run_batch([tmp_path / "ct.nii.gz"], out, seed=3, axis=axis, progress=False).results
+    depth = 4 if axis is None else 5
+    assert seeds == [slice_seed(image_seed(3, tmp_path / "ct.nii.gz"), k) for k in range(depth)]
+    assert (row["kind"], row["slices"], row["image_seed"]) == ("nifti", depth, image_seed(3, tmp_path / "ct.nii.gz"))
+    assert (row["height"], row["width"]) == ((5, 6) if axis is None else (6, 4))
+    assert row["iterations"] == depth and row["seconds"] == pytest.approx(0.25 * depth) and row["n_labels"] == 2
+    assert row["axis"] == ("" if axis is None else "0")
+    for suffix, dtype in [("_labels", np.uint8), ("_mask", np.uint8)]:
+        written = nib.load(out / f"ct{suffix}.nii.gz")
+        assert written.shape == (5, 6, 4) and written.get_data_dtype() == dtype
+        np.testing.assert_allclose(written.affine, source.affine)
+        assert written.header["descrip"] == source.header["descrip"]
+        assert written.header.get_xyzt_units() == ("mm", "sec")
+    labels = np.asarray(nib.load(out / "ct_labels.nii.gz").dataobj)
+    mask = np.asarray(nib.load(out / "ct_mask.nii.gz").dataobj)
+    np.testing.assert_array_equal(mask, labels == 2)
+    assert row["foreground_pixels"] == mask.sum()
+    assert nib.load(out / "ct_overlay.nii.gz").get_data_dtype().names == ("R", "G", "B")
+
+
+def test_dicom_series_round_trip_and_resume(tmp_path, monkeypatch):
+    seeds = []
+    monkeypatch.setattr(engine, "segment", _fake_volume_segment(seeds))
+    folder = _series(tmp_path / "scan")
+    out = tmp_path / "out"
+    (row,) = run_batch([tmp_path], out, progress=False).results
+    assert (row["image"], row["kind"], row["slices"], row["height"], row["width"]) == ("scan", "dicom", 3, 3, 4)
+    written = nib.load(out / "scan_labels.nii.gz")
+    assert written.shape == (3, 3, 4)
+    np.testing.assert_allclose(written.affine, read_volume(folder).affine)
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "scan_labels.nii.gz", "scan_mask.nii.gz",
+                                                     "scan_overlay.nii.gz"]
+    # another target: masks chosen again slice by slice from the stored NIfTI labels, no refit
+    report = run_batch([tmp_path], out, target="lungs", resume=True, progress=False)
+    assert len(seeds) == 3 and report.results[0]["slices"] == 3 and report.results[0]["target"] == "lungs"
+    assert run_batch([tmp_path], out, target="lungs", resume=True, progress=False).skipped == ["scan"]
+
+
+def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch):
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(1) or fake(*a, **k))
+    src = tmp_path / "in"
+    src.mkdir()
+    a, b, c = (_disc(src / f"{n}.png") for n in "abc")
+    out = tmp_path / "out"
+    run_batch([src], out, progress=False)
+    rows = {r[0]: dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]}
+    assert rows["a"]["input_sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
+    assert rows["a"]["version"] and rows["a"]["threads"] and rows["a"]["options"] == ""
+    # b changes; c is "killed between files": its row is gone, its mask missing, a temporary file left
+    _disc(b, rgb=True)
+    table = _read_csv(out / "results.csv")
+    io.write_csv(out / "results.csv", table[0], [r for r in table[1:] if r[0] != "c"])
+    (out / "c_mask.png").unlink()
+    (out / ".c_overlay.png.0123abcd.tmp.png").write_bytes(b"partial")
+    calls.clear()
+    report = run_batch([src], out, resume=True, progress=False)
+    assert report.skipped == ["a"] and [row["image"] for row in report.results] == ["b", "c"] and len(calls) == 2
+    assert [r[0] for r in _read_csv(out / "results.csv")[1:]] == ["a", "b", "c"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert (out / "c_mask.png").exists()
+    # without resume (--overwrite) everything is fitted again
+    calls.clear()
+    assert len(run_batch([src], out, progress=False).results) == 3 and len(calls) == 3
+
+
+def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
+    run_batch([image], out, n_channels=8, progress=False)
+    assert calls[0]["n_channels"] == 8
+    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
+    assert row["options"] == '{"n_channels": 8}'
+    assert run_batch([image], out, n_channels=8, resume=True, progress=False).skipped == ["a"]
+    run_batch([image], out, n_channels=16, resume=True, progress=False)
+    assert len(calls) == 2
+
+
+def test_workers_give_the_same_outputs(tmp_path, monkeypatch, single_thread):
+    """Two worker processes (one torch thread each, as on a 2-core machine) and one in-process run
+    with one thread: identical cluster maps, masks and rows (but seconds)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, name in enumerate("abc"):
+        yy, xx = np.mgrid[:24, :28]
+        grey = np.where((yy - 12) ** 2 + (xx - 10 - 3 * k) ** 2 < 40 + 10 * k, 40, 210).astype(np.uint8)
+        Image.fromarray(grey).save(src / f"{name}.png")
+    (src / "bad.png").write_bytes(b"junk")
+    tables = {}
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        stderr = stdio.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            report = run_batch([src], out, workers=workers, progress=False, **FAST)
+        assert sorted(row["image"] for row in report.results) == ["a", "b", "c"] and len(report.failures) == 1
+        assert "bad.png: cannot decode image" in stderr.getvalue()
+        rows = _read_csv(out / "results.csv")
+        tables[workers] = [[c for c, name in zip(r, RESULT_COLUMNS) if name != "seconds"] for r in rows]
+    assert tables[1] == tables[2]
+    assert {dict(zip(RESULT_COLUMNS, r))["threads"] for r in _read_csv(tmp_path / "out2" / "results.csv")[1:]} == {"1"}
+    for name in ("a_labels.png", "a_mask.png", "b_labels.png", "b_mask.png", "c_labels.png", "c_overlay.png"):
+        one, two = (np.asarray(Image.open(tmp_path / out / name)) for out in ("out1", "out2"))
+        np.testing.assert_array_equal(one, two)

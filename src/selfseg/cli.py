@@ -22,19 +22,29 @@ _SEGMENT_HELP = f"""\
 Segment each image on its own, without labels: a fresh network is fitted to the image, its
 clusters are kept and the foreground is chosen among them automatically.
 
-files written to DIR, for an input <stem>.png (or any of {", ".join(IMAGE_SUFFIXES)}):
+inputs: image files ({", ".join(IMAGE_SUFFIXES)}), volumes (DICOM files and series folders, NIfTI
+.nii/.nii.gz, multi-frame TIFF; segmented slice by slice along --axis), folders (searched recursively,
+all of these by default, or the files matching --glob), and @LIST files (one path per line, relative to
+the list file; blank lines and # comments skipped).
+
+files written to DIR, for an input <stem>.png (a volume: <stem>_*.nii.gz, in the source's space):
   <stem>_labels.png   cluster map, clusters 1..n by decreasing area (8-bit, or 16-bit above 255)
   <stem>_mask.png     foreground mask, 0/255
   <stem>_overlay.png  the mask drawn over the image
-  results.csv         one row per image: iterations, seconds, labels, foreground pixels and the
-                      parameters; rows of earlier runs into DIR are kept, a re-run replaces its row
+  results.csv         one row per input: iterations, seconds, labels, foreground pixels, the input's
+                      SHA-256 and every parameter; rows of earlier runs into DIR are kept
   failures.csv        image, reason: inputs of this run that could not be segmented (only if any)
   metrics.csv         with --gt: Dice, IoU, HM, XOR, sensitivity, specificity, HD95, ASSD per image
 
-exit status: 0 all images segmented (and scored), 1 some failed, 2 usage error (e.g. a missing input).
+resume: repeating a command skips the inputs whose results.csv row (same input bytes, same parameters)
+and files are complete; a changed input or parameter is fitted again (another --target or --point only
+re-chooses the masks). --overwrite fits everything again. An interrupted run leaves complete files only.
+
+exit status: 0 all inputs segmented (and scored), 1 some failed, 2 usage error (e.g. a missing input),
+130 interrupted.
 
 example:
-  selfseg segment scans/ extra/Test_1.bmp --out results --max-iter 30 --seed 1
+  selfseg segment scans/ @more.txt extra/Test_1.bmp --out results --max-iter 30 --seed 1 --workers 2
 """
 
 
@@ -134,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=_SEGMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, or folder of images (not recursive)")
+    seg.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image or volume file, folder (recursive), DICOM series folder or @LIST"
+    )
     seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     seg.add_argument(
         "--method",
@@ -171,6 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--oracle-crop", action="store_true", help="with --foreground oracle: also crop the "
                      "mask with the dilated ground truth, as the released code does")
+    seg.add_argument(
+        "--glob",
+        metavar="PATTERN",
+        help="in folders, segment the files matching PATTERN (e.g. '*.png', 'CT/*.dcm'; default: every image and "
+        "volume suffix, and DICOM files by their header)",
+    )
+    seg.add_argument(
+        "--axis",
+        type=int,
+        choices=(0, 1, 2),
+        help="volumes: axis of the stored array to slice along (default: 2 for NIfTI, 0 for DICOM and TIFF)",
+    )
+    seg.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N",
+        help="inputs fitted at once, in N processes sharing the CPU cores (default: %(default)s)",
+    )
+    seg.add_argument("--overwrite", action="store_true", help="fit every input again, even if its outputs are complete")
     ev = commands.add_parser(
         "evaluate",
         help="score output masks against ground truth",
@@ -266,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             point=args.point,
             ground_truth=args.gt,
             oracle_crop=args.oracle_crop,
+            pattern=args.glob,
+            axis=args.axis,
+            resume=not args.overwrite,
+            workers=args.workers,
             progress=not args.quiet,
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
         )

@@ -1,27 +1,36 @@
-"""Batch runner: segment many image files into an output folder with a results table; score them.
+"""Batch runner: segment many images and volumes into an output folder with a results table; score them.
 
-For every input image ``<stem>`` the folder gets ``<stem>_labels.png`` (cluster map, 8 or 16 bit),
-``<stem>_mask.png`` (foreground, 0/255) and ``<stem>_overlay.png`` (mask drawn on the image), plus
-``results.csv`` (one row per image, kept across runs) and, when some inputs failed, ``failures.csv``
-(image, reason) for the latest run. ``evaluate_outputs`` scores the masks of such a folder against
-ground-truth masks into ``metrics.csv``.
+For every 2-D input ``<stem>`` the folder gets ``<stem>_labels.png`` (cluster map, 8 or 16 bit),
+``<stem>_mask.png`` (foreground, 0/255) and ``<stem>_overlay.png`` (mask drawn on the image); a volume
+(``volumes.is_volume``: DICOM file or series folder, NIfTI, multi-frame TIFF) is segmented slice by
+slice and gets ``<stem>_labels.nii.gz``, ``<stem>_mask.nii.gz`` and ``<stem>_overlay.nii.gz`` in the
+source's space (``volumes.write_volume_like``). ``results.csv`` (one row per input, kept across runs)
+is the manifest ``resume`` reads; ``failures.csv`` (image, reason) lists the inputs of the latest run
+that failed. ``evaluate_outputs`` scores the 2-D masks of such a folder into ``metrics.csv``.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import multiprocessing
 import os
+import re
+import signal
 import sys
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 import selfseg
-from selfseg import datasets, engine, io
+from selfseg import datasets, engine, io, volumes
+from selfseg.batch_inputs import find_inputs, input_digest, input_stem
 from selfseg.foreground import check_rule, choose_mask
 from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.visualize import overlay
@@ -32,10 +41,12 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "OVERLAY_SUFFIX",
     "RESULT_COLUMNS",
+    "VOLUME_OUTPUT_SUFFIXES",
     "BatchReport",
     "evaluate_outputs",
     "image_seed",
     "run_batch",
+    "slice_seed",
     "summarize",
     "summary_line",
     "summary_table",
@@ -46,7 +57,9 @@ MASK_SUFFIX = "_mask.png"
 LABELS_SUFFIX = "_labels.png"
 OVERLAY_SUFFIX = "_overlay.png"
 OUTPUT_SUFFIXES = (LABELS_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX)
-"""The files ``run_batch`` writes for each image ``<stem>``."""
+"""The files ``run_batch`` writes for each 2-D image ``<stem>``: labels, mask, overlay."""
+VOLUME_OUTPUT_SUFFIXES = ("_labels.nii.gz", "_mask.nii.gz", "_overlay.nii.gz")
+"""The files ``run_batch`` writes for each volume ``<stem>``: labels, mask, overlay (NIfTI)."""
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image",
@@ -59,44 +72,66 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "foreground_pixels",
     "height",
     "width",
+    "slices",
+    "kind",
     "size",
     "max_iter",
     "min_labels",
     "device",
     "precision",
+    "threads",
+    "axis",
+    "options",
     "foreground",
     "target",
     "point",
     "chosen",
+    "input_sha256",
     "version",
 )
-"""Columns of ``results.csv``: image stem, what ran and what came out, then the parameters
-(an empty cell means the default: the method's for ``max_iter`` and ``min_labels``, native
-resolution for ``size``). ``image_seed`` is the seed the image was fitted with (``image_seed()``);
-``foreground``, ``target`` and ``point`` say how the mask was asked for and ``chosen`` what chose it
-(``foreground.choose_mask``); ``version`` is the selfseg version that wrote the row."""
+"""Columns of ``results.csv``: input stem, what ran and what came out, then the parameters (an empty
+cell means the default: the method's for ``max_iter`` and ``min_labels``, native resolution for
+``size``, the format's slice axis for ``axis``; ``options`` are the extra model and objective options
+as JSON). ``image_seed`` is the seed the input was fitted with (``image_seed()``); ``foreground``,
+``target`` and ``point`` say how the mask was asked for and ``chosen`` what chose it
+(``foreground.choose_mask``); ``input_sha256`` fingerprints the input's bytes; ``version`` is the
+selfseg version that wrote the row. ``kind`` is ``image``, or the volume's ``dicom``, ``nifti`` or
+``tiff``. ``threads`` is the number of torch threads the fit ran with (CPU results depend on it: torch's
+reductions round differently with another thread count). A volume's row sums ``iterations``,
+``seconds`` and ``foreground_pixels`` (voxels) over its ``slices``, gives the largest ``n_labels`` of
+a slice, a slice's ``height`` and ``width``, and the distinct ``chosen`` values joined by ``/``."""
 
-_TRAINING = ("method", "seed", "size", "max_iter", "min_labels", "device", "precision")
+_TRAINING = (
+    "method", "seed", "size", "max_iter", "min_labels", "device", "precision", "axis", "options", "input_sha256"
+)
 _SELECTION = ("foreground", "target", "point", "version")
-"""``results.csv`` columns that must match for ``resume`` to keep an image's cluster map, and its mask."""
+"""``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
 
 
-def image_seed(seed: int, path: str | os.PathLike) -> int:
-    """Seed for one image file: a 31-bit number derived from ``seed`` and the SHA-256 of the file's bytes.
+def _derived_seed(seed: int, key: object) -> int:
+    """A 31-bit seed from ``seed`` and ``key``: the first bits of SHA-256("<seed>\\0<key>")."""
+    return int(hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()[:8], 16) >> 1
+
+
+def image_seed(seed: int, path: str | os.PathLike, digest: str | None = None) -> int:
+    """Seed for one input: a 31-bit number derived from ``seed`` and the SHA-256 of the input's bytes
+    (``digest``, computed with ``batch_inputs.input_digest`` when None; a folder's covers its files).
 
     Results then depend on neither the order of a batch, its folder layout nor the number of workers,
     and two copies of one file get the same segmentation.
     """
-    digest = hashlib.sha256(str(seed).encode() + b"\0")
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return int.from_bytes(digest.digest()[:4], "big") >> 1
+    return _derived_seed(seed, input_digest(path) if digest is None else digest)
+
+
+def slice_seed(seed: int, index: int) -> int:
+    """Seed for slice ``index`` of a volume fitted with ``seed`` (its ``image_seed``): a 31-bit number."""
+    return _derived_seed(seed, index)
 
 
 @dataclass
 class BatchReport:
-    """What ``run_batch`` did: one row (keys ``RESULT_COLUMNS``) per finished image of this batch,
+    """What ``run_batch`` did: one row (keys ``RESULT_COLUMNS``) per finished input of this batch,
     (path, reason) per input that failed, and the stems ``resume`` skipped."""
 
     results: list[dict] = field(default_factory=list)
@@ -132,29 +167,115 @@ def _check_unique_stems(paths: list[Path]) -> None:
     """Raise ValueError if two inputs would write the same output files."""
     first: dict[str, Path] = {}
     for path in paths:
-        if path.stem in first:
+        stem = input_stem(path)
+        if stem in first:
             raise ValueError(
-                f"inputs {first[path.stem]} and {path} have the same name {path.stem!r}; "
+                f"inputs {first[stem]} and {path} have the same name {stem!r}; "
                 "their outputs would overwrite each other"
             )
-        first[path.stem] = path
-
-
-def _write_outputs(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray, labels: np.ndarray | None) -> None:
-    """Write an image's cluster map (unless None), mask and overlay, each atomically."""
-    if labels is not None:
-        io.write_image(out_dir / f"{stem}{LABELS_SUFFIX}", labels.astype(np.uint8 if labels.max() < 256 else np.uint16))
-    io.write_image(out_dir / f"{stem}{MASK_SUFFIX}", mask)
-    io.write_image(out_dir / f"{stem}{OVERLAY_SUFFIX}", overlay(image, mask))
+        first[stem] = path
 
 
 def _typed(cells: list[str]) -> dict:
     """A ``results.csv`` row (cells) back as a row dict with numbers where ``summary_line`` needs them."""
     row: dict = dict(zip(RESULT_COLUMNS, cells))
-    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width"):
+    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width", "slices", "threads"):
         row[name] = int(row[name])
     row["seconds"] = float(row["seconds"])
     return row
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One input for ``_run_task`` (picklable, for worker processes)."""
+
+    path: Path
+    outputs: tuple[Path, Path, Path]  # labels, mask, overlay
+    volume: bool
+    refit: bool
+    seed: int  # image_seed
+    fit: dict  # engine.segment's training arguments and options
+    rule: dict  # foreground, target, point, oracle_crop
+    truth: Path | None  # ground-truth mask (foreground="oracle")
+    axis: int | None
+
+
+def _stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
+    """A cluster map written by ``_run_task``, as int32 (D, H, W) slices (D = 1 for an image)."""
+    if volume is None:
+        return io.read_labels(path)[None]
+    nib = volumes.optional_import("nibabel")
+    try:
+        data = np.asarray(nib.load(path).dataobj, dtype=np.int32)
+    except Exception as err:  # nibabel raises many types
+        raise io.ImageReadError(path, f"cannot read label map: {io._decode_reason(err)}") from None
+    return np.moveaxis(data.reshape(*data.shape[:2], -1), volume.axis, 0)
+
+
+def _run_task(task: _Task) -> tuple[dict, str | None]:
+    """Read one input, fit it (or choose its mask again from the stored cluster map) slice by slice and
+    write its outputs, each atomically. Returns (the row's measured fields, None) or ({}, the reason it failed)."""
+    try:
+        volume = volumes.read_volume(task.path, axis=task.axis) if task.volume else None
+        slices = volume.data if volume is not None else io.read_image(task.path)[None]
+        truth = None
+        if task.truth is not None:
+            if volume is not None:
+                raise ValueError("foreground='oracle' is for 2-D images, not volumes")
+            truth = io.read_mask(task.truth)
+        stored = None if task.refit else _stored_labels(task.outputs[0], volume)
+        labels, masks, chosen, iterations, seconds = [], [], [], 0, 0.0
+        for k, pixels in enumerate(slices):
+            if task.refit:
+                seed = task.seed if volume is None else slice_seed(task.seed, k)
+                result = engine.segment(pixels, seed=seed, truth=truth, **task.fit, **task.rule)
+                labels.append(result.labels)
+                mask, how = result.mask, result.foreground
+                iterations, seconds = iterations + result.iterations, seconds + result.seconds
+            else:
+                mask, how = choose_mask(stored[k], engine.as_float_image(pixels), truth=truth, **task.rule)
+            masks.append(mask)
+            chosen.append(how)
+    except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
+        return {}, err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
+    mask_stack = np.stack(masks)
+    drawn = np.stack([overlay(pixels, mask) for pixels, mask in zip(slices, masks)])
+    label_stack = np.stack(labels) if task.refit else None
+    if label_stack is not None:
+        label_stack = label_stack.astype(np.uint8 if label_stack.max() < 256 else np.uint16)
+    for path, array in zip(task.outputs, (label_stack, mask_stack, drawn)):
+        if array is None:
+            continue
+        if volume is None:
+            io.write_image(path, array[0])
+        else:
+            volumes.write_volume_like(path, array, volume)
+    fields = {"foreground_pixels": int(mask_stack.sum()), "chosen": "/".join(sorted(set(chosen)))}
+    if task.refit:
+        fields.update(
+            method=task.fit["method"], image_seed=task.seed, iterations=iterations, seconds=seconds,
+            n_labels=int(label_stack.max()), slices=len(slices), height=slices.shape[1], width=slices.shape[2],
+            kind="image" if volume is None else volume.kind, threads=torch.get_num_threads(),
+        )
+    return fields, None
+
+
+def _init_worker(threads: int) -> None:
+    """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores. Ctrl-C
+    ends a worker at once: its files are written atomically, so only complete ones exist, and the main
+    process records nothing more."""
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+
+
+def _fingerprint(path: Path, seed: int) -> tuple[str, int]:
+    """(SHA-256 of the input, its ``image_seed``), reading it once; ImageReadError if it cannot be read."""
+    io.stat_input(path)
+    try:
+        digest = input_digest(path)
+        return digest, image_seed(seed, path, digest)
+    except OSError as err:
+        raise io.ImageReadError(path, f"cannot read file: {io._decode_reason(err)}") from None
 
 
 def run_batch(
@@ -173,104 +294,145 @@ def run_batch(
     point: tuple[int, int] | None = None,
     ground_truth: str | os.PathLike | None = None,
     oracle_crop: bool = False,
+    pattern: str | None = None,
+    axis: int | None = None,
     resume: bool = False,
+    workers: int = 1,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     **options,
 ) -> BatchReport:
-    """Segment every image of ``inputs`` (files and folders, see ``io.find_images``) into ``out_dir``.
+    """Segment every image and volume of ``inputs`` into ``out_dir``.
 
-    Writes the files described in this module's docstring, each atomically; ``results.csv`` is
-    rewritten after every image and keeps rows of earlier runs (a re-run image replaces its row).
-    An input that cannot be read, or that ``segment`` rejects (ValueError, TypeError), is reported
-    as ``error: <path>: <reason>`` on stderr and in ``failures``, gets no outputs, and the batch goes
-    on. ``method``, ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision``,
-    ``foreground``, ``target``, ``point`` and ``**options`` go to ``engine.segment``; each image is
-    fitted with ``image_seed(seed, path)``. ``foreground="oracle"`` (the papers' protocol,
-    ``oracle_crop`` with its crop) reads each image's mask from ``ground_truth``
+    ``inputs`` are files, folders (searched recursively for names matching ``pattern``, ``out_dir``
+    left out) and ``@list`` files: ``batch_inputs.find_inputs``. Volumes are read with
+    ``volumes.read_volume(path, axis=axis)`` (None: the format's default axis) and fitted slice by
+    slice, slice k with
+    ``slice_seed(image_seed(seed, path), k)``; 2-D images with ``image_seed(seed, path)``.
+
+    Writes the files described in this module's docstring, each atomically; an input's
+    ``results.csv`` row is written (atomically, rows sorted by stem, rows of earlier runs kept, a
+    re-run input replacing its row) only after all its files, so a run killed at any moment leaves
+    complete files and each input at most once in the table. An input that cannot be read, or that
+    ``segment`` rejects (ValueError, TypeError), is reported as ``error: <path>: <reason>`` on stderr
+    and in ``failures`` and ``failures.csv``, gets no outputs, and the batch goes on. ``method``,
+    ``seed``, ``max_iter``, ``min_labels``, ``size``, ``device``, ``precision``, ``foreground``,
+    ``target``, ``point`` and ``**options`` go to ``engine.segment``. ``foreground="oracle"`` (the
+    papers' protocol, ``oracle_crop`` with its crop) reads each image's mask from ``ground_truth``
     (``datasets.load_masks``); an image without one fails.
 
-    With ``resume``, an image whose ``results.csv`` row has the same training parameters (method,
-    seed, size, max_iter, min_labels, device, precision) and whose cluster map exists is not fitted
-    again: if the selection parameters (foreground, target, point, selfseg version) also match and
-    its mask and overlay exist it is skipped (listed in ``skipped``), otherwise its mask is chosen
-    again from the stored cluster map, in well under a second. ``on_result`` is called with each
-    finished image's row; ``progress`` shows a progress bar on stderr.
+    With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
+    seed, size, max_iter, min_labels, device, precision, axis, options and the input's SHA-256) and
+    whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
+    point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
+    ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
+    fitted and its files replaced.
+
+    ``workers`` > 1 fits that many inputs at once in worker processes (spawned, each with
+    ``max(1, os.cpu_count() // workers)`` torch threads); ``workers=1`` fits in this process with its
+    torch threads. Outputs depend on neither the order nor the process, only (on CPU) on the threads
+    per fit, recorded in the ``threads`` column.
+    ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: two inputs share a file stem, ``method`` or the selection arguments are invalid,
-            or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
+        ValueError: two inputs share a stem, ``method``, ``workers`` or the selection arguments are
+            invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
+        KeyboardInterrupt: Ctrl-C; the worker processes (``workers`` > 1) stop at once.
     """
-    paths = io.find_images(inputs)
+    paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
     _check_unique_stems(paths)
     if method not in engine.ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     check_rule(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop, truth=ground_truth is not None if foreground == "oracle" else None)
     out_dir = Path(out_dir)
     results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
     truths = datasets.load_masks(ground_truth) if foreground == "oracle" else {}
     table = _read_results(results_csv)
     failures_csv.unlink(missing_ok=True)
+    if out_dir.is_dir():
+        for stale in out_dir.iterdir():
+            if _TEMPORARY.match(stale.name):
+                stale.unlink(missing_ok=True)
     report = BatchReport()
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
-        "device": device, "precision": precision, "foreground": "oracle+crop" if oracle_crop else foreground,
-        "target": target, "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
+        "device": device, "precision": precision, "axis": axis,
+        "options": json.dumps(options, sort_keys=True, default=str) if options else None,
+        "foreground": "oracle+crop" if oracle_crop else foreground, "target": target,
+        "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
     }
-    wanted = {name: _cell(value) for name, value in settings.items()}
+    fit = dict(method=method, size=size, max_iter=max_iter, min_labels=min_labels, device=device, precision=precision)
+    fit.update(options)
+    rule = dict(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop)
 
-    def matches(previous: list[str], names: tuple[str, ...], suffixes: tuple[str, ...], stem: str) -> bool:
-        return all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names) and all(
-            (out_dir / f"{stem}{suffix}").exists() for suffix in suffixes
-        )
+    def fail(path: Path, reason: str) -> None:
+        tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+        report.failures.append((str(path), reason))
+        io.write_csv(failures_csv, ("image", "reason"), report.failures)
 
-    with tqdm(paths, desc="segment", unit="image", file=sys.stderr, disable=not progress) as bar:
-        for path in bar:
-            bar.set_postfix_str(path.stem)
-            previous = table.get(path.stem) if resume else None
-            refit = previous is None or not matches(previous, _TRAINING, (LABELS_SUFFIX,), path.stem)
-            if not refit and matches(previous, _SELECTION, (MASK_SUFFIX, OVERLAY_SUFFIX), path.stem):
-                report.skipped.append(path.stem)
-                continue
+    tasks: list[tuple[_Task, dict, list[str] | None]] = []
+    with tqdm(total=len(paths), desc="segment", unit="input", file=sys.stderr, disable=not progress) as bar:
+        for path in paths:
+            stem, volume = input_stem(path), volumes.is_volume(path)
+            outputs = tuple(out_dir / f"{stem}{s}" for s in (VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES))
             try:
-                image = io.read_image(path)
-                truth = None
-                if foreground == "oracle":
-                    if path.stem not in truths:
-                        raise ValueError(f"no ground-truth mask in {ground_truth}")
-                    truth = io.read_mask(truths[path.stem])
-                rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
-                if refit:
-                    result = engine.segment(
-                        image, method, seed=image_seed(seed, path), size=size, max_iter=max_iter,
-                        min_labels=min_labels, device=device, precision=precision, **rule, **options,
-                    )
-                    labels, mask, chosen = result.labels, result.mask, result.foreground
-                else:
-                    labels = io.read_labels(out_dir / f"{path.stem}{LABELS_SUFFIX}")
-                    mask, chosen = choose_mask(labels, engine.as_float_image(image), **rule)
-            except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
-                reason = err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
-                tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
-                report.failures.append((str(path), reason))
-                io.write_csv(failures_csv, ("image", "reason"), report.failures)
+                digest, fitted_seed = _fingerprint(path, seed)
+                if foreground == "oracle" and stem not in truths:
+                    raise ValueError(f"no ground-truth mask in {ground_truth}")
+            except ValueError as err:
+                fail(path, err.reason if isinstance(err, io.ImageReadError) else str(err))
+                bar.update()
                 continue
-            _write_outputs(out_dir, path.stem, image, mask, labels if refit else None)
-            if refit:
-                row = {
-                    "image": path.stem, "method": result.method, "seed": seed, "image_seed": result.seed,
-                    "iterations": result.iterations, "seconds": result.seconds, "n_labels": result.n_labels,
-                    "height": image.shape[0], "width": image.shape[1],
-                }
-            else:
-                row = _typed(previous)
-            row.update(settings, foreground_pixels=int(mask.sum()), chosen=chosen)
+            wanted = {n: _cell(v) for n, v in settings.items()} | {"input_sha256": digest}
+            wanted["axis"] = wanted["axis"] if volume else ""
+            previous = table.get(stem) if resume else None
+
+            def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
+                same = all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names)
+                return same and all(f.exists() for f in files)
+
+            refit = previous is None or not matches(_TRAINING, outputs[:1])
+            if not refit and matches(_SELECTION, outputs[1:]):
+                report.skipped.append(stem)
+                bar.update()
+                continue
+            task = _Task(
+                path, outputs, volume, refit, fitted_seed, fit, rule, truths.get(stem), axis if volume else None
+            )
+            tasks.append((task, wanted, previous))
+
+        def finish(task: _Task, wanted: dict, previous: list[str] | None, outcome: tuple[dict, str | None]) -> None:
+            fields, reason = outcome
+            bar.update()
+            if reason is not None:
+                fail(task.path, reason)
+                return
+            row = {"image": input_stem(task.path), **(_typed(previous) if not task.refit else {}), **fields}
+            row.update(settings, axis=wanted["axis"], input_sha256=wanted["input_sha256"])
             report.results.append(row)
-            table[path.stem] = [_cell(row[c]) for c in RESULT_COLUMNS]
-            io.write_csv(results_csv, RESULT_COLUMNS, table.values())
+            table[row["image"]] = [_cell(row[c]) for c in RESULT_COLUMNS]
+            io.write_csv(results_csv, RESULT_COLUMNS, (table[k] for k in sorted(table)))
             if on_result is not None:
                 on_result(row)
+
+        if workers == 1:
+            for task, wanted, previous in tasks:
+                bar.set_postfix_str(task.path.name)
+                finish(task, wanted, previous, _run_task(task))
+            return report
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(_run_task, task): (task, wanted, previous) for task, wanted, previous in tasks}
+            try:
+                for future in as_completed(futures):
+                    finish(*futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return report
 
 
@@ -278,9 +440,10 @@ def summary_line(row: dict) -> str:
     """One console line for a ``BatchReport.results`` row, e.g.
     ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion)``, ending with what chose the
     mask (``(oracle)`` or ``(oracle+crop)`` when it was chosen with the ground truth)."""
-    share = 100 * row["foreground_pixels"] / (row["height"] * row["width"])
+    share = 100 * row["foreground_pixels"] / (row["slices"] * row["height"] * row["width"])
+    slices = f"{row['slices']} slices, " if row["slices"] > 1 else ""
     return (
-        f"{row['image']}: {row['n_labels']} labels, {row['iterations']} iterations, "
+        f"{row['image']}: {slices}{row['n_labels']} labels, {row['iterations']} iterations, "
         f"{row['seconds']:.1f} s, foreground {share:.1f}% ({row['chosen']})"
     )
 
