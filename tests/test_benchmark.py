@@ -33,7 +33,8 @@ def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatc
     ]
     otsu_auto, otsu_oracle = rows[0], rows[1]
     assert otsu_auto["images"] == 2 and otsu_auto["failed"] == 0
-    assert otsu_auto["dice"] == pytest.approx(1.0) and otsu_oracle["dice"] == pytest.approx(1.0)
+    # auto: the lesion rule returns the convex hull of the digital disc, a few pixels more than the disc
+    assert otsu_auto["dice"] == pytest.approx(1.0, abs=0.02) and otsu_oracle["dice"] == pytest.approx(1.0)
     assert (out / "discs" / "s3net" / "oracle" / "case1_mask.png").exists()
     with open(out / "benchmark.csv", newline="") as handle:
         table = list(csv.reader(handle))

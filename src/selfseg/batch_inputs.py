@@ -28,10 +28,10 @@ def input_stem(path: str | os.PathLike) -> str:
     return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
 
 
-def input_digest(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of an input's bytes; for a folder, of each non-hidden file's name and bytes in name
-    order. Reads 1 MiB at a time."""
-    digest = hashlib.sha256()
+def input_digest(path: str | os.PathLike, *, salt: bytes = b"") -> str:
+    """SHA-256 (hex) of ``salt`` and an input's bytes; for a folder, of each non-hidden file's name and
+    bytes in name order. Reads 1 MiB at a time."""
+    digest = hashlib.sha256(salt)
     path = Path(path)
     files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")) if path.is_dir() else [path]
     for file in files:

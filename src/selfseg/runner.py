@@ -109,24 +109,19 @@ _SELECTION = ("foreground", "target", "point", "version")
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
 
 
-def _derived_seed(seed: int, key: object) -> int:
-    """A 31-bit seed from ``seed`` and ``key``: the first bits of SHA-256("<seed>\\0<key>")."""
-    return int(hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()[:8], 16) >> 1
-
-
-def image_seed(seed: int, path: str | os.PathLike, digest: str | None = None) -> int:
-    """Seed for one input: a 31-bit number derived from ``seed`` and the SHA-256 of the input's bytes
-    (``digest``, computed with ``batch_inputs.input_digest`` when None; a folder's covers its files).
+def image_seed(seed: int, path: str | os.PathLike) -> int:
+    """Seed for one input: a 31-bit number, the first bits of SHA-256("<seed>\\0" + the input's bytes)
+    (``batch_inputs.input_digest``; a folder's covers its files).
 
     Results then depend on neither the order of a batch, its folder layout nor the number of workers,
     and two copies of one file get the same segmentation.
     """
-    return _derived_seed(seed, input_digest(path) if digest is None else digest)
+    return int(input_digest(path, salt=f"{seed}\0".encode())[:8], 16) >> 1
 
 
 def slice_seed(seed: int, index: int) -> int:
     """Seed for slice ``index`` of a volume fitted with ``seed`` (its ``image_seed``): a 31-bit number."""
-    return _derived_seed(seed, index)
+    return int(hashlib.sha256(f"{seed}\0{index}".encode()).hexdigest()[:8], 16) >> 1
 
 
 @dataclass
@@ -269,11 +264,11 @@ def _init_worker(threads: int) -> None:
 
 
 def _fingerprint(path: Path, seed: int) -> tuple[str, int]:
-    """(SHA-256 of the input, its ``image_seed``), reading it once; ImageReadError if it cannot be read."""
+    """(SHA-256 of the input, its ``image_seed``); ImageReadError if it cannot be read."""
     io.stat_input(path)
     try:
         digest = input_digest(path)
-        return digest, image_seed(seed, path, digest)
+        return digest, image_seed(seed, path)
     except OSError as err:
         raise io.ImageReadError(path, f"cannot read file: {io._decode_reason(err)}") from None
 
