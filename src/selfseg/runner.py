@@ -174,8 +174,11 @@ def _check_unique_stems(paths: list[Path]) -> None:
 def _typed(cells: list[str]) -> dict:
     """A ``results.csv`` row (cells) back as a row dict with numbers where ``summary_line`` needs them."""
     row: dict = dict(zip(RESULT_COLUMNS, cells))
-    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width", "slices", "threads"):
+    for name in ("image_seed", "iterations", "n_labels", "foreground_pixels", "height", "width"):
         row[name] = int(row[name])
+    # rows of 0.2.0 runs before these columns existed: 2-D images, thread count not recorded
+    row["slices"] = int(row["slices"] or 1)
+    row["threads"] = int(row["threads"]) if row["threads"] else None
     row["seconds"] = float(row["seconds"])
     return row
 
