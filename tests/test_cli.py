@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfseg import cli, engine
+from selfseg import cli, engine, runner
 from selfseg.runner import BatchReport
 from test_runner import _fake_segment
 
@@ -187,13 +187,13 @@ def test_new_batch_options_reach_run_batch(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(cli, "run_batch", lambda *args, **kwargs: calls.append(kwargs) or BatchReport())
     assert cli.main(["segment", "@list.txt", "--out", "o", "--quiet"]) == 0
-    assert calls[0]["resume"] is True and calls[0]["workers"] == 1
+    assert calls[0]["resume"] is True and calls[0]["workers"] == "auto" and calls[0]["threads"] == 1
     assert calls[0]["pattern"] is None and calls[0]["axis"] is None
-    argv = ["segment", "d", "--out", "o", "--glob", "*.dcm", "--axis", "0", "--workers", "3", "--overwrite"]
+    argv = ["segment", "d", "--out", "o", "--glob", "*.dcm", "--axis", "0", "--workers", "3", "--threads", "2", "--overwrite"]
     assert cli.main(argv) == 0
-    assert calls[1]["resume"] is False and calls[1]["workers"] == 3
+    assert calls[1]["resume"] is False and calls[1]["workers"] == 3 and calls[1]["threads"] == 2
     assert calls[1]["pattern"] == "*.dcm" and calls[1]["axis"] == 0
-    for bad in (["--workers", "0"], ["--axis", "3"]):
+    for bad in (["--workers", "0"], ["--workers", "many"], ["--threads", "0"], ["--axis", "3"]):
         with pytest.raises(SystemExit):
             cli.main(["segment", "d", "--out", "o", *bad])
 
@@ -284,3 +284,12 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path):
     for name in expected:
         np.testing.assert_equal(resumed[name], expected[name])
     assert not [p for p in killed.iterdir() if p.name.startswith(".")]
+
+
+def test_workers_beyond_the_cores_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "available_cores", lambda: 2)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    assert cli.main(["segment", str(image), "--out", str(tmp_path / "o"), "--workers", "2", "--threads", "2"]) == 2
+    assert capsys.readouterr().err == "error: 2 workers x 2 threads = 4 exceeds the 2 CPU cores\n"
+    assert not (tmp_path / "o").exists()

@@ -11,11 +11,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from test_io import _png_bytes, _tiff_bytes
 from test_volumes import CUBE, UID, _dicom, _nifti, _series
 
-from selfseg import engine, io
+from selfseg import engine, io, runner
 from selfseg.engine import SegmentationResult
 from selfseg.volumes import read_volume
 from selfseg.runner import (
@@ -435,10 +436,12 @@ def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_workers_give_the_same_outputs(tmp_path, monkeypatch, single_thread):
-    """Two worker processes (one torch thread each, as on a 2-core machine) and one in-process run
-    with one thread: identical cluster maps, masks and rows (but seconds)."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):
+    """Two worker processes and one in-process run, one torch thread per fit each (the default):
+    identical cluster maps, masks and rows (but seconds); the caller's torch threads are restored."""
+    monkeypatch.setattr(runner, "available_cores", lambda: 2)
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
+    torch.set_num_threads(2)
     src = tmp_path / "in"
     src.mkdir()
     for k, name in enumerate("abc"):
@@ -452,6 +455,7 @@ def test_workers_give_the_same_outputs(tmp_path, monkeypatch, single_thread):
         stderr = stdio.StringIO()
         with contextlib.redirect_stderr(stderr):
             report = run_batch([src], out, workers=workers, progress=False, **FAST)
+        assert torch.get_num_threads() == 2
         assert sorted(row["image"] for row in report.results) == ["a", "b", "c"] and len(report.failures) == 1
         assert "bad.png: cannot decode image" in stderr.getvalue()
         rows = _read_csv(out / "results.csv")
@@ -461,3 +465,32 @@ def test_workers_give_the_same_outputs(tmp_path, monkeypatch, single_thread):
     for name in ("a_labels.png", "a_mask.png", "b_labels.png", "b_mask.png", "c_labels.png", "c_overlay.png"):
         one, two = (np.asarray(Image.open(tmp_path / out / name)) for out in ("out1", "out2"))
         np.testing.assert_array_equal(one, two)
+
+
+def test_plan_workers(monkeypatch):
+    """auto: bounded by cores // threads, memory per method and inputs; explicit counts are checked."""
+    monkeypatch.setattr(runner, "available_cores", lambda: 8)
+    monkeypatch.setattr(runner, "available_memory_gib", lambda: 10.0)
+    plan = runner.plan_workers
+    assert plan("auto", 1, method="s3net", device="cpu", inputs=100) == 4  # 10 GiB // 2.5 GiB
+    assert plan("auto", 1, method="otsu", device="cpu", inputs=100) == 8  # cores
+    assert plan("auto", 4, method="otsu", device="cpu", inputs=100) == 2  # 8 cores // 4 threads
+    assert plan("auto", 1, method="otsu", device="cpu", inputs=3) == 3
+    assert plan("auto", 1, method="msformer", device="cpu", inputs=0) == 1
+    assert plan("auto", 1, method="otsu", device="cuda", inputs=100) == 1
+    assert plan(3, 2, method="s3net", device="cpu", inputs=1) == 3
+    monkeypatch.setattr(runner, "available_memory_gib", lambda: None)
+    assert plan("auto", 1, method="msformer", device="cpu", inputs=100) == 8
+    with pytest.raises(ValueError, match=r"^3 workers x 3 threads = 9 exceeds the 8 CPU cores$"):
+        plan(3, 3, method="s3net", device="cpu", inputs=1)
+    with pytest.raises(ValueError, match=r"^workers must be 'auto' or at least 1, got 0$"):
+        runner.check_workers(0, 1)
+    with pytest.raises(ValueError, match=r"^threads must be at least 1, got 0$"):
+        runner.check_workers("auto", 0)
+
+
+def test_available_resources():
+    """The machine's cores and free memory are read as positive numbers (memory: Linux only)."""
+    assert 1 <= runner.available_cores() <= (os.cpu_count() or 1)
+    memory = runner.available_memory_gib()
+    assert memory is None or memory > 0

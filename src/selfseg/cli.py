@@ -71,6 +71,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _size(text: str) -> int | None:
     value = int(text)
     if value < 0:
@@ -125,6 +129,21 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         help="what the mask should be, without ground truth: lesion (one compact blob, e.g. dermoscopy, "
         "polyps), lungs (both lungs, CT and chest X-ray) or auto (lungs on grey images when found, else "
         "lesion) (default: %(default)s)",
+    )
+    command.add_argument(
+        "--workers",
+        type=_workers,
+        default="auto",
+        metavar="N",
+        help="inputs fitted at once, each in its own process; auto: as many as the CPU cores (divided by "
+        "--threads), the free memory and the inputs allow, 1 on a GPU (default: %(default)s)",
+    )
+    command.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="T",
+        help="torch threads per fit; CPU results depend on T, not on --workers (default: %(default)s)",
     )
     command.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -195,10 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(0, 1, 2),
         help="volumes: axis of the stored array to slice along (default: 2 for NIfTI, 0 for DICOM and TIFF)",
     )
-    seg.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N",
-        help="inputs fitted at once, in N processes sharing the CPU cores (default: %(default)s)",
-    )
     seg.add_argument("--overwrite", action="store_true", help="fit every input again, even if its outputs are complete")
     ev = commands.add_parser(
         "evaluate",
@@ -240,6 +255,8 @@ def _benchmark(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             target=args.target,
+            workers=args.workers,
+            threads=args.threads,
             progress=not args.quiet,
         )
     except (FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
@@ -299,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             axis=args.axis,
             resume=not args.overwrite,
             workers=args.workers,
+            threads=args.threads,
             progress=not args.quiet,
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
         )

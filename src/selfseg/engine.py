@@ -119,7 +119,8 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; any other name as given."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -277,7 +278,7 @@ def segment(
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     height, width = pixels.shape[:2]
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if dev.type == "cpu":
         _keep_freed_memory()
 

@@ -258,6 +258,57 @@ def _run_task(task: _Task) -> tuple[dict, str | None]:
     return fields, None
 
 
+WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 2.5, "msformer": 4.0, "dfc": 1.0, "otsu": 0.5, "kmeans": 0.5}
+"""Peak resident memory of a process fitting one input at the 256-px working size, per method
+(measured on dermoscopy photographs, rounded up; docs/speed.md): ``plan_workers`` budgets with it."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one, e.g. a cluster job's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_memory_gib() -> float | None:
+    """Memory available to new processes (``MemAvailable`` of /proc/meminfo), in GiB; None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def check_workers(workers: int | str, threads: int) -> None:
+    """ValueError unless ``workers`` is ``"auto"`` or >= 1, ``threads`` >= 1 and ``workers`` x ``threads``
+    fits ``available_cores()``."""
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if workers == "auto":
+        return
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be 'auto' or at least 1, got {workers!r}")
+    if workers * threads > available_cores():
+        raise ValueError(
+            f"{workers} workers x {threads} threads = {workers * threads} exceeds the {available_cores()} CPU cores"
+        )
+
+
+def plan_workers(workers: int | str, threads: int, *, method: str, device: str, inputs: int) -> int:
+    """The worker processes to fit ``inputs`` inputs with: ``workers`` itself (``check_workers``), or for
+    ``"auto"`` the most that ``available_cores() // threads``, the available memory
+    (``WORKER_MEMORY_GIB[method]`` each) and ``inputs`` allow, at least 1; 1 on a CUDA device."""
+    check_workers(workers, threads)
+    if workers != "auto":
+        return workers
+    if engine.resolve_device(device).type == "cuda":
+        return 1
+    memory = available_memory_gib()
+    by_memory = inputs if memory is None else int(memory // WORKER_MEMORY_GIB[method])
+    return max(1, min(available_cores() // threads, by_memory, inputs))
+
+
 def _init_worker(threads: int) -> None:
     """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores. Ctrl-C
     ends a worker at once: its files are written atomically, so only complete ones exist, and the main
@@ -295,7 +346,8 @@ def run_batch(
     pattern: str | None = None,
     axis: int | None = None,
     resume: bool = False,
-    workers: int = 1,
+    workers: int | str = 1,
+    threads: int = 1,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     **options,
@@ -326,24 +378,24 @@ def run_batch(
     ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
     fitted and its files replaced.
 
-    ``workers`` > 1 fits that many inputs at once in worker processes (spawned, each with
-    ``max(1, os.cpu_count() // workers)`` torch threads); ``workers=1`` fits in this process with its
-    torch threads. Outputs depend on neither the order nor the process, only (on CPU) on the threads
-    per fit, recorded in the ``threads`` column.
+    Every fit runs with ``threads`` torch threads (CPU results depend on it, not on anything else:
+    neither the order, the worker count nor the process; recorded in the ``threads`` column).
+    ``workers`` inputs are fitted at once, in spawned worker processes when more than 1
+    (``plan_workers``: ``"auto"`` takes as many as the CPU cores, the free memory and the inputs
+    allow); ``workers`` x ``threads`` may not exceed the CPU cores.
     ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: two inputs share a stem, ``method``, ``workers`` or the selection arguments are
-            invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
+        ValueError: two inputs share a stem, ``method``, ``workers``, ``threads`` or the selection
+            arguments are invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
         KeyboardInterrupt: Ctrl-C; the worker processes (``workers`` > 1) stop at once.
     """
     paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
     _check_unique_stems(paths)
     if method not in engine.ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    check_workers(workers, threads)
     check_rule(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop, truth=ground_truth is not None if foreground == "oracle" else None)
     out_dir = Path(out_dir)
     results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
@@ -416,12 +468,17 @@ def run_batch(
             if on_result is not None:
                 on_result(row)
 
+        workers = plan_workers(workers, threads, method=method, device=device, inputs=len(tasks))
         if workers == 1:
-            for task, wanted, previous in tasks:
-                bar.set_postfix_str(task.path.name)
-                finish(task, wanted, previous, _run_task(task))
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for task, wanted, previous in tasks:
+                    bar.set_postfix_str(task.path.name)
+                    finish(task, wanted, previous, _run_task(task))
+            finally:
+                torch.set_num_threads(before)
             return report
-        threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(_run_task, task): (task, wanted, previous) for task, wanted, previous in tasks}
