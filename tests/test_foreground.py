@@ -94,6 +94,18 @@ def test_lungs_are_both_found_inside_the_body(ring: bool, stripes: bool) -> None
     assert _iou(lungs_mask(labels, image.mean(axis=2)), lungs) > 0.95
 
 
+def test_lungs_joined_to_the_outside_by_a_narrow_bridge() -> None:
+    """A 3-px bridge of the air's cluster joins the left lung to the outside (the neck on an X-ray, a
+    dark fat layer on CT): at the first opening scale it counts as outside and only the right lung is
+    found; the larger scales cut the bridge and find both."""
+    labels, lungs = _chest()
+    labels[:48, 37:40] = 1
+    grey = _paint(labels, {1: 0.05, 2: 0.6}, tint=False).mean(axis=2)
+    first_scale_only = lungs_mask(labels, grey, outside_scales=(1,))
+    assert _iou(first_scale_only, lungs) < 0.5 and not first_scale_only[:, :64].any()
+    assert _iou(lungs_mask(labels, grey), lungs) > 0.95
+
+
 def test_auto_target_falls_back_to_lesion() -> None:
     shape = (64, 64)
     lesion = _disc(shape, (32, 32), 12)

@@ -8,7 +8,8 @@ Without ground truth (``select_foreground``), under a target prior:
   ``contrast * sqrt(area) * (1 - frame contact)**2 * centrality * solidity`` and the best one, holes
   filled, is replaced by its convex hull (annotators outline the whole lesion).
 - ``"lungs"`` (``lungs_mask``): two large dark regions inside the body, left and right (CT and chest
-  X-ray). The body is what the darkest cluster's frame-connected regions leave; lung candidates are
+  X-ray). The body is what the darkest cluster's frame-connected regions leave (opened at growing
+  scales until a left/right pair appears, to cut narrow bridges to the outside); lung candidates are
   the dark-cluster unions inside the body eroded by a margin (this cuts the body's dark rim), scored by
   contrast and area with a bonus for a left/right pair, then grown back by the margin inside their
   clusters, closed and hole-filled.
@@ -144,6 +145,7 @@ def lungs_mask(
     pair: float = 0.2,
     closing: float = 0.04,
     dark_tolerance: float = 0.05,
+    outside_scales: tuple[float, ...] = (1, 4, 8),
 ) -> np.ndarray:
     """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
     (also when the darkest cluster does not reach the frame: no dark surround, no body).
@@ -158,40 +160,48 @@ def lungs_mask(
             first one's area and lies on the other side of the vertical midline.
         dark_tolerance: clusters whose mean grey is within this of the darkest one's count as darkest
             when finding the outside (a network may split flat black air into two striped clusters).
+        outside_scales: the outside is the darkest clusters' frame-connected part after an opening of
+            ``opening`` times each of these, in turn, until a left/right pair is found: a larger one
+            cuts the narrow bridges (the neck on an X-ray, a dark fat layer on CT) through which lungs
+            sharing the outside air's cluster would count as outside.
     """
     height, width = labels.shape
     frame = _frame(labels.shape)
     order, means = _clusters_by_grey(labels, grey)
     element = disk(_radius(opening, labels.shape))
     darkest = np.isin(labels, order[means <= means[0] + dark_tolerance])
-    components, _ = ndimage.label(ndimage.binary_opening(darkest, element), structure=_EIGHT)
-    outside = np.isin(components, np.unique(components[frame & (components > 0)]))
-    if not outside.any():  # no dark surround: no body to look inside
-        return np.zeros(labels.shape, dtype=bool)
-    body = ~outside
-    grow = _radius(margin, labels.shape)
-    inner = ndimage.binary_erosion(body, disk(grow))
     band = max(1, round(0.03 * float(np.hypot(height, width))))
-    best, best_score, best_k = None, -np.inf, 0
-    for k in range(1, len(order)):
-        candidate = ndimage.binary_opening(np.isin(labels, order[:k]) & inner, element)
-        regions = [r for r in _regions(candidate, min_area * labels.size) if not (r & frame).any()]
-        if not regions:
-            continue
-        regions.sort(key=lambda r: -int(r.sum()))
-        first = regions[0]
-        lungs = first
-        if len(regions) > 1 and regions[1].sum() >= pair * first.sum():
-            sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
-            if sides[0] * sides[1] < 0:
-                lungs = first | regions[1]
-        bonus = 1.0 if lungs is not first else 0.5
-        score = max(_contrast(lungs, grey, band, within=body), 0.005) * np.sqrt(lungs.mean()) * bonus
-        if score > best_score:
-            best, best_score, best_k = lungs, score, k
+    grow = _radius(margin, labels.shape)
+    best, best_score, best_k, best_body, best_pair = None, -np.inf, 0, None, False
+    for scale in outside_scales:
+        opened = ndimage.binary_opening(darkest, disk(_radius(opening * scale, labels.shape)))
+        components, _ = ndimage.label(opened, structure=_EIGHT)
+        outside = np.isin(components, np.unique(components[frame & (components > 0)]))
+        if not outside.any():  # no dark surround: no body to look inside
+            break
+        body = ~outside
+        inner = ndimage.binary_erosion(body, disk(grow))
+        for k in range(1, len(order)):
+            candidate = ndimage.binary_opening(np.isin(labels, order[:k]) & inner, element)
+            regions = [r for r in _regions(candidate, min_area * labels.size) if not (r & frame).any()]
+            if not regions:
+                continue
+            regions.sort(key=lambda r: -int(r.sum()))
+            lungs, paired = regions[0], False
+            if len(regions) > 1 and regions[1].sum() >= pair * regions[0].sum():
+                sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
+                if sides[0] * sides[1] < 0:
+                    lungs, paired = regions[0] | regions[1], True
+            score = max(_contrast(lungs, grey, band, within=body), 0.005) * np.sqrt(lungs.mean())
+            score *= 1.0 if paired else 0.5
+            if score > best_score:
+                best, best_score, best_k, best_body, best_pair = lungs, score, k, body, paired
+        if best_pair:
+            break
     if best is None:
         return np.zeros(labels.shape, dtype=bool)
-    grown = best | (np.isin(labels, order[:best_k]) & body & (ndimage.distance_transform_edt(~best) <= grow))
+    near = ndimage.distance_transform_edt(~best) <= grow
+    grown = best | (np.isin(labels, order[:best_k]) & best_body & near)
     components, _ = ndimage.label(grown, structure=_EIGHT)
     best = np.isin(components, np.unique(components[best]))
     return ndimage.binary_fill_holes(_closing(best, _radius(closing, labels.shape)))
