@@ -40,8 +40,9 @@ def main() -> None:
     args = parser.parse_args()
     configs = [_config(text) for text in args.configs.split(",")]
     print(f"{args.method}, {len(args.images)} images, {available_cores()} cores")
-    print("| workers x threads | wall s | images/min | mask pixels differing from the first configuration |")
-    print("|---|---|---|---|")
+    print("| workers x threads | wall s | images/min | iterations | wall s per iteration | fit s per iteration |"
+          " mask pixels differing from the first configuration |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         first = None
         for workers, threads in configs:
@@ -54,7 +55,11 @@ def main() -> None:
                 first, differing = masks, "-"
             else:
                 differing = str(sum(int(np.count_nonzero(masks[stem] != first[stem])) for stem in first))
-            print(f"| {workers} x {threads} | {wall:.1f} | {60 * len(masks) / wall:.2f} | {differing} |", flush=True)
+            iterations = sum(int(row["iterations"]) for row in report.results)
+            fit_seconds = sum(float(row["seconds"]) for row in report.results)
+            per_iteration = (f"{wall / iterations:.2f} | {fit_seconds / iterations:.2f}" if iterations else "- | -")
+            print(f"| {workers} x {threads} | {wall:.1f} | {60 * len(masks) / wall:.2f} | {iterations} | "
+                  f"{per_iteration} | {differing} |", flush=True)
 
 
 if __name__ == "__main__":
