@@ -2,7 +2,7 @@
 
 Prints figures; it asserts nothing. Run from the repository root:
 
-    .venv/bin/python benchmarks/workers.py                   # S3-Net, the four SSCT samples
+    .venv/bin/python benchmarks/workers.py                   # S3-Net, the SSCT samples
     .venv/bin/python benchmarks/workers.py --method msformer --configs 1x2,2x1,1x1 IMAGES...
 
 For each configuration WORKERSxTHREADS it runs ``runner.run_batch`` on the images into a fresh folder
@@ -55,8 +55,8 @@ def main() -> None:
                 first, differing = masks, "-"
             else:
                 differing = str(sum(int(np.count_nonzero(masks[stem] != first[stem])) for stem in first))
-            iterations = sum(int(row["iterations"]) for row in report.results)
-            fit_seconds = sum(float(row["seconds"]) for row in report.results)
+            iterations = sum(row["iterations"] for row in report.results)
+            fit_seconds = sum(row["seconds"] for row in report.results)
             per_iteration = (f"{wall / iterations:.2f} | {fit_seconds / iterations:.2f}" if iterations else "- | -")
             print(f"| {workers} x {threads} | {wall:.1f} | {60 * len(masks) / wall:.2f} | {iterations} | "
                   f"{per_iteration} | {differing} |", flush=True)
