@@ -102,6 +102,9 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert calls[1][1]["target"] == "auto" and calls[1][1]["point"] is None
     assert cli.main(["segment", "a.png", "--out", "o", "--target", "lungs", "--point", "12,7"]) == 0
     assert calls[2][1]["target"] == "lungs" and calls[2][1]["point"] == (12, 7)
+    assert "readout" not in calls[2][1]  # the default stays out of the options, so older outputs resume
+    assert cli.main(["segment", "a.png", "--out", "o", "--readout", "kmeans"]) == 0
+    assert calls[3][1]["readout"] == "kmeans"
 
 
 def test_help(capsys):
@@ -293,3 +296,11 @@ def test_workers_beyond_the_cores_are_refused(tmp_path, monkeypatch, capsys):
     assert cli.main(["segment", str(image), "--out", str(tmp_path / "o"), "--workers", "2", "--threads", "2"]) == 2
     assert capsys.readouterr().err == "error: 2 workers x 2 threads = 4 exceeds the 2 CPU cores\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_benchmark_passes_the_readout(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "benchmark", lambda *args, **kwargs: calls.append(kwargs) or [])
+    assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout", "kmeans", "--quiet"]) == 0
+    assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--quiet"]) == 0
+    assert calls[0]["readout"] == "kmeans" and "readout" not in calls[1]

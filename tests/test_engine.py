@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from selfseg.engine import _relabel_by_area, _upsampled_argmax, as_float_image, segment
+from selfseg.engine import _relabel_by_area, _upsampled_argmax, as_float_image, kmeans_readout, segment
 
 FAST = {"size": 24, "max_iter": 2, "n_channels": 8}
 
@@ -63,6 +63,34 @@ def test_relabel_by_area_orders_by_decreasing_area() -> None:
     np.testing.assert_array_equal(_relabel_by_area(labels), [[1, 1, 1], [2, 2, 3], [1, 2, 1]])
 
 
+def test_kmeans_readout_separates_what_the_argmax_merged() -> None:
+    # one dominant cluster under the argmax, but the score vectors lean two ways and the image has two halves
+    scores = torch.zeros(1, 4, 6, 8)
+    scores[:, 0] = 5.0
+    scores[:, 1, :, :4] = 1.0
+    image = torch.full((1, 1, 6, 8), 0.2)
+    image[..., 4:] = 0.8
+    assert scores.argmax(1).unique().tolist() == [0]
+    one_hot = kmeans_readout(scores, image, n_clusters=2, seed=0)
+    assert one_hot.shape == (1, 2, 6, 8) and one_hot.sum(1).eq(1).all()
+    clusters = one_hot.argmax(1)[0]
+    assert clusters[:, :4].unique().numel() == 1 and clusters[:, 4:].unique().numel() == 1
+    assert clusters[0, 0] != clusters[0, 7]
+    torch.testing.assert_close(kmeans_readout(scores, image, n_clusters=2, seed=0), one_hot)
+
+
+def test_segment_kmeans_readout_gives_min_labels_clusters() -> None:
+    image = _disc_image()
+    result = segment(image, seed=1, readout="kmeans", min_labels=2, **FAST)
+    assert result.n_labels == 2
+    # the disc and the background, whatever the barely trained network says
+    assert result.labels[15, 20] != result.labels[0, 0]
+    again = segment(image, seed=1, readout="kmeans", min_labels=2, **FAST)
+    np.testing.assert_array_equal(result.labels, again.labels)
+    argmax = segment(image, seed=1, min_labels=2, **FAST)
+    assert argmax.history == result.history  # the readout changes the clusters, not the fit
+
+
 def test_segment_is_deterministic_and_native_size() -> None:
     image = _disc_image(30, 41)
     first = segment(image, seed=3, **FAST)
@@ -105,6 +133,8 @@ def test_segment_rejects_bad_arguments() -> None:
         segment(image, max_iter=0)
     with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
         segment(image, precision="float16")
+    with pytest.raises(ValueError, match="readout must be one of argmax, kmeans, got 'mean'"):
+        segment(image, readout="mean")
 
 
 def test_segment_runs_in_bfloat16() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from selfseg import __version__
-from selfseg.engine import ALL_METHODS, METHODS
+from selfseg.engine import ALL_METHODS, METHODS, READOUTS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
 from selfseg.datasets import DatasetError, load_masks
@@ -104,6 +104,11 @@ def _method_defaults(name: str) -> str:
     return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
 
 
+def _readout(args: argparse.Namespace) -> dict[str, str]:
+    """``readout`` for ``run_batch``'s options, left out at its default so that older outputs resume."""
+    return {} if args.readout == "argmax" else {"readout": args.readout}
+
+
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     """Options shared by the commands that segment: seed, working size, device, precision, target, quiet."""
     command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -121,6 +126,14 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         default="float32",
         help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
         "AVX512-BF16, slower for s3net (default: %(default)s)",
+    )
+    command.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default="argmax",
+        help="how a fitted network's scores become clusters: argmax (the papers) or kmeans (k-means of the "
+        "score vectors and pixel colours into min_labels clusters, 3 unless --min-labels says otherwise; "
+        "better on chest X-rays, see docs/results.md; baselines ignore it) (default: %(default)s)",
     )
     command.add_argument(
         "--target",
@@ -255,6 +268,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             target=args.target,
+            **_readout(args),
             workers=args.workers,
             threads=args.threads,
             progress=not args.quiet,
@@ -308,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             precision=args.precision,
             foreground=args.foreground,
+            **_readout(args),
             target=args.target,
             point=args.point,
             ground_truth=args.gt,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.cluster.vq import kmeans2
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
@@ -23,7 +24,16 @@ from selfseg.foreground import check_rule, choose_mask
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
 
-__all__ = ["ALL_METHODS", "BASELINES", "METHODS", "MethodSpec", "SegmentationResult", "as_float_image", "segment"]
+__all__ = [
+    "ALL_METHODS",
+    "BASELINES",
+    "METHODS",
+    "READOUTS",
+    "MethodSpec",
+    "SegmentationResult",
+    "as_float_image",
+    "segment",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
 """Methods without a network: (H, W, C) image, number of clusters, seed -> (H, W) cluster map."""
 
 ALL_METHODS: tuple[str, ...] = (*METHODS, *BASELINES)
+
+READOUTS = ("argmax", "kmeans")
+"""How a fitted network's scores become clusters: the papers' per-pixel argmax, or ``kmeans_readout``."""
+
+COLOUR_WEIGHT = 3.0
+"""Weight of the standardised pixel colour against the unit-length score vector in ``kmeans_readout``."""
 
 
 @dataclass
@@ -171,6 +187,25 @@ def _upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: i
     return out
 
 
+def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int) -> Tensor:
+    """Clusters of a fitted network by k-means instead of argmax. (1, K, h, w) scores, (1, C, h, w) image
+    -> (1, n_clusters, h, w) one-hot cluster scores (for ``_upsampled_argmax``).
+
+    Each pixel is described by its L2-normalised score vector joined with its colour, standardised to
+    unit variance and weighted by ``COLOUR_WEIGHT``; k-means (``scipy.cluster.vq.kmeans2``, k-means++
+    start, seeded) groups them into ``n_clusters``. The argmax of a network that has merged regions
+    of different brightness into one dominant cluster (lungs and body on chest X-rays) cannot separate
+    them again; its score vectors, with the colour, still do.
+    """
+    normed = F.normalize(scores.float(), dim=1)[0].flatten(1).T
+    colour = image.float()[0].flatten(1).T
+    colour = COLOUR_WEIGHT * (colour - colour.mean(0)) / colour.std().clamp_min(1e-6)
+    points = torch.cat([normed, colour], dim=1).cpu().double().numpy()
+    _, assignment = kmeans2(points, n_clusters, minit="++", seed=np.random.default_rng(seed))
+    one_hot = F.one_hot(torch.from_numpy(assignment).long(), n_clusters).T.float()
+    return one_hot.reshape(1, n_clusters, *scores.shape[-2:]).to(scores.device)
+
+
 def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
     """Renumber arbitrary cluster ids to 1..n by decreasing area (ties: lower id first). int32."""
     ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -221,6 +256,7 @@ def segment(
     lr: float | None = None,
     device: str | torch.device = "auto",
     precision: str = "float32",
+    readout: str = "argmax",
     foreground: str = "auto",
     target: str = "auto",
     point: tuple[int, int] | None = None,
@@ -247,6 +283,9 @@ def segment(
         precision: "float32", or "bfloat16" to run the network under ``torch.autocast`` (on CPUs
             with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
             deformable convolutions get slower, so keep it at float32).
+        readout: how the fitted network's scores become clusters: "argmax" (the papers) or "kmeans"
+            (``kmeans_readout`` with ``min_labels`` clusters: k-means of the score vectors and the
+            pixel colours). Baselines ignore it.
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
             or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.
@@ -263,6 +302,8 @@ def segment(
     """
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
     pixels = as_float_image(image)
     rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
     check_rule(**rule, shape=pixels.shape)
@@ -322,8 +363,10 @@ def segment(
             break
 
     with torch.no_grad(), autocast():
-        scores = model.predict(x)
-        labels = _upsampled_argmax(scores.float().contiguous(), height, width).cpu().numpy()
+        scores = model.predict(x).float()
+        if readout == "kmeans":
+            scores = kmeans_readout(scores, x, n_clusters=min_labels, seed=seed)
+        labels = _upsampled_argmax(scores.contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)
     seconds = time.perf_counter() - start
     mask, chosen = choose_mask(labels, pixels, **rule)
