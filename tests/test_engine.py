@@ -167,3 +167,10 @@ def test_oracle_foreground_is_labelled_and_validated() -> None:
         segment(image, oracle_crop=True, **FAST)
     with pytest.raises(ValueError, match="truth must have the image's shape"):
         segment(image, foreground="oracle", truth=truth[:4], **FAST)
+
+
+def test_kmeans_readout_checks_shapes() -> None:
+    with pytest.raises(ValueError, match=r"scores must have shape \(1, K, h, w\), got \(2, 4, 6, 8\)"):
+        kmeans_readout(torch.zeros(2, 4, 6, 8), torch.zeros(1, 1, 6, 8), n_clusters=2, seed=0)
+    with pytest.raises(ValueError, match=r"image must have shape \(1, C, 6, 8\), got \(1, 3, 6, 7\)"):
+        kmeans_readout(torch.zeros(1, 4, 6, 8), torch.zeros(1, 3, 6, 7), n_clusters=2, seed=0)

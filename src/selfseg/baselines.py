@@ -22,7 +22,8 @@ def otsu_labels(image: np.ndarray) -> np.ndarray:
 
 
 def kmeans_labels(image: np.ndarray, *, n_clusters: int = 3, seed: int = 0) -> np.ndarray:
-    """k-means of the pixel colours (``scipy.cluster.vq.kmeans2``, k-means++ start, seeded)."""
+    """k-means of the pixel colours, or of any (H, W, D) per-pixel features (``scipy.cluster.vq.kmeans2``,
+    k-means++ start, seeded)."""
     pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
     _, assignment = kmeans2(pixels, n_clusters, minit="++", seed=np.random.default_rng(seed))
     return (assignment.reshape(image.shape[:2]) + 1).astype(np.int32)

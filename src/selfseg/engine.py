@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.cluster.vq import kmeans2
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
@@ -192,18 +191,21 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int)
     -> (1, n_clusters, h, w) one-hot cluster scores (for ``_upsampled_argmax``).
 
     Each pixel is described by its L2-normalised score vector joined with its colour, standardised to
-    unit variance and weighted by ``COLOUR_WEIGHT``; k-means (``scipy.cluster.vq.kmeans2``, k-means++
-    start, seeded) groups them into ``n_clusters``. The argmax of a network that has merged regions
-    of different brightness into one dominant cluster (lungs and body on chest X-rays) cannot separate
+    unit variance and weighted by ``COLOUR_WEIGHT``; ``baselines.kmeans_labels`` (k-means++ start,
+    seeded) groups them into ``n_clusters``. The argmax of a network that has merged regions of
+    different brightness into one dominant cluster (lungs and body on chest X-rays) cannot separate
     them again; its score vectors, with the colour, still do.
     """
-    normed = F.normalize(scores.float(), dim=1)[0].flatten(1).T
-    colour = image.float()[0].flatten(1).T
-    colour = COLOUR_WEIGHT * (colour - colour.mean(0)) / colour.std().clamp_min(1e-6)
-    points = torch.cat([normed, colour], dim=1).cpu().double().numpy()
-    _, assignment = kmeans2(points, n_clusters, minit="++", seed=np.random.default_rng(seed))
-    one_hot = F.one_hot(torch.from_numpy(assignment).long(), n_clusters).T.float()
-    return one_hot.reshape(1, n_clusters, *scores.shape[-2:]).to(scores.device)
+    if scores.dim() != 4 or scores.shape[0] != 1:
+        raise ValueError(f"scores must have shape (1, K, h, w), got {tuple(scores.shape)}")
+    if image.dim() != 4 or image.shape[0] != 1 or image.shape[-2:] != scores.shape[-2:]:
+        raise ValueError(f"image must have shape (1, C, {scores.shape[2]}, {scores.shape[3]}), got {tuple(image.shape)}")
+    normed = F.normalize(scores.float(), dim=1)[0]
+    colour = image.float()[0]
+    colour = COLOUR_WEIGHT * (colour - colour.mean(dim=(1, 2), keepdim=True)) / colour.std().clamp_min(1e-6)
+    features = torch.cat([normed, colour]).permute(1, 2, 0).cpu().numpy()
+    labels = torch.from_numpy(kmeans_labels(features, n_clusters=n_clusters, seed=seed)).long() - 1
+    return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
 
 
 def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
