@@ -102,7 +102,7 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert calls[1][1]["target"] == "auto" and calls[1][1]["point"] is None
     assert cli.main(["segment", "a.png", "--out", "o", "--target", "lungs", "--point", "12,7"]) == 0
     assert calls[2][1]["target"] == "lungs" and calls[2][1]["point"] == (12, 7)
-    assert "readout" not in calls[2][1]  # the default stays out of the options, so older outputs resume
+    assert calls[2][1]["readout"] == "argmax"
     assert cli.main(["segment", "a.png", "--out", "o", "--readout", "kmeans"]) == 0
     assert calls[3][1]["readout"] == "kmeans"
 
@@ -303,4 +303,4 @@ def test_benchmark_passes_the_readout(monkeypatch):
     monkeypatch.setattr(cli, "benchmark", lambda *args, **kwargs: calls.append(kwargs) or [])
     assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout", "kmeans", "--quiet"]) == 0
     assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--quiet"]) == 0
-    assert calls[0]["readout"] == "kmeans" and "readout" not in calls[1]
+    assert calls[0]["readout"] == "kmeans" and calls[1]["readout"] == "argmax"

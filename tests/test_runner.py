@@ -434,6 +434,12 @@ def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
     assert run_batch([image], out, n_channels=8, resume=True, progress=False).skipped == ["a"]
     run_batch([image], out, n_channels=16, resume=True, progress=False)
     assert len(calls) == 2
+    # an option at engine.segment's own default is not recorded: outputs written without it resume
+    assert run_batch([image], out, n_channels=16, readout="argmax", resume=True, progress=False).skipped == ["a"]
+    run_batch([image], out, n_channels=16, readout="kmeans", resume=True, progress=False)
+    assert len(calls) == 3 and calls[2]["readout"] == "kmeans"
+    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
+    assert row["options"] == '{"n_channels": 16, "readout": "kmeans"}'
 
 
 def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):

@@ -104,11 +104,6 @@ def _method_defaults(name: str) -> str:
     return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
 
 
-def _readout(args: argparse.Namespace) -> dict[str, str]:
-    """``readout`` for ``run_batch``'s options, left out at its default so that older outputs resume."""
-    return {} if args.readout == "argmax" else {"readout": args.readout}
-
-
 def _add_run_options(command: argparse.ArgumentParser) -> None:
     """Options shared by the commands that segment: seed, working size, device, precision, target, quiet."""
     command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -268,7 +263,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             target=args.target,
-            **_readout(args),
+            readout=args.readout,
             workers=args.workers,
             threads=args.threads,
             progress=not args.quiet,
@@ -322,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             precision=args.precision,
             foreground=args.foreground,
-            **_readout(args),
+            readout=args.readout,
             target=args.target,
             point=args.point,
             ground_truth=args.gt,

@@ -31,6 +31,7 @@ __all__ = [
     "MethodSpec",
     "SegmentationResult",
     "as_float_image",
+    "kmeans_readout",
     "segment",
 ]
 

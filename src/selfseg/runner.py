@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -104,6 +105,14 @@ a slice, a slice's ``height`` and ``width``, and the distinct ``chosen`` values 
 _TRAINING = (
     "method", "seed", "size", "max_iter", "min_labels", "device", "precision", "axis", "options", "input_sha256"
 )
+_SEGMENT_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(engine.segment).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+"""``engine.segment``'s own keyword defaults: an option passed at its default is left out of ``options``,
+so that outputs written without it still resume (``readout="argmax"``, for example)."""
+
 _SELECTION = ("foreground", "target", "point", "version")
 """``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
@@ -372,8 +381,8 @@ def run_batch(
     (``datasets.load_masks``); an image without one fails.
 
     With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
-    seed, size, max_iter, min_labels, device, precision, axis, options and the input's SHA-256) and
-    whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
+    seed, size, max_iter, min_labels, device, precision, axis, options (those at ``engine.segment``'s
+    own default left out) and the input's SHA-256) and whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
     point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
     ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
     fitted and its files replaced.
@@ -407,6 +416,9 @@ def run_batch(
             if _TEMPORARY.match(stale.name):
                 stale.unlink(missing_ok=True)
     report = BatchReport()
+    options = {
+        name: value for name, value in options.items() if name not in _SEGMENT_DEFAULTS or value != _SEGMENT_DEFAULTS[name]
+    }
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
         "device": device, "precision": precision, "axis": axis,
