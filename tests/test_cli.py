@@ -102,9 +102,9 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert calls[1][1]["target"] == "auto" and calls[1][1]["point"] is None
     assert cli.main(["segment", "a.png", "--out", "o", "--target", "lungs", "--point", "12,7"]) == 0
     assert calls[2][1]["target"] == "lungs" and calls[2][1]["point"] == (12, 7)
-    assert calls[2][1]["readout"] == "argmax"
-    assert cli.main(["segment", "a.png", "--out", "o", "--readout", "kmeans"]) == 0
-    assert calls[3][1]["readout"] == "kmeans"
+    assert calls[2][1]["readout"] == "kmeans"
+    assert cli.main(["segment", "a.png", "--out", "o", "--readout", "argmax"]) == 0
+    assert calls[3][1]["readout"] == "argmax"
 
 
 def test_help(capsys):
@@ -301,6 +301,6 @@ def test_workers_beyond_the_cores_are_refused(tmp_path, monkeypatch, capsys):
 def test_benchmark_passes_the_readout(monkeypatch):
     calls = []
     monkeypatch.setattr(cli, "benchmark", lambda *args, **kwargs: calls.append(kwargs) or [])
-    assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout", "kmeans", "--quiet"]) == 0
+    assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout", "argmax", "--quiet"]) == 0
     assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--quiet"]) == 0
-    assert calls[0]["readout"] == "kmeans" and calls[1]["readout"] == "argmax"
+    assert calls[0]["readout"] == "argmax" and calls[1]["readout"] == "kmeans"

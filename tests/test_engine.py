@@ -81,13 +81,13 @@ def test_kmeans_readout_separates_what_the_argmax_merged() -> None:
 
 def test_segment_kmeans_readout_gives_min_labels_clusters() -> None:
     image = _disc_image()
-    result = segment(image, seed=1, readout="kmeans", min_labels=2, **FAST)
+    result = segment(image, seed=1, min_labels=2, **FAST)  # the default readout
     assert result.n_labels == 2
     # the disc and the background, whatever the barely trained network says
     assert result.labels[15, 20] != result.labels[0, 0]
     again = segment(image, seed=1, readout="kmeans", min_labels=2, **FAST)
     np.testing.assert_array_equal(result.labels, again.labels)
-    argmax = segment(image, seed=1, min_labels=2, **FAST)
+    argmax = segment(image, seed=1, readout="argmax", min_labels=2, **FAST)
     assert argmax.history == result.history  # the readout changes the clusters, not the fit
 
 
@@ -133,7 +133,7 @@ def test_segment_rejects_bad_arguments() -> None:
         segment(image, max_iter=0)
     with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
         segment(image, precision="float16")
-    with pytest.raises(ValueError, match="readout must be one of argmax, kmeans, got 'mean'"):
+    with pytest.raises(ValueError, match="readout must be one of kmeans, argmax, got 'mean'"):
         segment(image, readout="mean")
 
 

@@ -404,7 +404,7 @@ def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch)
     run_batch([src], out, progress=False)
     rows = {r[0]: dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]}
     assert rows["a"]["input_sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
-    assert rows["a"]["version"] and rows["a"]["threads"] and rows["a"]["options"] == ""
+    assert rows["a"]["version"] and rows["a"]["threads"] and rows["a"]["options"] == '{"readout": "kmeans"}'
     # b changes; c is "killed between files": its row is gone, its mask missing, a temporary file left
     _disc(b, rgb=True)
     table = _read_csv(out / "results.csv")
@@ -430,16 +430,37 @@ def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
     run_batch([image], out, n_channels=8, progress=False)
     assert calls[0]["n_channels"] == 8
     (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
-    assert row["options"] == '{"n_channels": 8}'
+    # a network's row always names its readout (the default, kmeans, here); other options at
+    # engine.segment's own default are left out
+    assert row["options"] == '{"n_channels": 8, "readout": "kmeans"}'
     assert run_batch([image], out, n_channels=8, resume=True, progress=False).skipped == ["a"]
+    assert run_batch([image], out, n_channels=8, tol=0.1, resume=True, progress=False).skipped == ["a"]
     run_batch([image], out, n_channels=16, resume=True, progress=False)
-    assert len(calls) == 2
-    # an option at engine.segment's own default is not recorded: outputs written without it resume
-    assert run_batch([image], out, n_channels=16, readout="argmax", resume=True, progress=False).skipped == ["a"]
-    run_batch([image], out, n_channels=16, readout="kmeans", resume=True, progress=False)
-    assert len(calls) == 3 and calls[2]["readout"] == "kmeans"
+    run_batch([image], out, n_channels=16, readout="argmax", resume=True, progress=False)
+    assert len(calls) == 3 and calls[2]["readout"] == "argmax"
     (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
-    assert row["options"] == '{"n_channels": 16, "readout": "kmeans"}'
+    assert row["options"] == '{"n_channels": 16, "readout": "argmax"}'
+
+
+def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
+    """selfseg 0.4 and older named no readout at its default, argmax: such rows resume an argmax run
+    only; a baseline's row never names one (baselines ignore it)."""
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
+    run_batch([image], out, readout="argmax", progress=False)
+    table = _read_csv(out / "results.csv")
+    column = RESULT_COLUMNS.index("options")
+    assert table[1][column] == '{"readout": "argmax"}'
+    table[1][column] = ""  # as written by selfseg 0.4
+    io.write_csv(out / "results.csv", table[0], table[1:])
+    assert run_batch([image], out, readout="argmax", resume=True, progress=False).skipped == ["a"]
+    assert run_batch([image], out, resume=True, progress=False).results[0]["options"] == '{"readout": "kmeans"}'
+    assert len(calls) == 2 and "readout" not in calls[1]  # engine.segment's default
+    run_batch([image], out, method="kmeans", readout="kmeans", progress=False)
+    assert _read_csv(out / "results.csv")[1][column] == ""
+    assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
 
 
 def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):

@@ -67,8 +67,8 @@ BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
 
 ALL_METHODS: tuple[str, ...] = (*METHODS, *BASELINES)
 
-READOUTS = ("argmax", "kmeans")
-"""How a fitted network's scores become clusters: the papers' per-pixel argmax, or ``kmeans_readout``."""
+READOUTS = ("kmeans", "argmax")
+"""How a fitted network's scores become clusters: ``kmeans_readout`` (the default), or the papers' per-pixel argmax."""
 
 COLOUR_WEIGHT = 3.0
 """Weight of the standardised pixel colour against the unit-length score vector in ``kmeans_readout``."""
@@ -259,7 +259,7 @@ def segment(
     lr: float | None = None,
     device: str | torch.device = "auto",
     precision: str = "float32",
-    readout: str = "argmax",
+    readout: str = "kmeans",
     foreground: str = "auto",
     target: str = "auto",
     point: tuple[int, int] | None = None,
@@ -286,9 +286,9 @@ def segment(
         precision: "float32", or "bfloat16" to run the network under ``torch.autocast`` (on CPUs
             with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
             deformable convolutions get slower, so keep it at float32).
-        readout: how the fitted network's scores become clusters: "argmax" (the papers) or "kmeans"
-            (``kmeans_readout`` with ``min_labels`` clusters: k-means of the score vectors and the
-            pixel colours). Baselines ignore it.
+        readout: how the fitted network's scores become clusters: "kmeans" (``kmeans_readout`` with
+            ``min_labels`` clusters: k-means of the score vectors and the pixel colours; the default
+            since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
             or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.

@@ -111,7 +111,11 @@ _SEGMENT_DEFAULTS = {
     if parameter.default is not inspect.Parameter.empty
 }
 """``engine.segment``'s own keyword defaults: an option passed at its default is left out of ``options``,
-so that outputs written without it still resume (``readout="argmax"``, for example)."""
+so that outputs written without it still resume."""
+_FORMER_DEFAULTS = {"readout": "argmax"}
+"""``engine.segment`` options whose default changed, with the value they had before (``readout`` was
+"argmax" up to selfseg 0.4): a network's row always names them, and a stored row that does not was made
+with this value."""
 
 _SELECTION = ("foreground", "target", "point", "version")
 """``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
@@ -178,6 +182,26 @@ def _check_unique_stems(paths: list[Path]) -> None:
                 "their outputs would overwrite each other"
             )
         first[stem] = path
+
+
+def _options_cell(method: str, options: dict, *, missing: dict) -> str:
+    """The ``options`` cell of a row of ``method`` fitted with ``options``.
+
+    Options at ``engine.segment``'s default are left out, except ``_FORMER_DEFAULTS``, which a network's
+    row always names (``missing`` gives their value where ``options`` lacks them: the current default for
+    a new run, ``_FORMER_DEFAULTS`` for a stored row); baselines ignore the readout, so theirs never names it.
+    """
+    options = dict(options)
+    if method in engine.BASELINES:
+        options.pop("readout", None)
+    else:
+        options = {name: missing[name] for name in _FORMER_DEFAULTS} | options
+    kept = {
+        name: value
+        for name, value in options.items()
+        if name in _FORMER_DEFAULTS or name not in _SEGMENT_DEFAULTS or value != _SEGMENT_DEFAULTS[name]
+    }
+    return json.dumps(kept, sort_keys=True, default=str) if kept else ""
 
 
 def _typed(cells: list[str]) -> dict:
@@ -381,8 +405,8 @@ def run_batch(
     (``datasets.load_masks``); an image without one fails.
 
     With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
-    seed, size, max_iter, min_labels, device, precision, axis, options (those at ``engine.segment``'s
-    own default left out) and the input's SHA-256) and whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
+    seed, size, max_iter, min_labels, device, precision, axis, options (``_options_cell``: a row of
+    selfseg 0.4 or older that names no readout was read out by argmax) and the input's SHA-256) and whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
     point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
     ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
     fitted and its files replaced.
@@ -416,13 +440,10 @@ def run_batch(
             if _TEMPORARY.match(stale.name):
                 stale.unlink(missing_ok=True)
     report = BatchReport()
-    options = {
-        name: value for name, value in options.items() if name not in _SEGMENT_DEFAULTS or value != _SEGMENT_DEFAULTS[name]
-    }
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
         "device": device, "precision": precision, "axis": axis,
-        "options": json.dumps(options, sort_keys=True, default=str) if options else None,
+        "options": _options_cell(method, options, missing=_SEGMENT_DEFAULTS),
         "foreground": "oracle+crop" if oracle_crop else foreground, "target": target,
         "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
     }
@@ -451,6 +472,14 @@ def run_batch(
             wanted = {n: _cell(v) for n, v in settings.items()} | {"input_sha256": digest}
             wanted["axis"] = wanted["axis"] if volume else ""
             previous = table.get(stem) if resume else None
+            if previous is not None:
+                previous, column = list(previous), RESULT_COLUMNS.index("options")
+                try:
+                    stored = json.loads(previous[column]) if previous[column] else {}
+                except ValueError:  # an edited cell: it matches nothing, the input is fitted again
+                    stored = None
+                if isinstance(stored, dict):
+                    previous[column] = _options_cell(method, stored, missing=_FORMER_DEFAULTS)
 
             def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
                 same = all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names)
