@@ -260,6 +260,7 @@ def segment(
     device: str | torch.device = "auto",
     precision: str = "float32",
     readout: str = "kmeans",
+    readout_clusters: int | None = None,
     foreground: str = "auto",
     target: str = "auto",
     point: tuple[int, int] | None = None,
@@ -289,6 +290,7 @@ def segment(
         readout: how the fitted network's scores become clusters: "kmeans" (``kmeans_readout`` with
             ``min_labels`` clusters: k-means of the score vectors and the pixel colours; the default
             since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
+        readout_clusters: clusters of the "kmeans" readout (None: ``min_labels``).
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
             or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.
@@ -368,7 +370,7 @@ def segment(
     with torch.no_grad(), autocast():
         scores = model.predict(x).float()
         if readout == "kmeans":
-            scores = kmeans_readout(scores, x, n_clusters=min_labels, seed=seed)
+            scores = kmeans_readout(scores, x, n_clusters=readout_clusters or min_labels, seed=seed)
         labels = _upsampled_argmax(scores.contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)
     seconds = time.perf_counter() - start

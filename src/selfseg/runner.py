@@ -406,7 +406,8 @@ def run_batch(
 
     With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
     seed, size, max_iter, min_labels, device, precision, axis, options (``_options_cell``: a row of
-    selfseg 0.4 or older that names no readout was read out by argmax) and the input's SHA-256) and whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
+    selfseg 0.4 or older that names no readout was read out by argmax) and the input's SHA-256) and
+    whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
     point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
     ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
     fitted and its files replaced.
