@@ -104,7 +104,9 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert calls[2][1]["target"] == "lungs" and calls[2][1]["point"] == (12, 7)
     assert calls[2][1]["readout"] == "kmeans"
     assert cli.main(["segment", "a.png", "--out", "o", "--readout", "argmax"]) == 0
-    assert calls[3][1]["readout"] == "argmax"
+    assert calls[3][1]["readout"] == "argmax" and calls[3][1]["readout_clusters"] is None
+    assert cli.main(["segment", "a.png", "--out", "o", "--readout-clusters", "4"]) == 0
+    assert calls[4][1]["readout_clusters"] == 4
 
 
 def test_help(capsys):
@@ -304,3 +306,5 @@ def test_benchmark_passes_the_readout(monkeypatch):
     assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout", "argmax", "--quiet"]) == 0
     assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--quiet"]) == 0
     assert calls[0]["readout"] == "argmax" and calls[1]["readout"] == "kmeans"
+    assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout-clusters", "4", "--quiet"]) == 0
+    assert calls[0]["readout_clusters"] is None and calls[2]["readout_clusters"] == 4

@@ -89,6 +89,8 @@ def test_segment_kmeans_readout_gives_min_labels_clusters() -> None:
     np.testing.assert_array_equal(result.labels, again.labels)
     argmax = segment(image, seed=1, readout="argmax", min_labels=2, **FAST)
     assert argmax.history == result.history  # the readout changes the clusters, not the fit
+    more = segment(image, seed=1, min_labels=2, readout_clusters=3, **FAST)
+    assert more.n_labels == 3 and more.history == result.history
 
 
 def test_segment_is_deterministic_and_native_size() -> None:
@@ -135,6 +137,8 @@ def test_segment_rejects_bad_arguments() -> None:
         segment(image, precision="float16")
     with pytest.raises(ValueError, match="readout must be one of kmeans, argmax, got 'mean'"):
         segment(image, readout="mean")
+    with pytest.raises(ValueError, match="readout_clusters must be at least 1, got 0"):
+        segment(image, readout_clusters=0)
 
 
 def test_segment_runs_in_bfloat16() -> None:

@@ -132,6 +132,12 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         "baselines ignore it) (default: %(default)s)",
     )
     command.add_argument(
+        "--readout-clusters",
+        type=_positive_int,
+        metavar="K",
+        help="clusters of the kmeans readout (default: the method's --min-labels, 3)",
+    )
+    command.add_argument(
         "--target",
         choices=TARGETS,
         default="auto",
@@ -265,6 +271,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             precision=args.precision,
             target=args.target,
             readout=args.readout,
+            readout_clusters=args.readout_clusters,
             workers=args.workers,
             threads=args.threads,
             progress=not args.quiet,
@@ -319,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             foreground=args.foreground,
             readout=args.readout,
+            readout_clusters=args.readout_clusters,
             target=args.target,
             point=args.point,
             ground_truth=args.gt,

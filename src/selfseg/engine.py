@@ -309,6 +309,8 @@ def segment(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+    if readout_clusters is not None and readout_clusters < 1:
+        raise ValueError(f"readout_clusters must be at least 1, got {readout_clusters}")
     pixels = as_float_image(image)
     rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
     check_rule(**rule, shape=pixels.shape)
