@@ -458,6 +458,10 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     assert run_batch([image], out, readout="argmax", resume=True, progress=False).skipped == ["a"]
     assert run_batch([image], out, resume=True, progress=False).results[0]["options"] == '{"readout": "kmeans"}'
     assert len(calls) == 2 and "readout" not in calls[1]  # engine.segment's default
+    table = _read_csv(out / "results.csv")
+    table[1][column] = '{"readout": "kmeans"'  # an edited, broken cell matches nothing
+    io.write_csv(out / "results.csv", table[0], table[1:])
+    assert run_batch([image], out, resume=True, progress=False).skipped == [] and len(calls) == 3
     run_batch([image], out, method="kmeans", readout="kmeans", progress=False)
     assert _read_csv(out / "results.csv")[1][column] == ""
     assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
