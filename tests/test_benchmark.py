@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -49,8 +50,12 @@ def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatc
     cropped = benchmark([data], out, methods=["otsu"], foreground=["oracle+crop"], size=24, max_iter=2, progress=False)
     assert calls == [] and cropped[0]["dice"] == pytest.approx(1.0)
     assert (out / "discs" / "otsu" / "oracle+crop" / "case0_mask.png").exists()
+    # an oracle mask older than its cluster map (the map was fitted again) is chosen again
+    stale = out / "discs" / "otsu" / "oracle" / "case0_mask.png"
+    Image.fromarray(np.zeros((40, 48), dtype=np.uint8)).save(stale)
+    os.utime(stale, (0, 0))
     benchmark([data], out, methods=["otsu"], size=32, max_iter=2, progress=False)  # new settings: rerun
-    assert len(calls) == 2
+    assert len(calls) == 2 and np.asarray(Image.open(stale)).any()
 
 
 def test_benchmark_rejects_unknown_rules_and_the_cli_prints_the_table(tmp_path, capsys) -> None:

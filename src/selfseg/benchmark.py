@@ -30,11 +30,12 @@ BENCHMARK_COLUMNS = (
 
 
 def _oracle_masks(auto_dir: Path, oracle_dir: Path, truths: dict[str, Path], *, crop: bool) -> None:
-    """Write ``oracle_dir/<stem>_mask.png`` from the cluster maps in ``auto_dir`` (skips existing files)."""
+    """Write ``oracle_dir/<stem>_mask.png`` from the cluster maps in ``auto_dir`` (skips masks newer than their
+    cluster map, so a refitted map gets its oracle masks again)."""
     for labels_path in sorted(auto_dir.glob(f"*{LABELS_SUFFIX}")):
         stem = labels_path.name[: -len(LABELS_SUFFIX)]
         target = oracle_dir / f"{stem}{MASK_SUFFIX}"
-        if stem in truths and not target.exists():
+        if stem in truths and not (target.exists() and target.stat().st_mtime >= labels_path.stat().st_mtime):
             truth = io.read_mask(truths[stem])
             io.write_image(target, oracle_mask(io.read_labels(labels_path), truth, crop=crop))
 
