@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from selfseg.engine import _relabel_by_area, _upsampled_argmax, as_float_image, kmeans_readout, segment
+from selfseg.engine import (
+    _relabel_by_area,
+    _upsampled_argmax,
+    as_float_image,
+    default_readout_clusters,
+    kmeans_readout,
+    segment,
+)
 
 FAST = {"size": 24, "max_iter": 2, "n_channels": 8}
 
@@ -79,18 +86,26 @@ def test_kmeans_readout_separates_what_the_argmax_merged() -> None:
     torch.testing.assert_close(kmeans_readout(scores, image, n_clusters=2, seed=0), one_hot)
 
 
-def test_segment_kmeans_readout_gives_min_labels_clusters() -> None:
-    image = _disc_image()
-    result = segment(image, seed=1, min_labels=2, **FAST)  # the default readout
+def test_segment_kmeans_readout_clusters() -> None:
+    grey = _disc_image().mean(axis=2)
+    result = segment(grey, seed=1, min_labels=2, **FAST)  # the default readout: min_labels on grey images
     assert result.n_labels == 2
     # the disc and the background, whatever the barely trained network says
     assert result.labels[15, 20] != result.labels[0, 0]
-    again = segment(image, seed=1, readout="kmeans", min_labels=2, **FAST)
+    again = segment(grey, seed=1, readout="kmeans", readout_clusters=2, min_labels=2, **FAST)
     np.testing.assert_array_equal(result.labels, again.labels)
-    argmax = segment(image, seed=1, readout="argmax", min_labels=2, **FAST)
+    argmax = segment(grey, seed=1, readout="argmax", min_labels=2, **FAST)
     assert argmax.history == result.history  # the readout changes the clusters, not the fit
-    more = segment(image, seed=1, min_labels=2, readout_clusters=3, **FAST)
+    more = segment(grey, seed=1, min_labels=2, readout_clusters=3, **FAST)
     assert more.n_labels == 3 and more.history == result.history
+    # one more on colour images
+    assert segment(_disc_image(), seed=1, min_labels=2, **FAST).n_labels == 3
+
+
+def test_default_readout_clusters() -> None:
+    assert default_readout_clusters(_disc_image(), 3) == 4
+    assert default_readout_clusters(_disc_image().mean(axis=2), 3) == 3
+    assert default_readout_clusters(np.repeat(_disc_image()[..., :1], 3, axis=2), 3) == 3  # grey stored as RGB
 
 
 def test_segment_is_deterministic_and_native_size() -> None:

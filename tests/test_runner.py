@@ -404,7 +404,7 @@ def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch)
     run_batch([src], out, progress=False)
     rows = {r[0]: dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]}
     assert rows["a"]["input_sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
-    assert rows["a"]["version"] and rows["a"]["threads"] and rows["a"]["options"] == '{"readout": "kmeans"}'
+    assert rows["a"]["version"] and rows["a"]["threads"] and rows["a"]["options"] == '{"readout": "kmeans", "readout_clusters": "auto"}'
     # b changes; c is "killed between files": its row is gone, its mask missing, a temporary file left
     _disc(b, rgb=True)
     table = _read_csv(out / "results.csv")
@@ -430,9 +430,9 @@ def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
     run_batch([image], out, n_channels=8, progress=False)
     assert calls[0]["n_channels"] == 8
     (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
-    # a network's row always names its readout (the default, kmeans, here); other options at
-    # engine.segment's own default are left out
-    assert row["options"] == '{"n_channels": 8, "readout": "kmeans"}'
+    # a network's row always names its readout (the default, kmeans, here) and the readout's clusters
+    # ("auto": engine.default_readout_clusters); other options at engine.segment's own default are left out
+    assert row["options"] == '{"n_channels": 8, "readout": "kmeans", "readout_clusters": "auto"}'
     assert run_batch([image], out, n_channels=8, resume=True, progress=False).skipped == ["a"]
     assert run_batch([image], out, n_channels=8, tol=0.1, resume=True, progress=False).skipped == ["a"]
     run_batch([image], out, n_channels=16, resume=True, progress=False)
@@ -456,7 +456,8 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     table[1][column] = ""  # as written by selfseg 0.4
     io.write_csv(out / "results.csv", table[0], table[1:])
     assert run_batch([image], out, readout="argmax", resume=True, progress=False).skipped == ["a"]
-    assert run_batch([image], out, resume=True, progress=False).results[0]["options"] == '{"readout": "kmeans"}'
+    options = run_batch([image], out, resume=True, progress=False).results[0]["options"]
+    assert options == '{"readout": "kmeans", "readout_clusters": "auto"}'
     assert len(calls) == 2 and "readout" not in calls[1]  # engine.segment's default
     table = _read_csv(out / "results.csv")
     table[1][column] = '{"readout": "kmeans"'  # an edited, broken cell matches nothing
@@ -465,6 +466,32 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     run_batch([image], out, method="kmeans", readout="kmeans", progress=False)
     assert _read_csv(out / "results.csv")[1][column] == ""
     assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
+
+
+def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkeypatch):
+    """Rows of selfseg 0.5 name no readout clusters (they used min_labels, 3): they resume a default run
+    on a grey image (auto = 3) but not on a colour one (auto = 4), which an explicit 4 resumes."""
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    grey = _disc(tmp_path / "grey.png")
+    colour = tmp_path / "colour.png"
+    rgb = np.stack([np.asarray(Image.open(grey))] * 3, axis=2)
+    rgb[..., 2] //= 2
+    Image.fromarray(rgb).save(colour)
+    out = tmp_path / "out"
+    run_batch([grey, colour], out, readout_clusters=3, progress=False)
+    table = _read_csv(out / "results.csv")
+    column = RESULT_COLUMNS.index("options")
+    assert {row[column] for row in table[1:]} == {'{"readout": "kmeans", "readout_clusters": 3}'}
+    for row in table[1:]:
+        row[column] = '{"readout": "kmeans"}'  # as written by selfseg 0.5
+    io.write_csv(out / "results.csv", table[0], table[1:])
+    report = run_batch([grey, colour], out, resume=True, progress=False)
+    assert report.skipped == ["grey"] and [row["image"] for row in report.results] == ["colour"]
+    assert len(calls) == 3 and "readout_clusters" not in calls[2]
+    assert run_batch([grey, colour], out, readout_clusters=4, resume=True, progress=False).skipped == ["colour"]
+    assert run_batch([colour], out, min_labels=2, resume=True, progress=False).skipped == []
 
 
 def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):

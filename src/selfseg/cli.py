@@ -127,7 +127,7 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         choices=READOUTS,
         default="kmeans",
         help="how a fitted network's scores become clusters: kmeans (k-means of the score vectors and pixel "
-        "colours into min_labels clusters, 3 unless --min-labels says otherwise) or argmax (the papers' "
+        "colours into --readout-clusters clusters) or argmax (the papers' "
         "per-pixel argmax; kmeans is better on chest X-rays, lung CT and isic2018, see docs/results.md; "
         "baselines ignore it) (default: %(default)s)",
     )
@@ -135,7 +135,8 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         "--readout-clusters",
         type=_positive_int,
         metavar="K",
-        help="clusters of the kmeans readout (default: the method's --min-labels, 3)",
+        help="clusters of the kmeans readout (default: --min-labels, 3, on grey images such as CT and X-rays, "
+        "one more on colour images such as dermoscopy)",
     )
     command.add_argument(
         "--target",

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
-from selfseg.foreground import check_rule, choose_mask
+from selfseg.foreground import check_rule, choose_mask, is_grey
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
 
@@ -31,6 +31,7 @@ __all__ = [
     "MethodSpec",
     "SegmentationResult",
     "as_float_image",
+    "default_readout_clusters",
     "kmeans_readout",
     "segment",
 ]
@@ -209,6 +210,13 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int)
     return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
 
 
+def default_readout_clusters(image: np.ndarray, min_labels: int) -> int:
+    """k of ``kmeans_readout`` when none is given: ``min_labels`` on grey images (``foreground.is_grey``: CT
+    and X-rays, whose outside, body and lungs are three tones), one more on colour ones (dermoscopy: skin, a
+    lesion's rim and core, shading or hair), measured better on both kinds (docs/results.md)."""
+    return min_labels if is_grey(image) else min_labels + 1
+
+
 def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
     """Renumber arbitrary cluster ids to 1..n by decreasing area (ties: lower id first). int32."""
     ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -290,7 +298,8 @@ def segment(
         readout: how the fitted network's scores become clusters: "kmeans" (``kmeans_readout`` with
             ``min_labels`` clusters: k-means of the score vectors and the pixel colours; the default
             since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
-        readout_clusters: clusters of the "kmeans" readout (None: ``min_labels``).
+        readout_clusters: clusters of the "kmeans" readout (None: ``default_readout_clusters``,
+            ``min_labels`` on grey images and one more on colour ones).
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
             or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.
@@ -372,7 +381,8 @@ def segment(
     with torch.no_grad(), autocast():
         scores = model.predict(x).float()
         if readout == "kmeans":
-            scores = kmeans_readout(scores, x, n_clusters=readout_clusters or min_labels, seed=seed)
+            n_clusters = readout_clusters or default_readout_clusters(pixels, min_labels)
+            scores = kmeans_readout(scores, x, n_clusters=n_clusters, seed=seed)
         labels = _upsampled_argmax(scores.contiguous(), height, width).cpu().numpy()
     labels = _relabel_by_area(labels)
     seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ __all__ = [
     "TARGETS",
     "check_rule",
     "choose_mask",
+    "is_grey",
     "lesion_mask",
     "lungs_mask",
     "oracle_mask",
@@ -214,14 +215,17 @@ def point_mask(labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
     return ndimage.binary_fill_holes(components == components[y, x])
 
 
-def resolve_target(image: np.ndarray) -> str:
-    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (CT, X-ray), else ``"lesion"``.
-
-    ``image`` is (H, W) or (H, W, C) in [0, 1]; grey means every pixel's channels agree within 1/255.
-    """
+def is_grey(image: np.ndarray) -> bool:
+    """True for a grey image: (H, W), (H, W, 1), or (H, W, C) in [0, 1] whose channels agree within 1/255 at
+    every pixel (CT and X-rays, often stored as RGB)."""
     if image.ndim == 2 or image.shape[2] == 1:
-        return "lungs"
-    return "lungs" if float(np.ptp(image, axis=2).max()) <= 1 / 255 else "lesion"
+        return True
+    return float(np.ptp(image, axis=2).max()) <= 1 / 255
+
+
+def resolve_target(image: np.ndarray) -> str:
+    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (``is_grey``: CT, X-ray), else ``"lesion"``."""
+    return "lungs" if is_grey(image) else "lesion"
 
 
 def _nearest_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

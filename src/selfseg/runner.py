@@ -112,10 +112,13 @@ _SEGMENT_DEFAULTS = {
 }
 """``engine.segment``'s own keyword defaults: an option passed at its default is left out of ``options``,
 so that outputs written without it still resume."""
-_FORMER_DEFAULTS = {"readout": "argmax"}
-"""``engine.segment`` options whose default changed, with the value they had before (``readout`` was
-"argmax" up to selfseg 0.4): a network's row always names them, and a stored row that does not was made
-with this value."""
+_FORMER_DEFAULTS = {"readout": "argmax", "readout_clusters": "min_labels"}
+"""``engine.segment`` options whose default changed, with what a row that does not name them was made with
+(up to selfseg 0.4 the readout was "argmax"; up to 0.5 the kmeans readout took ``min_labels`` clusters): a
+network's row always names them (``readout_clusters`` only with the kmeans readout; "auto" for the default,
+``engine.default_readout_clusters``)."""
+
+_NEW_DEFAULTS = {"readout": _SEGMENT_DEFAULTS["readout"], "readout_clusters": "auto"}
 
 _SELECTION = ("foreground", "target", "point", "version")
 """``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
@@ -184,24 +187,56 @@ def _check_unique_stems(paths: list[Path]) -> None:
         first[stem] = path
 
 
-def _options_cell(method: str, options: dict, *, missing: dict) -> str:
-    """The ``options`` cell of a row of ``method`` fitted with ``options``.
+def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int | None) -> str:
+    """The ``options`` cell of a row of ``method`` fitted with ``options`` (and ``min_labels``, None: the method's).
 
     Options at ``engine.segment``'s default are left out, except ``_FORMER_DEFAULTS``, which a network's
-    row always names (``missing`` gives their value where ``options`` lacks them: the current default for
-    a new run, ``_FORMER_DEFAULTS`` for a stored row); baselines ignore the readout, so theirs never names it.
+    row always names (``missing`` gives their value where ``options`` lacks them: ``_NEW_DEFAULTS`` for a
+    new run, ``_FORMER_DEFAULTS`` for a stored row); ``readout_clusters`` is "auto" for the default and a
+    number otherwise, and is left out with the argmax readout, which has no clusters to count; baselines
+    ignore the readout, so theirs never name it.
     """
     options = dict(options)
     if method in engine.BASELINES:
         options.pop("readout", None)
+        options.pop("readout_clusters", None)
     else:
         options = {name: missing[name] for name in _FORMER_DEFAULTS} | options
+        if options["readout"] == "argmax":
+            del options["readout_clusters"]
+        elif options["readout_clusters"] is None:
+            options["readout_clusters"] = "auto"
+        elif options["readout_clusters"] == "min_labels":
+            options["readout_clusters"] = min_labels or engine.METHODS[method].min_labels
     kept = {
         name: value
         for name, value in options.items()
         if name in _FORMER_DEFAULTS or name not in _SEGMENT_DEFAULTS or value != _SEGMENT_DEFAULTS[name]
     }
     return json.dumps(kept, sort_keys=True, default=str) if kept else ""
+
+
+def _same_clusters(stored: str, wanted: str, path: Path, method: str, min_labels: int | None) -> bool:
+    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto", mean the
+    same number of clusters for the 2-D image at ``path`` (``engine.default_readout_clusters``; the image is
+    read only then). False when the image cannot be read: the input is fitted again, and fails there."""
+    if stored == wanted or not (stored and wanted) or "auto" not in (stored + wanted):
+        return False
+    try:
+        first, second = json.loads(stored), json.loads(wanted)
+    except ValueError:  # an edited cell
+        return False
+    if {name: v for name, v in first.items() if name != "readout_clusters"} != {
+        name: v for name, v in second.items() if name != "readout_clusters"
+    }:
+        return False
+    try:
+        image = engine.as_float_image(io.read_image(path))
+    except (ValueError, TypeError):
+        return False
+    auto = engine.default_readout_clusters(image, min_labels or engine.METHODS[method].min_labels)
+    counts = [auto if cell.get("readout_clusters") == "auto" else cell.get("readout_clusters") for cell in (first, second)]
+    return counts[0] == counts[1]
 
 
 def _typed(cells: list[str]) -> dict:
@@ -406,7 +441,9 @@ def run_batch(
 
     With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
     seed, size, max_iter, min_labels, device, precision, axis, options (``_options_cell``: a row of
-    selfseg 0.4 or older that names no readout was read out by argmax) and the input's SHA-256) and
+    selfseg 0.4 or older that names no readout was read out by argmax, and one of 0.5 that names no
+    readout clusters used ``min_labels``; "auto" clusters match the number they stand for on a 2-D
+    image, ``_same_clusters``) and the input's SHA-256) and
     whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
     point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
     ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
@@ -444,7 +481,7 @@ def run_batch(
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
         "device": device, "precision": precision, "axis": axis,
-        "options": _options_cell(method, options, missing=_SEGMENT_DEFAULTS),
+        "options": _options_cell(method, options, missing=_NEW_DEFAULTS, min_labels=min_labels),
         "foreground": "oracle+crop" if oracle_crop else foreground, "target": target,
         "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
     }
@@ -480,7 +517,9 @@ def run_batch(
                 except ValueError:  # an edited cell: it matches nothing, the input is fitted again
                     stored = None
                 if isinstance(stored, dict):
-                    previous[column] = _options_cell(method, stored, missing=_FORMER_DEFAULTS)
+                    previous[column] = _options_cell(method, stored, missing=_FORMER_DEFAULTS, min_labels=min_labels)
+                if not volume and _same_clusters(previous[column], wanted["options"], path, method, min_labels):
+                    previous[column] = wanted["options"]
 
             def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
                 same = all(previous[RESULT_COLUMNS.index(n)] == wanted[n] for n in names)
