@@ -224,7 +224,8 @@ def is_grey(image: np.ndarray) -> bool:
 
 
 def resolve_target(image: np.ndarray) -> str:
-    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (``is_grey``: CT, X-ray), else ``"lesion"``."""
+    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (``is_grey``: CT, X-ray), else
+    ``"lesion"``."""
     return "lungs" if is_grey(image) else "lesion"
 
 

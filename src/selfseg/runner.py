@@ -235,8 +235,10 @@ def _same_clusters(stored: str, wanted: str, path: Path, method: str, min_labels
     except (ValueError, TypeError):
         return False
     auto = engine.default_readout_clusters(image, min_labels or engine.METHODS[method].min_labels)
-    counts = [auto if cell.get("readout_clusters") == "auto" else cell.get("readout_clusters") for cell in (first, second)]
-    return counts[0] == counts[1]
+    stored_count, wanted_count = (
+        auto if cell.get("readout_clusters") == "auto" else cell.get("readout_clusters") for cell in (first, second)
+    )
+    return stored_count == wanted_count
 
 
 def _typed(cells: list[str]) -> dict:
