@@ -470,8 +470,8 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
 
 
 def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkeypatch):
-    """Rows of selfseg 0.5 name no readout clusters (they used min_labels, 3): they resume a default run
-    on a grey image (auto = 3) but not on a colour one (auto = 4), which an explicit 4 resumes."""
+    """Kmeans rows of selfseg 0.4 name no readout clusters (they used min_labels, 3): they resume a default
+    run on a grey image (auto = 3) but not on a colour one (auto = 4), which an explicit 4 resumes."""
     calls = []
     fake = _fake_segment()
     monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
@@ -486,7 +486,7 @@ def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkey
     column = RESULT_COLUMNS.index("options")
     assert {row[column] for row in table[1:]} == {'{"readout": "kmeans", "readout_clusters": 3}'}
     for row in table[1:]:
-        row[column] = '{"readout": "kmeans"}'  # as written by selfseg 0.5
+        row[column] = '{"readout": "kmeans"}'  # as written by selfseg 0.4 with --readout kmeans
     io.write_csv(out / "results.csv", table[0], table[1:])
     report = run_batch([grey, colour], out, resume=True, progress=False)
     assert report.skipped == ["grey"] and [row["image"] for row in report.results] == ["colour"]

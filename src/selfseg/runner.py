@@ -114,8 +114,8 @@ _SEGMENT_DEFAULTS = {
 so that outputs written without it still resume."""
 _FORMER_DEFAULTS = {"readout": "argmax", "readout_clusters": "min_labels"}
 """``engine.segment`` options whose default changed, with what a row that does not name them was made with
-(up to selfseg 0.4 the readout was "argmax"; up to 0.5 the kmeans readout took ``min_labels`` clusters): a
-network's row always names them (``readout_clusters`` only with the kmeans readout; "auto" for the default,
+(up to selfseg 0.4 the readout was "argmax" by default, and ``--readout kmeans`` took ``min_labels``
+clusters): a network's row always names them (``readout_clusters`` only with the kmeans readout; "auto" for the default,
 ``engine.default_readout_clusters``)."""
 
 _NEW_DEFAULTS = {"readout": _SEGMENT_DEFAULTS["readout"], "readout_clusters": "auto"}
@@ -443,8 +443,8 @@ def run_batch(
 
     With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
     seed, size, max_iter, min_labels, device, precision, axis, options (``_options_cell``: a row of
-    selfseg 0.4 or older that names no readout was read out by argmax, and one of 0.5 that names no
-    readout clusters used ``min_labels``; "auto" clusters match the number they stand for on a 2-D
+    selfseg 0.4 or older that names no readout was read out by argmax, and one that names the kmeans
+    readout but no clusters used ``min_labels``; "auto" clusters match the number they stand for on a 2-D
     image, ``_same_clusters``) and the input's SHA-256) and
     whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
     point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
