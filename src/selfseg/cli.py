@@ -128,7 +128,7 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
         default="kmeans",
         help="how a fitted network's scores become clusters: kmeans (k-means of the score vectors and pixel "
         "colours into --readout-clusters clusters) or argmax (the papers' "
-        "per-pixel argmax; kmeans is better on chest X-rays, lung CT and isic2018, see docs/results.md; "
+        "per-pixel argmax; kmeans is better on chest X-rays, lung CT and dermoscopy, see docs/results.md; "
         "baselines ignore it) (default: %(default)s)",
     )
     command.add_argument(

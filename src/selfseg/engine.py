@@ -296,8 +296,8 @@ def segment(
             with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
             deformable convolutions get slower, so keep it at float32).
         readout: how the fitted network's scores become clusters: "kmeans" (``kmeans_readout`` with
-            ``min_labels`` clusters: k-means of the score vectors and the pixel colours; the default
-            since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
+            ``readout_clusters`` clusters: k-means of the score vectors and the pixel colours; the
+            default since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
         readout_clusters: clusters of the "kmeans" readout (None: ``default_readout_clusters``,
             ``min_labels`` on grey images and one more on colour ones).
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
