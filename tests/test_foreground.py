@@ -8,6 +8,7 @@ import pytest
 from selfseg.foreground import (
     check_rule,
     choose_mask,
+    is_grey,
     lesion_mask,
     lungs_mask,
     oracle_mask,
@@ -113,6 +114,8 @@ def test_auto_target_falls_back_to_lesion() -> None:
     grey = _paint(labels, {1: 0.8, 2: 0.2}, tint=False)
     assert resolve_target(grey) == "lungs" and resolve_target(grey[:, :, 0]) == "lungs"
     assert resolve_target(_paint(labels, {1: 0.8, 2: 0.2})) == "lesion"
+    assert is_grey(grey) and is_grey(grey[:, :, :1]) and not is_grey(_paint(labels, {1: 0.8, 2: 0.2}))
+    assert is_grey(grey + np.array([0, 0.5 / 255, 0])) and not is_grey(grey + np.array([0, 2 / 255, 0]))
     mask, chosen = select_foreground(labels, grey)  # one dark blob, no body around it: not lungs
     assert chosen == "lesion" and _iou(mask, lesion) > 0.97
     mask, chosen = select_foreground(labels, grey, target="lungs")
