@@ -115,8 +115,8 @@ so that outputs written without it still resume."""
 _FORMER_DEFAULTS = {"readout": "argmax", "readout_clusters": "min_labels"}
 """``engine.segment`` options whose default changed, with what a row that does not name them was made with
 (up to selfseg 0.4 the readout was "argmax" by default, and ``--readout kmeans`` took ``min_labels``
-clusters): a network's row always names them (``readout_clusters`` only with the kmeans readout; "auto" for the default,
-``engine.default_readout_clusters``)."""
+clusters): a network's row always names them (``readout_clusters`` only with the kmeans readout; "auto"
+for the default, ``engine.default_readout_clusters``)."""
 
 _NEW_DEFAULTS = {"readout": _SEGMENT_DEFAULTS["readout"], "readout_clusters": "auto"}
 
@@ -188,7 +188,8 @@ def _check_unique_stems(paths: list[Path]) -> None:
 
 
 def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int | None) -> str:
-    """The ``options`` cell of a row of ``method`` fitted with ``options`` (and ``min_labels``, None: the method's).
+    """The ``options`` cell of a row of ``method`` fitted with ``options`` (``min_labels``: the network's, its
+    spec's default filled in; None for a baseline).
 
     Options at ``engine.segment``'s default are left out, except ``_FORMER_DEFAULTS``, which a network's
     row always names (``missing`` gives their value where ``options`` lacks them: ``_NEW_DEFAULTS`` for a
@@ -207,7 +208,7 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
         elif options["readout_clusters"] is None:
             options["readout_clusters"] = "auto"
         elif options["readout_clusters"] == "min_labels":
-            options["readout_clusters"] = min_labels or engine.METHODS[method].min_labels
+            options["readout_clusters"] = min_labels
     kept = {
         name: value
         for name, value in options.items()
@@ -216,29 +217,27 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
     return json.dumps(kept, sort_keys=True, default=str) if kept else ""
 
 
-def _same_clusters(stored: str, wanted: str, path: Path, method: str, min_labels: int | None) -> bool:
+def _same_clusters(stored: str, wanted: str, path: Path, min_labels: int) -> bool:
     """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto", mean the
-    same number of clusters for the 2-D image at ``path`` (``engine.default_readout_clusters``; the image is
-    read only then). False when the image cannot be read: the input is fitted again, and fails there."""
-    if stored == wanted or not (stored and wanted) or "auto" not in (stored + wanted):
+    same number of clusters for the 2-D image at ``path`` (``engine.default_readout_clusters`` with the
+    network's ``min_labels``; the image is read only then). False when the image cannot be read: the input
+    is fitted again, and fails there."""
+    if stored == wanted or not (stored and wanted):
         return False
     try:
         first, second = json.loads(stored), json.loads(wanted)
     except ValueError:  # an edited cell
         return False
-    if {name: v for name, v in first.items() if name != "readout_clusters"} != {
-        name: v for name, v in second.items() if name != "readout_clusters"
-    }:
+    counts = (first.pop("readout_clusters", None), second.pop("readout_clusters", None))
+    if first != second or "auto" not in counts:
         return False
     try:
         image = engine.as_float_image(io.read_image(path))
     except (ValueError, TypeError):
         return False
-    auto = engine.default_readout_clusters(image, min_labels or engine.METHODS[method].min_labels)
-    stored_count, wanted_count = (
-        auto if cell.get("readout_clusters") == "auto" else cell.get("readout_clusters") for cell in (first, second)
-    )
-    return stored_count == wanted_count
+    auto = engine.default_readout_clusters(image, min_labels)
+    resolved = [auto if count == "auto" else count for count in counts]
+    return resolved[0] == resolved[1]
 
 
 def _typed(cells: list[str]) -> dict:
@@ -444,12 +443,11 @@ def run_batch(
     With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
     seed, size, max_iter, min_labels, device, precision, axis, options (``_options_cell``: a row of
     selfseg 0.4 or older that names no readout was read out by argmax, and one that names the kmeans
-    readout but no clusters used ``min_labels``; "auto" clusters match the number they stand for on a 2-D
-    image, ``_same_clusters``) and the input's SHA-256) and
-    whose cluster map exists is not fitted again: if the selection parameters (foreground, target,
-    point, selfseg version) also match and its mask and overlay exist it is skipped (listed in
-    ``skipped``), otherwise its mask is chosen again from the stored cluster map. Any other input is
-    fitted and its files replaced.
+    readout but no clusters used ``min_labels``; "auto" clusters match the number they stand for on a
+    2-D image, ``_same_clusters``) and the input's SHA-256) and whose cluster map exists is not fitted
+    again: if the selection parameters (foreground, target, point, selfseg version) also match and its
+    mask and overlay exist it is skipped (listed in ``skipped``), otherwise its mask is chosen again from
+    the stored cluster map. Any other input is fitted and its files replaced.
 
     Every fit runs with ``threads`` torch threads (CPU results depend on it, not on anything else:
     neither the order, the worker count nor the process; recorded in the ``threads`` column).
@@ -480,10 +478,11 @@ def run_batch(
             if _TEMPORARY.match(stale.name):
                 stale.unlink(missing_ok=True)
     report = BatchReport()
+    network_labels = None if method in engine.BASELINES else min_labels or engine.METHODS[method].min_labels
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
         "device": device, "precision": precision, "axis": axis,
-        "options": _options_cell(method, options, missing=_NEW_DEFAULTS, min_labels=min_labels),
+        "options": _options_cell(method, options, missing=_NEW_DEFAULTS, min_labels=network_labels),
         "foreground": "oracle+crop" if oracle_crop else foreground, "target": target,
         "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
     }
@@ -519,8 +518,12 @@ def run_batch(
                 except ValueError:  # an edited cell: it matches nothing, the input is fitted again
                     stored = None
                 if isinstance(stored, dict):
-                    previous[column] = _options_cell(method, stored, missing=_FORMER_DEFAULTS, min_labels=min_labels)
-                if not volume and _same_clusters(previous[column], wanted["options"], path, method, min_labels):
+                    previous[column] = _options_cell(
+                        method, stored, missing=_FORMER_DEFAULTS, min_labels=network_labels
+                    )
+                if network_labels and not volume and _same_clusters(
+                    previous[column], wanted["options"], path, network_labels
+                ):
                     previous[column] = wanted["options"]
 
             def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
