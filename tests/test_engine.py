@@ -154,6 +154,10 @@ def test_segment_rejects_bad_arguments() -> None:
         segment(image, readout="mean")
     with pytest.raises(ValueError, match="readout_clusters must be at least 1, got 0"):
         segment(image, readout_clusters=0)
+    with pytest.raises(ValueError, match="min_labels must be at least 1, got 0"):
+        segment(image, min_labels=0)
+    with pytest.raises(ValueError, match="min_labels must be at least 1, got 0"):
+        segment(image, method="kmeans", min_labels=0)
 
 
 def test_segment_runs_in_bfloat16() -> None:

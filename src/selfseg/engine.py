@@ -320,6 +320,8 @@ def segment(
         raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
     if readout_clusters is not None and readout_clusters < 1:
         raise ValueError(f"readout_clusters must be at least 1, got {readout_clusters}")
+    if min_labels is not None and min_labels < 1:
+        raise ValueError(f"min_labels must be at least 1, got {min_labels}")
     pixels = as_float_image(image)
     rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
     check_rule(**rule, shape=pixels.shape)
