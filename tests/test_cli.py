@@ -75,6 +75,8 @@ def test_duplicate_stems_are_a_usage_error(tmp_path, capsys):
         ["segment", "x.png", "--out", "o", "--size", "-1"],
         ["segment", "x.png", "--out", "o", "--target", "liver"],
         ["segment", "x.png", "--out", "o", "--point", "3"],
+        ["segment", "x.png", "--out", "o", "--readout-clusters", "3,0"],
+        ["segment", "x.png", "--out", "o", "--readout-clusters", "3,"],
         ["segment", "x.png", "--out", "o", "--point", "-1,4"],
         ["segment", "x.png", "--out", "o", "--point", "1,2", "--foreground", "oracle", "--gt", "g"],
         [],
@@ -107,6 +109,8 @@ def test_arguments_reach_run_batch(tmp_path, monkeypatch):
     assert calls[3][1]["readout"] == "argmax" and calls[3][1]["readout_clusters"] is None
     assert cli.main(["segment", "a.png", "--out", "o", "--readout-clusters", "4"]) == 0
     assert calls[4][1]["readout_clusters"] == 4
+    assert cli.main(["segment", "a.png", "--out", "o", "--readout-clusters", "3,4,5"]) == 0
+    assert calls[5][1]["readout_clusters"] == (3, 4, 5)
 
 
 def test_help(capsys):

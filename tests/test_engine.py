@@ -16,6 +16,7 @@ from selfseg.engine import (
     kmeans_readout,
     segment,
 )
+from selfseg.foreground import most_agreed
 
 FAST = {"size": 24, "max_iter": 2, "n_channels": 8}
 
@@ -98,14 +99,19 @@ def test_segment_kmeans_readout_clusters() -> None:
     assert argmax.history == result.history  # the readout changes the clusters, not the fit
     more = segment(grey, seed=1, min_labels=2, readout_clusters=3, **FAST)
     assert more.n_labels == 3 and more.history == result.history
-    # one more on colour images
-    assert segment(_disc_image(), seed=1, min_labels=2, **FAST).n_labels == 3
+    # on colour images one readout each with min_labels to min_labels + 2 clusters; the most agreed mask is kept
+    colour = segment(_disc_image(), seed=1, min_labels=2, **FAST)
+    singles = {k: segment(_disc_image(), seed=1, min_labels=2, readout_clusters=k, **FAST) for k in (2, 3, 4)}
+    assert [single.n_labels for single in singles.values()] == [2, 3, 4]
+    best = (2, 3, 4)[most_agreed([single.mask for single in singles.values()])]
+    np.testing.assert_array_equal(colour.labels, singles[best].labels)
+    np.testing.assert_array_equal(colour.mask, singles[best].mask)
 
 
 def test_default_readout_clusters() -> None:
-    assert default_readout_clusters(_disc_image(), 3) == 4
-    assert default_readout_clusters(_disc_image().mean(axis=2), 3) == 3
-    assert default_readout_clusters(np.repeat(_disc_image()[..., :1], 3, axis=2), 3) == 3  # grey stored as RGB
+    assert default_readout_clusters(_disc_image(), 3) == (3, 4, 5)
+    assert default_readout_clusters(_disc_image().mean(axis=2), 3) == (3,)
+    assert default_readout_clusters(np.repeat(_disc_image()[..., :1], 3, axis=2), 2) == (2,)  # grey stored as RGB
 
 
 def test_segment_is_deterministic_and_native_size() -> None:
@@ -152,8 +158,12 @@ def test_segment_rejects_bad_arguments() -> None:
         segment(image, precision="float16")
     with pytest.raises(ValueError, match="readout must be one of kmeans, argmax, got 'mean'"):
         segment(image, readout="mean")
-    with pytest.raises(ValueError, match="readout_clusters must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="readout_clusters must be a count >= 1 or a non-empty sequence of them, got 0"):
         segment(image, readout_clusters=0)
+    with pytest.raises(ValueError, match=r"readout_clusters must be a count >= 1 or a non-empty sequence of them, got \(3, 0\)"):
+        segment(image, readout_clusters=(3, 0))
+    with pytest.raises(ValueError, match=r"readout_clusters must be a count >= 1 or a non-empty sequence of them, got \(\)"):
+        segment(image, readout_clusters=())
     with pytest.raises(ValueError, match="min_labels must be at least 1, got 0"):
         segment(image, min_labels=0)
     with pytest.raises(ValueError, match="min_labels must be at least 1, got 0"):

@@ -11,6 +11,7 @@ from selfseg.foreground import (
     is_grey,
     lesion_mask,
     lungs_mask,
+    most_agreed,
     oracle_mask,
     point_mask,
     resolve_target,
@@ -189,3 +190,14 @@ def test_oracle_crop_keeps_only_the_dilated_truth() -> None:
     np.testing.assert_array_equal(cropped, expected)
     with pytest.raises(ValueError, match="truth must have the labels' shape"):
         oracle_mask(labels, truth[:5])
+
+
+def test_most_agreed_outvotes_the_odd_mask() -> None:
+    lesion, grown = _disc((40, 40), (20, 20), 8), _disc((40, 40), (20, 20), 9)
+    skin = ~_disc((40, 40), (20, 20), 3)  # a map whose lesion cluster joined the skin
+    # summed Dice with all three: skin 1 + 0.190 + 0.246, lesion 0.190 + 1 + 0.873, grown 0.246 + 0.873 + 1
+    assert most_agreed([skin, lesion, grown]) == 2
+    assert most_agreed([lesion, skin, lesion.copy()]) == 0  # ties: the first
+    assert most_agreed([skin]) == 0
+    with pytest.raises(ValueError, match="most_agreed needs at least one mask"):
+        most_agreed([])

@@ -471,7 +471,8 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
 
 def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkeypatch):
     """Kmeans rows of selfseg 0.4 name no readout clusters (they used min_labels, 3): they resume a default
-    run on a grey image (auto = 3) but not on a colour one (auto = 4), which an explicit 4 resumes."""
+    run on a grey image (auto = 3) but not on a colour one (auto = 3, 4 and 5), which an explicit 3,4,5
+    resumes."""
     calls = []
     fake = _fake_segment()
     monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
@@ -491,8 +492,36 @@ def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkey
     report = run_batch([grey, colour], out, resume=True, progress=False)
     assert report.skipped == ["grey"] and [row["image"] for row in report.results] == ["colour"]
     assert len(calls) == 3 and "readout_clusters" not in calls[2]
-    assert run_batch([grey, colour], out, readout_clusters=4, resume=True, progress=False).skipped == ["colour"]
+    assert run_batch([grey, colour], out, readout_clusters=(3, 4, 5), resume=True, progress=False).skipped == ["colour"]
     assert run_batch([colour], out, min_labels=2, resume=True, progress=False).skipped == []
+
+
+def test_readout_clusters_auto_of_selfseg_05(tmp_path, monkeypatch):
+    """"auto" in a row of selfseg 0.5 meant one count (3 on grey, 4 on colour): such rows resume today's
+    default on a grey image only, and an explicit 4 on a colour one."""
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    grey = _disc(tmp_path / "grey.png")
+    colour = tmp_path / "colour.png"
+    rgb = np.stack([np.asarray(Image.open(grey))] * 3, axis=2)
+    rgb[..., 2] //= 2
+    Image.fromarray(rgb).save(colour)
+    out = tmp_path / "out"
+    run_batch([grey, colour], out, progress=False)
+    table = _read_csv(out / "results.csv")
+    options, version = RESULT_COLUMNS.index("options"), RESULT_COLUMNS.index("version")
+    assert {row[options] for row in table[1:]} == {'{"readout": "kmeans", "readout_clusters": "auto"}'}
+    assert run_batch([grey, colour], out, resume=True, progress=False).skipped == ["grey", "colour"]
+    for row in table[1:]:
+        row[version] = "0.5.0"
+    io.write_csv(out / "results.csv", table[0], table[1:])
+    report = run_batch([grey, colour], out, resume=True, progress=False)
+    assert report.skipped == [] and len(calls) == 3 and "readout_clusters" not in calls[2]
+    assert sorted(row["image"] for row in report.results) == ["colour", "grey"]  # grey: mask chosen again, no fit
+    io.write_csv(out / "results.csv", table[0], table[1:])
+    assert run_batch([colour], out, readout_clusters=4, resume=True, progress=False).skipped == []
+    assert len(calls) == 3
 
 
 def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):

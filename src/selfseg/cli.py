@@ -71,6 +71,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _counts(text: str) -> int | tuple[int, ...]:
+    counts = tuple(_positive_int(part) for part in text.split(","))
+    return counts[0] if len(counts) == 1 else counts
+
+
 def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -133,10 +138,11 @@ def _add_run_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--readout-clusters",
-        type=_positive_int,
-        metavar="K",
-        help="clusters of the kmeans readout (default: --min-labels, 3, on grey images such as CT and X-rays, "
-        "one more on colour images such as dermoscopy)",
+        type=_counts,
+        metavar="K[,K...]",
+        help="clusters of the kmeans readout; several counts (e.g. 3,4,5) read out once each and keep the "
+        "readout whose mask the others agree with most (default: --min-labels, 3, on grey images such as CT "
+        "and X-rays; --min-labels to --min-labels + 2, 3,4,5, on colour images such as dermoscopy)",
     )
     command.add_argument(
         "--target",

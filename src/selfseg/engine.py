@@ -10,7 +10,7 @@ import ctypes
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
-from selfseg.foreground import check_rule, choose_mask, is_grey
+from selfseg.foreground import check_rule, choose_mask, is_grey, most_agreed
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
 
@@ -210,11 +210,20 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int)
     return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
 
 
-def default_readout_clusters(image: np.ndarray, min_labels: int) -> int:
-    """k of ``kmeans_readout`` when none is given: ``min_labels`` on grey images (``foreground.is_grey``: CT
-    and X-rays, whose outside, body and lungs are three tones), one more on colour ones (dermoscopy: skin, a
-    lesion's rim and core, shading or hair), measured better on both kinds (docs/results.md)."""
-    return min_labels if is_grey(image) else min_labels + 1
+def default_readout_clusters(image: np.ndarray, min_labels: int) -> tuple[int, ...]:
+    """Cluster counts of ``kmeans_readout`` when none are given: ``(min_labels,)`` on grey images
+    (``foreground.is_grey``: CT and X-rays, whose outside, body and lungs are three tones), ``min_labels``
+    to ``min_labels + 2`` on colour ones (dermoscopy: skin, a lesion's rim and core, shading or hair;
+    ``segment`` keeps the readout whose mask the others agree with most). Measured in docs/results.md."""
+    return (min_labels,) if is_grey(image) else (min_labels, min_labels + 1, min_labels + 2)
+
+
+def readout_counts(readout_clusters: int | Sequence[int]) -> tuple[int, ...]:
+    """``readout_clusters`` as a tuple of cluster counts; ValueError unless it holds at least one, each >= 1."""
+    counts = (readout_clusters,) if isinstance(readout_clusters, (int, np.integer)) else tuple(readout_clusters)
+    if not counts or any(int(k) != k or k < 1 for k in counts):
+        raise ValueError(f"readout_clusters must be a count >= 1 or a non-empty sequence of them, got {readout_clusters!r}")
+    return tuple(int(k) for k in counts)
 
 
 def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
@@ -268,7 +277,7 @@ def segment(
     device: str | torch.device = "auto",
     precision: str = "float32",
     readout: str = "kmeans",
-    readout_clusters: int | None = None,
+    readout_clusters: int | Sequence[int] | None = None,
     foreground: str = "auto",
     target: str = "auto",
     point: tuple[int, int] | None = None,
@@ -298,8 +307,10 @@ def segment(
         readout: how the fitted network's scores become clusters: "kmeans" (``kmeans_readout`` with
             ``readout_clusters`` clusters: k-means of the score vectors and the pixel colours; the
             default since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
-        readout_clusters: clusters of the "kmeans" readout (None: ``default_readout_clusters``,
-            ``min_labels`` on grey images and one more on colour ones).
+        readout_clusters: clusters of the "kmeans" readout, or several counts: one readout each, a mask
+            chosen from each, and the readout whose mask agrees most with the others' is kept
+            (``foreground.most_agreed``). None: ``default_readout_clusters``, ``min_labels`` on grey
+            images and ``min_labels`` to ``min_labels + 2`` on colour ones.
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
             or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.
@@ -318,8 +329,8 @@ def segment(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
-    if readout_clusters is not None and readout_clusters < 1:
-        raise ValueError(f"readout_clusters must be at least 1, got {readout_clusters}")
+    if readout_clusters is not None:
+        readout_clusters = readout_counts(readout_clusters)
     if min_labels is not None and min_labels < 1:
         raise ValueError(f"min_labels must be at least 1, got {min_labels}")
     pixels = as_float_image(image)
@@ -383,12 +394,15 @@ def segment(
     with torch.no_grad(), autocast():
         scores = model.predict(x).float()
         if readout == "kmeans":
-            n_clusters = readout_clusters or default_readout_clusters(pixels, min_labels)
-            scores = kmeans_readout(scores, x, n_clusters=n_clusters, seed=seed)
-        labels = _upsampled_argmax(scores.contiguous(), height, width).cpu().numpy()
-    labels = _relabel_by_area(labels)
+            counts = readout_clusters or default_readout_clusters(pixels, min_labels)
+            readouts = [kmeans_readout(scores, x, n_clusters=k, seed=seed) for k in counts]
+        else:
+            readouts = [scores]
+        maps = [_relabel_by_area(_upsampled_argmax(r.contiguous(), height, width).cpu().numpy()) for r in readouts]
     seconds = time.perf_counter() - start
-    mask, chosen = choose_mask(labels, pixels, **rule)
+    choices = [choose_mask(labels, pixels, **rule) for labels in maps]
+    best = most_agreed([mask for mask, _ in choices])
+    labels, (mask, chosen) = maps[best], choices[best]
     return SegmentationResult(
         labels=labels,
         mask=mask,

@@ -17,7 +17,8 @@ Without ground truth (``select_foreground``), under a target prior:
 
 ``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
 ``oracle_mask`` is the papers' protocol with the ground truth, for reproducing their figures only.
-``choose_mask`` is the single entry point the engine and the batch runner use.
+``choose_mask`` is the single entry point the engine and the batch runner use; ``most_agreed`` picks, among
+the masks chosen from several cluster maps of one image, the one the others agree with most.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image, disk
 from skimage.transform import resize
 
+from selfseg.metrics import dice
+
 __all__ = [
     "TARGETS",
     "check_rule",
@@ -34,6 +37,7 @@ __all__ = [
     "is_grey",
     "lesion_mask",
     "lungs_mask",
+    "most_agreed",
     "oracle_mask",
     "point_mask",
     "resolve_target",
@@ -292,6 +296,18 @@ def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) ->
     if crop:
         mask &= ndimage.binary_dilation(truth, structure=np.ones((5, 5), dtype=bool), iterations=2)
     return mask
+
+
+def most_agreed(masks: list[np.ndarray]) -> int:
+    """Index of the mask with the highest mean Dice with the others (ties: the first); 0 for a single mask.
+
+    The medoid of masks chosen from several cluster maps of one image: a choice that only one map makes
+    (a lesion cluster merged with the skin, a cluster cut in two) is outvoted by those the maps agree on.
+    """
+    if not masks:
+        raise ValueError("most_agreed needs at least one mask")
+    agreement = [sum(dice(mask, other) for other in masks) for mask in masks]
+    return int(np.argmax(agreement))
 
 
 def check_rule(

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import selfseg
 from selfseg import datasets, engine, io, volumes
 from selfseg.batch_inputs import find_inputs, input_digest, input_stem
-from selfseg.foreground import check_rule, choose_mask
+from selfseg.foreground import check_rule, choose_mask, is_grey
 from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.visualize import overlay
 
@@ -120,6 +120,10 @@ for the default, ``engine.default_readout_clusters``)."""
 
 _NEW_DEFAULTS = {"readout": _SEGMENT_DEFAULTS["readout"], "readout_clusters": "auto"}
 
+_FORMER_AUTO = "auto (0.5)"
+"""What a stored "auto" of a selfseg 0.5 row stands for: that version's default, one count (``min_labels``
+on grey images, one more on colour ones), where ``engine.default_readout_clusters`` now gives three on colour."""
+
 _SELECTION = ("foreground", "target", "point", "version")
 """``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
@@ -193,8 +197,8 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
 
     Options at ``engine.segment``'s default are left out, except ``_FORMER_DEFAULTS``, which a network's
     row always names (``missing`` gives their value where ``options`` lacks them: ``_NEW_DEFAULTS`` for a
-    new run, ``_FORMER_DEFAULTS`` for a stored row); ``readout_clusters`` is "auto" for the default and a
-    number otherwise, and is left out with the argmax readout, which has no clusters to count; baselines
+    new run, ``_FORMER_DEFAULTS`` for a stored row); ``readout_clusters`` is "auto" for the default, else a
+    number or a list of them, and is left out with the argmax readout, which has no clusters to count; baselines
     ignore the readout, so theirs never name it.
     """
     options = dict(options)
@@ -209,6 +213,8 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
             options["readout_clusters"] = "auto"
         elif options["readout_clusters"] == "min_labels":
             options["readout_clusters"] = min_labels
+        elif isinstance(options["readout_clusters"], (list, tuple)) and len(options["readout_clusters"]) == 1:
+            options["readout_clusters"] = options["readout_clusters"][0]
     kept = {
         name: value
         for name, value in options.items()
@@ -218,10 +224,10 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
 
 
 def _same_clusters(stored: str, wanted: str, path: Path, min_labels: int) -> bool:
-    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto", mean the
-    same number of clusters for the 2-D image at ``path`` (``engine.default_readout_clusters`` with the
-    network's ``min_labels``; the image is read only then). False when the image cannot be read: the input
-    is fitted again, and fails there."""
+    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto" or
+    ``_FORMER_AUTO``, mean the same cluster counts for the 2-D image at ``path`` (with the network's
+    ``min_labels``; the image is read only then). False when the image cannot be read: the input is fitted
+    again, and fails there."""
     if stored == wanted or not (stored and wanted):
         return False
     try:
@@ -229,15 +235,25 @@ def _same_clusters(stored: str, wanted: str, path: Path, min_labels: int) -> boo
     except ValueError:  # an edited cell
         return False
     counts = (first.pop("readout_clusters", None), second.pop("readout_clusters", None))
-    if first != second or "auto" not in counts:
+    if first != second or not any(isinstance(count, str) for count in counts):
         return False
     try:
         image = engine.as_float_image(io.read_image(path))
+        resolved = [_resolve_counts(count, image, min_labels) for count in counts]
     except (ValueError, TypeError):
         return False
-    auto = engine.default_readout_clusters(image, min_labels)
-    resolved = [auto if count == "auto" else count for count in counts]
     return resolved[0] == resolved[1]
+
+
+def _resolve_counts(count: object, image: np.ndarray, min_labels: int) -> tuple[int, ...]:
+    """The cluster counts a ``readout_clusters`` cell value stands for on ``image``. ValueError if none."""
+    if count == "auto":
+        return engine.default_readout_clusters(image, min_labels)
+    if count == _FORMER_AUTO:
+        return (min_labels if is_grey(image) else min_labels + 1,)
+    if isinstance(count, str) or count is None:
+        raise ValueError(f"not a cluster count: {count!r}")
+    return engine.readout_counts(count)
 
 
 def _typed(cells: list[str]) -> dict:
@@ -513,11 +529,14 @@ def run_batch(
             previous = table.get(stem) if resume else None
             if previous is not None:
                 previous, column = list(previous), RESULT_COLUMNS.index("options")
+                version = RESULT_COLUMNS.index("version")
                 try:
                     stored = json.loads(previous[column]) if previous[column] else {}
                 except ValueError:  # an edited cell: it matches nothing, the input is fitted again
                     stored = None
                 if isinstance(stored, dict):
+                    if stored.get("readout_clusters") == "auto" and previous[version].startswith("0.5."):
+                        stored["readout_clusters"] = _FORMER_AUTO
                     previous[column] = _options_cell(
                         method, stored, missing=_FORMER_DEFAULTS, min_labels=network_labels
                     )
