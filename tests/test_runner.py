@@ -469,11 +469,10 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
 
 
-def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkeypatch):
-    """Kmeans rows of selfseg 0.4 name no readout clusters (they used min_labels, 3): they resume a default
-    run on a grey image (auto = 3) but not on a colour one (auto = 3, 4 and 5), which an explicit 3,4,5
-    resumes."""
-    calls = []
+def _grey_and_colour(tmp_path: Path, monkeypatch) -> tuple[list[dict], Path, Path]:
+    """A grey and a colour disc image, and the list of ``engine.segment``'s keyword arguments, call by call
+    (``_fake_segment`` fits)."""
+    calls: list[dict] = []
     fake = _fake_segment()
     monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
     grey = _disc(tmp_path / "grey.png")
@@ -481,6 +480,14 @@ def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkey
     rgb = np.stack([np.asarray(Image.open(grey))] * 3, axis=2)
     rgb[..., 2] //= 2
     Image.fromarray(rgb).save(colour)
+    return calls, grey, colour
+
+
+def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkeypatch):
+    """Kmeans rows of selfseg 0.4 name no readout clusters (they used min_labels, 3): they resume a default
+    run on a grey image (auto = 3) but not on a colour one (auto = 3, 4 and 5), which an explicit 3,4,5
+    resumes."""
+    calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
     out = tmp_path / "out"
     run_batch([grey, colour], out, readout_clusters=3, progress=False)
     table = _read_csv(out / "results.csv")
@@ -499,14 +506,7 @@ def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkey
 def test_readout_clusters_auto_of_selfseg_05(tmp_path, monkeypatch):
     """"auto" in a row of selfseg 0.5 meant one count (3 on grey, 4 on colour): such rows resume today's
     default on a grey image only, and an explicit 4 on a colour one."""
-    calls = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
-    grey = _disc(tmp_path / "grey.png")
-    colour = tmp_path / "colour.png"
-    rgb = np.stack([np.asarray(Image.open(grey))] * 3, axis=2)
-    rgb[..., 2] //= 2
-    Image.fromarray(rgb).save(colour)
+    calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
     out = tmp_path / "out"
     run_batch([grey, colour], out, progress=False)
     table = _read_csv(out / "results.csv")
