@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,18 @@ def test_kmeans_finds_the_colours_and_is_seeded() -> None:
     for region in (labels[3:9, 4:12], labels[0:2, 0:4], labels[10:, 12:]):
         assert len(np.unique(region)) == 1
     np.testing.assert_array_equal(labels, kmeans_labels(image, n_clusters=3, seed=0))
+
+
+def test_kmeans_of_fewer_colours_than_clusters_returns_fewer_clusters_quietly() -> None:
+    image = _two_tone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        labels = [kmeans_labels(image, n_clusters=3, seed=seed) for seed in range(4)]
+        flat = kmeans_labels(np.zeros((6, 5, 3)), n_clusters=3, seed=0)
+    for found in labels:
+        assert len(np.unique(found)) == 2
+        assert len(np.unique(found[3:9, 4:12])) == 1 and found[3, 4] != found[0, 0]
+    np.testing.assert_array_equal(flat, np.ones((6, 5), dtype=np.int32))
 
 
 @pytest.mark.parametrize("method", ["otsu", "kmeans"])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from selfseg import cli, engine
-from selfseg.benchmark import BENCHMARK_COLUMNS, benchmark
+from selfseg.benchmark import BENCHMARK_COLUMNS, SEED_COLUMNS, benchmark, seed_summary
 
 
 def _dataset(root, n: int = 2):
@@ -56,6 +56,41 @@ def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatc
     os.utime(stale, (0, 0))
     benchmark([data], out, methods=["otsu"], size=32, max_iter=2, progress=False)  # new settings: rerun
     assert len(calls) == 2 and np.asarray(Image.open(stale)).any()
+
+
+def test_benchmark_with_several_seeds_runs_each_in_its_folder_and_summarises(tmp_path, monkeypatch) -> None:
+    data = _dataset(tmp_path / "discs")
+    out = tmp_path / "bench"
+    options = dict(methods=["kmeans", "s3net"], foreground=["auto"], size=24, max_iter=2, progress=False)
+    rows = benchmark([data], out, seeds=[0, 3], **options)
+    per_seed = [benchmark([data], out / f"seed-{seed}", seeds=[seed], **options) for seed in (0, 3)]
+    assert rows == seed_summary(per_seed)
+    assert [(r["method"], r["seeds"], r["images"], r["failed"]) for r in rows] == [("kmeans", 2, 4, 0), ("s3net", 2, 4, 0)]
+    for row, first, second in zip(rows, *per_seed):
+        dice = [first["dice"], second["dice"]]
+        assert row["dice"] == pytest.approx(np.mean(dice))
+        assert row["dice_std"] == pytest.approx(abs(dice[0] - dice[1]) / np.sqrt(2))
+        assert row["dice_per_seed"] == f"{dice[0]:.3f} {dice[1]:.3f}"
+        assert row["hd95"] == pytest.approx((first["hd95"] + second["hd95"]) / 2)
+    with open(out / "benchmark.csv", newline="") as handle:
+        assert tuple(next(csv.reader(handle))) == SEED_COLUMNS
+    table = (out / "benchmark.md").read_text().splitlines()
+    assert table[0] == (
+        "| dataset | method | foreground | seeds | images | Dice (mean ± std over seeds) | Dice per seed | HM | XOR | "
+        "HD95 (px) | s/image |"
+    )
+    assert table[2].startswith(f"| discs | kmeans | auto | 2 | 4 | {rows[0]['dice']:.3f} ± {rows[0]['dice_std']:.3f} |")
+    assert (out / "seed-3" / "discs" / "s3net" / "auto" / "case1_mask.png").exists()
+    assert not (out / "discs").exists()
+
+    calls = []
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(a))
+    assert benchmark([data], out, seeds=[0, 3], **options) == rows and calls == []  # resumed
+    with pytest.raises(ValueError, match=r"^seeds must be one or more distinct integers, got \[1, 1\]$"):
+        benchmark([data], out, seeds=[1, 1], **options)
+    with pytest.raises(ValueError, match="got \\[\\]"):
+        benchmark([data], out, seeds=[], **options)
+    assert seed_summary([per_seed[0]])[0]["dice_std"] == 0.0
 
 
 def test_benchmark_rejects_unknown_rules_and_the_cli_prints_the_table(tmp_path, capsys) -> None:

@@ -312,3 +312,13 @@ def test_benchmark_passes_the_readout(monkeypatch):
     assert calls[0]["readout"] == "argmax" and calls[1]["readout"] == "kmeans"
     assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--readout-clusters", "4", "--quiet"]) == 0
     assert calls[0]["readout_clusters"] is None and calls[2]["readout_clusters"] == 4
+    assert calls[0]["seeds"] == (0,)
+    assert cli.main(["benchmark", "d", "--out", "o", "--methods", "s3net", "--seed", "0,1,2", "--quiet"]) == 0
+    assert calls[3]["seeds"] == (0, 1, 2)
+
+
+def test_benchmark_seed_list_must_be_integers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["benchmark", "d", "--out", "o", "--seed", "0,x"])
+    assert exit_info.value.code == 2
+    assert "--seed: expected comma-separated integers, got '0,x'" in capsys.readouterr().err

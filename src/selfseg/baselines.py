@@ -6,6 +6,8 @@ at the image's own resolution.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.cluster.vq import kmeans2
 from skimage.filters import threshold_otsu
@@ -23,7 +25,11 @@ def otsu_labels(image: np.ndarray) -> np.ndarray:
 
 def kmeans_labels(image: np.ndarray, *, n_clusters: int = 3, seed: int = 0) -> np.ndarray:
     """k-means of the pixel colours, or of any (H, W, D) per-pixel features (``scipy.cluster.vq.kmeans2``,
-    k-means++ start, seeded)."""
+    k-means++ start, seeded). An image with fewer distinct colours than ``n_clusters`` gets fewer clusters
+    (scipy's warnings about the empty ones are silenced)."""
     pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
-    _, assignment = kmeans2(pixels, n_clusters, minit="++", seed=np.random.default_rng(seed))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "One of the clusters is empty", UserWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+        _, assignment = kmeans2(pixels, n_clusters, minit="++", seed=np.random.default_rng(seed))
     return (assignment.reshape(image.shape[:2]) + 1).astype(np.int32)

@@ -76,6 +76,13 @@ def _counts(text: str) -> int | tuple[int, ...]:
     return counts[0] if len(counts) == 1 else counts
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
@@ -109,9 +116,20 @@ def _method_defaults(name: str) -> str:
     return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
 
 
-def _add_run_options(command: argparse.ArgumentParser) -> None:
-    """Options shared by the commands that segment: seed, working size, device, precision, target, quiet."""
-    command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = False) -> None:
+    """Options shared by the commands that segment: seed, working size, device, precision, target, quiet.
+    With ``several_seeds``, ``--seed`` takes a comma-separated list (a tuple)."""
+    if several_seeds:
+        command.add_argument(
+            "--seed",
+            type=_seeds,
+            default=(0,),
+            metavar="SEED[,SEED...]",
+            help="random seed; several (e.g. 0,1,2) run the benchmark once per seed into OUT/seed-N and write "
+            "the mean over the seeds and its standard deviation to OUT/benchmark.md (default: 0)",
+        )
+    else:
+        command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     command.add_argument(
         "--size",
         type=_size,
@@ -260,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--foreground", default=",".join(FOREGROUND_RULES), help="comma-separated rules (default: %(default)s)"
     )
-    _add_run_options(bench)
+    _add_run_options(bench, several_seeds=True)
     return parser
 
 
@@ -272,7 +290,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             args.out,
             methods=args.methods.split(","),
             foreground=args.foreground.split(","),
-            seed=args.seed,
+            seeds=args.seed,
             size=args.size,
             device=args.device,
             precision=args.precision,
