@@ -9,7 +9,7 @@ goes to ``OUT/benchmark.csv`` and ``OUT/benchmark.md``.
 With several seeds each one is a benchmark of its own in ``OUT/seed-<N>``, and ``OUT/benchmark.csv`` and
 ``OUT/benchmark.md`` give, per (dataset, method, rule), the mean over the seeds of their mean scores and the
 standard deviation of their mean Dice (``seed_summary``): single fits vary with the seed more than
-methods differ on a set of a hundred images (docs/results.md, "Run-to-run variation").
+methods differ on a set of a hundred images (docs/results.md, "Seeds").
 """
 
 from __future__ import annotations
