@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from selfseg.foreground import (
     check_rule,
@@ -107,6 +108,44 @@ def test_lungs_joined_to_the_outside_by_a_narrow_bridge() -> None:
     assert _iou(first_scale_only, lungs) < 0.5 and not first_scale_only[:, :64].any()
     assert _iou(lungs_mask(labels, grey), lungs) > 0.95
 
+
+def test_lungs_close_to_each_other_are_not_bridged() -> None:
+    """Lungs 5 px apart (a thin mediastinum; the closing disk is 4 px): each lung is closed and hole-filled
+    on its own, so the gap between them is not filled in."""
+    shape = (96, 128)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
+    left, right = _disc(shape, (48, 44), 18), _disc(shape, (48, 85), 18)
+    labels = np.where(body, 2, 1).astype(np.int32)
+    labels[left | right] = 1
+    grey = _paint(labels, {1: 0.05, 2: 0.6}, tint=False).mean(axis=2)
+    mask = lungs_mask(labels, grey)
+    np.testing.assert_array_equal(mask, left | right)
+    assert not mask[40:57, 62:67].any()
+
+
+def test_a_lung_cut_in_two_keeps_both_pieces() -> None:
+    """A bright band (a fissure, a consolidation) cuts the lower part off the left lung: the piece joins
+    the pair, as it has at least ``pieces`` of the second lung's area; with ``pieces=1`` it is left out. A
+    dark region as large above the lungs (outside their bounding box) does not join."""
+    labels, lungs = _chest()
+    labels[50:53, 15:62] = 2
+    labels[14:29, 56:73] = 1
+    grey = _paint(labels, {1: 0.05, 2: 0.6}, tint=False).mean(axis=2)
+    lower_piece = lungs & (np.arange(96) >= 53)[:, None] & (np.arange(128) < 64)[None, :]
+    mask = lungs_mask(labels, grey)
+    assert mask[lower_piece].all() and _iou(mask, lungs) > 0.9 and not mask[14:29, 56:73].any()
+    assert not lungs_mask(labels, grey, pieces=1.0)[lower_piece].any()
+
+def test_a_near_tie_goes_to_the_darker_lungs() -> None:
+    """A 2-px rim of a mid-grey cluster (fat, partial volume) around each lung: the lungs with the rim score
+    less than 5 % above the lungs alone, so the darker candidate is kept; without the preference the
+    rim joins."""
+    labels, lungs = _chest()
+    labels[ndimage.binary_dilation(lungs, iterations=2) & ~lungs] = 3
+    grey = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.45}, tint=False).mean(axis=2)
+    np.testing.assert_array_equal(lungs_mask(labels, grey), lungs)
+    assert _iou(lungs_mask(labels, grey, prefer_darker=0.0), lungs) < 0.85
 
 def test_auto_target_falls_back_to_lesion() -> None:
     shape = (64, 64)
