@@ -124,19 +124,6 @@ def test_lungs_close_to_each_other_are_not_bridged() -> None:
     assert not mask[40:57, 62:67].any()
 
 
-def test_a_lung_cut_in_two_keeps_both_pieces() -> None:
-    """A bright band (a fissure, a consolidation) cuts the lower part off the left lung: the piece joins
-    the pair, as it has at least ``pieces`` of the second lung's area; with ``pieces=1`` it is left out. A
-    dark region as large above the lungs (outside their bounding box) does not join."""
-    labels, lungs = _chest()
-    labels[50:53, 15:62] = 2
-    labels[14:29, 56:73] = 1
-    grey = _paint(labels, {1: 0.05, 2: 0.6}, tint=False).mean(axis=2)
-    lower_piece = lungs & (np.arange(96) >= 53)[:, None] & (np.arange(128) < 64)[None, :]
-    mask = lungs_mask(labels, grey)
-    assert mask[lower_piece].all() and _iou(mask, lungs) > 0.9 and not mask[14:29, 56:73].any()
-    assert not lungs_mask(labels, grey, pieces=1.0)[lower_piece].any()
-
 def test_a_near_tie_goes_to_the_darker_lungs() -> None:
     """A 2-px rim of a mid-grey cluster (fat, partial volume) around each lung: the lungs with the rim score
     less than 5 % above the lungs alone, so the darker candidate is kept; without the preference the

@@ -11,10 +11,9 @@ Without ground truth (``select_foreground``), under a target prior:
   X-ray). The body is what the darkest cluster's frame-connected regions leave (opened at growing
   scales until a left/right pair appears, to cut narrow bridges to the outside); lung candidates are
   the dark-cluster unions inside the body eroded by a margin (this cuts the body's dark rim), scored by
-  contrast and area with a bonus for a left/right pair (and further pieces of a sizeable fraction of the
-  second lung: a lobe cut off by a fissure, a consolidation or a vessel), then grown back by the margin
-  inside their clusters, closed and hole-filled one connected region at a time (so that the closing does
-  not bridge a thin mediastinum and fill it in).
+  contrast and area with a bonus for a left/right pair (the darker of two near-equal candidates kept),
+  then grown back by the margin inside their clusters, closed and hole-filled one connected region at a
+  time (so that the closing does not bridge a thin mediastinum and fill it in).
 - ``"auto"`` (``resolve_target``): lungs on grey images when the lung rule finds them, else lesion.
 
 ``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
@@ -142,19 +141,6 @@ def lesion_mask(
     return ndimage.binary_fill_holes(best | (source & ndimage.binary_dilation(best, element)))
 
 
-def _with_pieces(regions: list[np.ndarray], pieces: float) -> np.ndarray:
-    """The two largest ``regions`` (largest first) and every further one with at least ``pieces`` of the second's
-    area whose centroid lies within the bounding box of the two. (H, W) bool."""
-    pair = regions[0] | regions[1]
-    rows, cols = np.nonzero(pair)
-    for region in regions[2:]:
-        centre_row, centre_col = (axis.mean() for axis in np.nonzero(region))
-        inside = rows.min() <= centre_row <= rows.max() and cols.min() <= centre_col <= cols.max()
-        if inside and region.sum() >= pieces * regions[1].sum():
-            pair = pair | region
-    return pair
-
-
 def lungs_mask(
     labels: np.ndarray,
     grey: np.ndarray,
@@ -166,7 +152,6 @@ def lungs_mask(
     closing: float = 0.04,
     dark_tolerance: float = 0.05,
     outside_scales: tuple[float, ...] = (1, 4, 8),
-    pieces: float = 0.2,
     prefer_darker: float = 0.05,
 ) -> np.ndarray:
     """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
@@ -186,9 +171,6 @@ def lungs_mask(
             ``opening`` times each of these, in turn, until a left/right pair is found: a larger one
             cuts the narrow bridges (the neck on an X-ray, a dark fat layer on CT) through which lungs
             sharing the outside air's cluster would count as outside.
-        pieces: once a left/right pair is found, further candidate regions with at least this fraction of
-            the second lung's area, centred within the pair's bounding box, join it (a lung cut in two by a
-            fissure, a consolidation or a vessel; not soft tissue beside the ribs on an X-ray).
         prefer_darker: a candidate of more (brighter) clusters must score this fraction higher than the
             darker one before it: the lungs are the darkest structure in the body, and a near tie means a
             fat or partial-volume cluster joining them (CT).
@@ -219,7 +201,7 @@ def lungs_mask(
             if len(regions) > 1 and regions[1].sum() >= pair * regions[0].sum():
                 sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
                 if sides[0] * sides[1] < 0:
-                    lungs, paired = _with_pieces(regions, pieces), True
+                    lungs, paired = regions[0] | regions[1], True
             score = max(_contrast(lungs, grey, band, within=body), 0.005) * np.sqrt(lungs.mean())
             score *= 1.0 if paired else 0.5
             if score > best_score * (1 + prefer_darker):
