@@ -134,6 +134,22 @@ def test_a_near_tie_goes_to_the_darker_lungs() -> None:
     np.testing.assert_array_equal(lungs_mask(labels, grey), lungs)
     assert _iou(lungs_mask(labels, grey, prefer_darker=0.0), lungs) < 0.85
 
+def test_lungs_joined_in_front_count_as_a_pair() -> None:
+    """Both lungs in one region (joined at the front, as S3-Net's clusters often give on CT) score as a pair:
+    the rule keeps them, rather than pairing them with a mid-grey region low in the body on the other side."""
+    shape = (96, 128)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
+    lungs = _disc(shape, (36, 40), 13) | _disc(shape, (36, 88), 12)
+    lungs[31:37, 48:82] = True
+    blobs = _disc(shape, (70, 40), 9) | _disc(shape, (70, 88), 12)
+    labels = np.where(body, 2, 1).astype(np.int32)
+    labels[lungs] = 1
+    labels[blobs] = 3
+    grey = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.35}, tint=False).mean(axis=2)
+    mask = lungs_mask(labels, grey)
+    assert _iou(mask, lungs) > 0.98 and not (mask & blobs).any()
+
 def test_auto_target_falls_back_to_lesion() -> None:
     shape = (64, 64)
     lesion = _disc(shape, (32, 32), 12)

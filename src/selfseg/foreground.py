@@ -11,9 +11,10 @@ Without ground truth (``select_foreground``), under a target prior:
   X-ray). The body is what the darkest cluster's frame-connected regions leave (opened at growing
   scales until a left/right pair appears, to cut narrow bridges to the outside); lung candidates are
   the dark-cluster unions inside the body eroded by a margin (this cuts the body's dark rim), scored by
-  contrast and area with a bonus for a left/right pair (the darker of two near-equal candidates kept),
-  then grown back by the margin inside their clusters, closed and hole-filled one connected region at a
-  time (so that the closing does not bridge a thin mediastinum and fill it in).
+  contrast and area with a bonus for a left/right pair, or for one region with a large part on each side
+  (lungs joined at the front), the darker of two near-equal candidates kept, then grown back by the
+  margin inside their clusters, closed and hole-filled one connected region at a time (so that the
+  closing does not bridge a thin mediastinum and fill it in).
 - ``"auto"`` (``resolve_target``): lungs on grey images when the lung rule finds them, else lesion.
 
 ``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
@@ -164,7 +165,9 @@ def lungs_mask(
         opening, closing: radii of the clean-up disks, as fractions of the shorter side.
         min_area: lung candidates smaller than this fraction of the image are ignored.
         pair: the second region counts as the other lung if it has at least this fraction of the
-            first one's area and lies on the other side of the vertical midline.
+            first one's area and lies on the other side of the vertical midline; the largest region alone
+            counts as both lungs (joined in front of the heart on CT, or across the mediastinum) if its
+            part on either side of the midline has at least this fraction of the other part.
         dark_tolerance: clusters whose mean grey is within this of the darkest one's count as darkest
             when finding the outside (a network may split flat black air into two striped clusters).
         outside_scales: the outside is the darkest clusters' frame-connected part after an opening of
@@ -197,7 +200,8 @@ def lungs_mask(
             if not regions:
                 continue
             regions.sort(key=lambda r: -int(r.sum()))
-            lungs, paired = regions[0], False
+            halves = np.array([regions[0][:, : width // 2].sum(), regions[0][:, width // 2 :].sum()])
+            lungs, paired = regions[0], bool(halves.min() >= pair * halves.max())  # both lungs joined
             if len(regions) > 1 and regions[1].sum() >= pair * regions[0].sum():
                 sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
                 if sides[0] * sides[1] < 0:
