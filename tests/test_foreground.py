@@ -39,17 +39,23 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
 
+def _body(shape: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A cluster map of an elliptic body (cluster 2) in dark air (cluster 1), CT-like."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
+    return np.where(body, 2, 1).astype(np.int32)
+
+
 def _chest(shape=(96, 128), ring: bool = False, stripes: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """CT-like cluster map: dark air outside, a bright body, two dark lungs and a small trachea inside.
 
     With ``ring``, the outermost pixel ring is a cluster of its own; with ``stripes``, every other pair
     of columns of the air is cluster 4 (both network artefacts seen on real CT). Returns (labels, lungs).
     """
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
+    xx = np.mgrid[: shape[0], : shape[1]][1]
     left, right = _disc(shape, (48, 38), 18), _disc(shape, (48, 90), 17)
     trachea = _disc(shape, (30, 64), 3)
-    labels = np.where(body, 2, 1).astype(np.int32)
+    labels = _body(shape)
     labels[left | right | trachea] = 1
     if ring:
         labels[[0, -1], :] = 3
@@ -112,11 +118,8 @@ def test_lungs_joined_to_the_outside_by_a_narrow_bridge() -> None:
 def test_lungs_close_to_each_other_are_not_bridged() -> None:
     """Lungs 5 px apart (a thin mediastinum; the closing disk is 4 px): each lung is closed and hole-filled
     on its own, so the gap between them is not filled in."""
-    shape = (96, 128)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
-    left, right = _disc(shape, (48, 44), 18), _disc(shape, (48, 85), 18)
-    labels = np.where(body, 2, 1).astype(np.int32)
+    labels = _body()
+    left, right = _disc(labels.shape, (48, 44), 18), _disc(labels.shape, (48, 85), 18)
     labels[left | right] = 1
     grey = _paint(labels, {1: 0.05, 2: 0.6}, tint=False).mean(axis=2)
     mask = lungs_mask(labels, grey)
@@ -134,16 +137,14 @@ def test_a_near_tie_goes_to_the_darker_lungs() -> None:
     np.testing.assert_array_equal(lungs_mask(labels, grey), lungs)
     assert _iou(lungs_mask(labels, grey, prefer_darker=0.0), lungs) < 0.85
 
+
 def test_lungs_joined_in_front_count_as_a_pair() -> None:
     """Both lungs in one region (joined at the front, as S3-Net's clusters often give on CT) score as a pair:
     the rule keeps them, rather than pairing them with a mid-grey region low in the body on the other side."""
-    shape = (96, 128)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
-    lungs = _disc(shape, (36, 40), 13) | _disc(shape, (36, 88), 12)
+    labels = _body()
+    lungs = _disc(labels.shape, (36, 40), 13) | _disc(labels.shape, (36, 88), 12)
     lungs[31:37, 48:82] = True
-    blobs = _disc(shape, (70, 40), 9) | _disc(shape, (70, 88), 12)
-    labels = np.where(body, 2, 1).astype(np.int32)
+    blobs = _disc(labels.shape, (70, 40), 9) | _disc(labels.shape, (70, 88), 12)
     labels[lungs] = 1
     labels[blobs] = 3
     grey = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.35}, tint=False).mean(axis=2)
