@@ -52,7 +52,7 @@ def _chest(shape=(96, 128), ring: bool = False, stripes: bool = False) -> tuple[
     With ``ring``, the outermost pixel ring is a cluster of its own; with ``stripes``, every other pair
     of columns of the air is cluster 4 (both network artefacts seen on real CT). Returns (labels, lungs).
     """
-    xx = np.mgrid[: shape[0], : shape[1]][1]
+    xx = np.arange(shape[1])
     left, right = _disc(shape, (48, 38), 18), _disc(shape, (48, 90), 17)
     trachea = _disc(shape, (30, 64), 3)
     labels = _body(shape)
@@ -150,6 +150,7 @@ def test_lungs_joined_in_front_count_as_a_pair() -> None:
     grey = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.35}, tint=False).mean(axis=2)
     mask = lungs_mask(labels, grey)
     assert _iou(mask, lungs) > 0.98 and not (mask & blobs).any()
+
 
 def test_auto_target_falls_back_to_lesion() -> None:
     shape = (64, 64)

@@ -219,9 +219,8 @@ def lungs_mask(
     components, _ = ndimage.label(grown, structure=_EIGHT)
     radius = _radius(closing, labels.shape)
     mask = np.zeros(labels.shape, dtype=bool)
-    for index in np.unique(components[best]):
-        if index:
-            mask |= ndimage.binary_fill_holes(_closing(components == index, radius))
+    for index in np.unique(components[best]):  # best lies inside grown: no background label here
+        mask |= ndimage.binary_fill_holes(_closing(components == index, radius))
     return mask
 
 
