@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--spacing", type=_spacing, metavar="SY,SX", help="pixel size per axis, e.g. 0.7,0.7 (mm)")
     bench = commands.add_parser(
         "benchmark",
-        help="every method on every dataset, with and without ground-truth help",
+        help="every method on every dataset, masks chosen without and with the ground truth",
         description="Segment every image of each DATASET (images/ + masks/, PH2 or ISIC layout) with each "
         "method once, score the ground-truth-free masks (auto) and the papers' oracle masks derived from "
         "the same clusters, and write OUT/benchmark.csv and OUT/benchmark.md (Dice, HM, XOR, HD95, "
