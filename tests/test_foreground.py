@@ -40,9 +40,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _body(shape: tuple[int, int] = (96, 128)) -> np.ndarray:
-    """A cluster map of an elliptic body (cluster 2) in dark air (cluster 1), CT-like."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    body = ((yy - 48) / 40) ** 2 + ((xx - 64) / 58) ** 2 < 1
+    """A cluster map of an elliptic body (cluster 2) in dark air (cluster 1), CT-like, centred, with
+    semi-axes 5/12 of the height and 29/64 of the width (40 and 58 px at the default 96x128)."""
+    height, width = shape
+    yy, xx = np.mgrid[:height, :width]
+    body = ((yy - height / 2) / (height * 5 / 12)) ** 2 + ((xx - width / 2) / (width * 29 / 64)) ** 2 < 1
     return np.where(body, 2, 1).astype(np.int32)
 
 
