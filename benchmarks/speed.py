@@ -1,92 +1,151 @@
-"""Speed and memory of per-image segmentation: seconds per iteration, per image, peak memory.
+"""Speed, memory and Dice of whole runs: one table per method, configurations compared in one run.
 
-Prints figures; it asserts nothing. Run from the repository root:
+Prints figures (markdown); it asserts nothing. Run from the repository root:
 
-    .venv/bin/python benchmarks/speed.py                     # every method, 256 px, CPU, the SSCT samples
-    .venv/bin/python benchmarks/speed.py --methods msformer --device cuda IMAGES...
+    .venv/bin/python benchmarks/speed.py                          # every method, 20 isic2018 images
+    .venv/bin/python benchmarks/speed.py --methods s3net --images 8 --reference-images 2
 
-Per image it runs the default stopping rules (what a user gets) and then a fixed number of
-iterations with the stopping rules disabled (steady seconds per iteration). The first image also
-pays one-off start-up costs (kernel selection, allocator warm-up); it is reported separately.
+Each configuration runs as its own process over a folder of the first ``--images`` images of
+``--dataset`` (isic2018: 512 x 512 dermoscopy), 2 fits at once with 1 torch thread each (the batch
+defaults), so that its wall time is what a user waits for: start-up, imports, reading, every fit, the
+readout, the foreground choice and the files written. The new defaults run as the ``selfseg segment``
+command itself; the other configurations call ``runner.run_batch`` with their options. Reported per
+configuration: s/image (wall time / images), s/iteration (fit seconds / iterations, per fit), mean
+iterations, the peak resident memory of the largest process (one fit worker), the mean Dice of the masks
+(chosen without ground truth) against the dataset's masks, and the speed-up over the table's first row.
+The configurations at the 0.8 defaults (256 px, the papers' widths) cost tens of seconds per image, so
+they run on the first ``--reference-images`` images only (their row says how many).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
+import csv
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from selfseg.engine import METHODS, segment
-from selfseg.io import find_images, read_image
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = [ROOT.parent / "shared" / "data" / "ssct-samples" / "images" / f"Test_{i}.bmp" for i in (1, 2, 3)]
+DATA = ROOT.parent / "shared" / "data"
+
+# name, segment options (those of the new defaults left out), runs on the reference images only
+CONFIGS: dict[str, list[tuple[str, dict, bool]]] = {
+    "s3net": [
+        ("0.8 defaults: 256 px, 64 channels", {"size": 256, "n_channels": 64}, True),
+        ("0.8 widths, argmax readout (the released code's settings)", {"size": 256, "n_channels": 64, "readout": "argmax"}, True),
+        ("128 px, 64 channels", {"n_channels": 64}, False),
+        ("new defaults: 128 px, 32 channels (`selfseg segment`)", {}, False),
+        ("96 px, 32 channels", {"size": 96}, False),
+        ("160 px, 32 channels", {"size": 160}, False),
+        ("128 px, 32 channels, bfloat16", {"precision": "bfloat16"}, False),
+    ],
+    "msformer": [
+        ("0.8 defaults: 256 px, 100 channels", {"size": 256, "n_channels": 100, "embed_dim": 100}, True),
+        ("128 px, 100 channels", {"n_channels": 100, "embed_dim": 100}, False),
+        ("new defaults: 128 px, 32 channels (`selfseg segment`)", {}, False),
+        ("96 px, 32 channels", {"size": 96}, False),
+        ("128 px, 32 channels, bfloat16", {"precision": "bfloat16"}, False),
+    ],
+    "dfc": [
+        ("0.8 defaults: 256 px, 100 channels", {"size": 256, "n_channels": 100}, True),
+        ("128 px, 100 channels", {"n_channels": 100}, False),
+        ("new defaults: 128 px, 32 channels (`selfseg segment`)", {}, False),
+        ("96 px, 32 channels", {"size": 96}, False),
+    ],
+}
+
+_CHILD = """
+import json, resource, sys
+method, folder, out, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+if options:
+    from selfseg.runner import run_batch
+    report = run_batch([folder], out, method=method, workers="auto", progress=False, **options)
+    code = 1 if report.failures else 0
+else:
+    from selfseg.cli import main
+    code = main(["segment", folder, "--out", out, "--method", method, "--quiet"])
+peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(json.dumps({"peak_kib": peak}))
+sys.exit(code)
+"""
 
 
-def _peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _folder(dataset: Path, count: int, into: Path) -> Path:
+    """A folder of links to the first ``count`` images (sorted by name) of ``dataset/images``."""
+    into.mkdir(parents=True)
+    for image in sorted((dataset / "images").iterdir())[:count]:
+        (into / image.name).symlink_to(image)
+    return into
 
 
-def _bench_method(
-    method: str, paths: list[Path], size: int, device: torch.device, fixed_iter: int, precision: str
-) -> None:
-    """Print one table for ``method``: per image, then the mean over the images after the first."""
-    print(f"\n{method}")
-    print(f"{'image':<20} {'iters':>5} {'s/image':>8} {'s/iter':>7} {'steady s/iter':>13} {'peak MiB':>9}")
-    per_image, per_iter, steady = [], [], []
-    for index, path in enumerate(paths):
-        image = read_image(path)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        options = {"method": method, "size": size, "device": device, "precision": precision}
-        result = segment(image, **options)
-        start = time.perf_counter()
-        segment(image, **options, max_iter=fixed_iter, min_labels=0, tol=0.0)
-        fixed = (time.perf_counter() - start) / fixed_iter
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
-        seconds_per_iter = result.seconds / result.iterations
-        print(f"{path.stem:<20} {result.iterations:>5} {result.seconds:>8.2f} {seconds_per_iter:>7.3f} "
-              f"{fixed:>13.3f} {peak:>9.0f}")
-        if index > 0 or len(paths) == 1:
-            per_image.append(result.seconds)
-            per_iter.append(seconds_per_iter)
-            steady.append(fixed)
-    print(f"mean over {'images after the first' if len(paths) > 1 else 'the image'}: "
-          f"{statistics.mean(per_image):.2f} s/image, {statistics.mean(per_iter):.3f} s/iter, "
-          f"{statistics.mean(steady):.3f} steady s/iter; peak memory "
-          f"{'GPU allocated' if device.type == 'cuda' else 'process RSS (so far)'} {peak:.0f} MiB")
+def _dice(out: Path, masks: Path, stems: list[str]) -> float:
+    from selfseg.io import read_mask
+    from selfseg.metrics import dice
+
+    return float(np.mean([dice(read_mask(out / f"{s}_mask.png"), read_mask(masks / f"{s}.png")) for s in stems]))
+
+
+def _run(method: str, options: dict, folder: Path, out: Path, masks: Path) -> dict:
+    """Run one configuration as a fresh process; its figures."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, method, str(folder), str(out), json.dumps(options)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} {options} failed:\n{done.stderr[-2000:]}")
+    peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_kib"] / 2**20
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    iterations = [int(row["iterations"]) for row in rows]
+    seconds = [float(row["seconds"]) for row in rows]
+    return {
+        "images": len(rows), "s_image": wall / len(rows), "s_iter": sum(seconds) / max(1, sum(iterations)),
+        "iterations": float(np.mean(iterations)), "peak_gib": peak,
+        "dice": _dice(out, masks, [row["image"] for row in rows]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="*", help="images or folders (default: ssct-samples Test_1..3)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=256, help="working size (longer side)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--fixed-iter", type=int, default=5, help="iterations of the steady-state run")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--methods", default=",".join(CONFIGS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--dataset", type=Path, default=DATA / "isic2018", help="images/ and masks/ (default: isic2018)")
+    parser.add_argument("--images", type=int, default=20, help="images per configuration (default: %(default)s)")
+    parser.add_argument("--reference-images", type=int, default=4,
+                        help="images of the 0.8-default configurations (default: %(default)s)")
     args = parser.parse_args(argv)
-
-    paths = find_images(args.images) if args.images else [p for p in DEFAULT_IMAGES if p.exists()]
-    if not paths:
-        parser.error("no images found; pass some")
     methods = args.methods.split(",")
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(CONFIGS))
     if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    device = torch.device(args.device)
-    print(f"selfseg speed: size={args.size} device={device} precision={args.precision} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()}")
-    if device.type == "cuda":
-        print(f"gpu: {torch.cuda.get_device_name(device)}")
-    for method in methods:
-        _bench_method(method, paths, args.size, device, args.fixed_iter, args.precision)
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    import torch
+
+    print(f"selfseg speed: {args.dataset.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {
+            False: _folder(args.dataset, args.images, Path(tmp) / "images"),
+            True: _folder(args.dataset, args.reference_images, Path(tmp) / "reference"),
+        }
+        for method in methods:
+            print(f"\n### {method}\n")
+            print("| configuration | images | s/image | speed-up | s/iteration | iterations | peak RSS (GiB) | mean Dice |")
+            print("|---|---|---|---|---|---|---|---|")
+            first = None
+            for index, (name, options, reference) in enumerate(CONFIGS[method]):
+                out = Path(tmp) / f"{method}-{index}"
+                row = _run(method, options, folders[reference], out, args.dataset / "masks")
+                first = first or row["s_image"]
+                print(f"| {name} | {row['images']} | {row['s_image']:.2f} | {first / row['s_image']:.1f}x | "
+                      f"{row['s_iter']:.3f} | {row['iterations']:.1f} | {row['peak_gib']:.2f} | {row['dice']:.3f} |",
+                      flush=True)
     return 0
 
 

@@ -503,25 +503,24 @@ def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkey
     assert run_batch([colour], out, min_labels=2, resume=True, progress=False).skipped == []
 
 
-def test_readout_clusters_auto_of_selfseg_05(tmp_path, monkeypatch):
-    """"auto" in a row of selfseg 0.5 meant one count (3 on grey, 4 on colour): such rows resume today's
-    default on a grey image only, and an explicit 4 on a colour one."""
+def test_network_rows_before_09_are_fitted_again(tmp_path, monkeypatch):
+    """selfseg 0.9 narrowed the networks to 32 channels: a network's row of an earlier version (or with an
+    unreadable version) is fitted again whatever its options say; a baseline's row still resumes."""
     calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
     out = tmp_path / "out"
     run_batch([grey, colour], out, progress=False)
-    table = _read_csv(out / "results.csv")
-    options, version = RESULT_COLUMNS.index("options"), RESULT_COLUMNS.index("version")
-    assert {row[options] for row in table[1:]} == {'{"readout": "kmeans", "readout_clusters": "auto"}'}
+    run_batch([grey], tmp_path / "kmeans", method="kmeans", progress=False)
     assert run_batch([grey, colour], out, resume=True, progress=False).skipped == ["grey", "colour"]
-    for row in table[1:]:
-        row[version] = "0.5.0"
-    io.write_csv(out / "results.csv", table[0], table[1:])
+    version = RESULT_COLUMNS.index("version")
+    for folder, old in ((out, ("0.8.0", "edited")), (tmp_path / "kmeans", ("0.8.0",))):
+        table = _read_csv(folder / "results.csv")
+        for row, value in zip(table[1:], old):
+            row[version] = value
+        io.write_csv(folder / "results.csv", table[0], table[1:])
     report = run_batch([grey, colour], out, resume=True, progress=False)
-    assert report.skipped == [] and len(calls) == 3 and "readout_clusters" not in calls[2]
-    assert sorted(row["image"] for row in report.results) == ["colour", "grey"]  # grey: mask chosen again, no fit
-    io.write_csv(out / "results.csv", table[0], table[1:])
-    assert run_batch([colour], out, readout_clusters=4, resume=True, progress=False).skipped == []
-    assert len(calls) == 3
+    assert report.skipped == [] and len(calls) == 5
+    report = run_batch([grey], tmp_path / "kmeans", method="kmeans", resume=True, progress=False)
+    assert report.skipped == [] and len(report.results) == 1 and len(calls) == 5  # mask chosen again, no fit
 
 
 def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from selfseg import __version__
-from selfseg.engine import ALL_METHODS, METHODS, READOUTS
+from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, READOUTS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
 from selfseg.datasets import DatasetError, load_masks
@@ -133,7 +133,7 @@ def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = 
     command.add_argument(
         "--size",
         type=_size,
-        default=256,
+        default=DEFAULT_SIZE,
         metavar="PX",
         help="longer image side during training, 0 for native resolution (default: %(default)s)",
     )

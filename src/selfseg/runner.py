@@ -120,10 +120,6 @@ for the default, ``engine.default_readout_clusters``)."""
 
 _NEW_DEFAULTS = {"readout": _SEGMENT_DEFAULTS["readout"], "readout_clusters": "auto"}
 
-_FORMER_AUTO = "auto (0.5)"
-"""What a stored "auto" of a selfseg 0.5 row stands for: that version's default, one count (``min_labels``
-on grey images, one more on colour ones), where ``engine.default_readout_clusters`` now gives three on colour."""
-
 _SELECTION = ("foreground", "target", "point", "version")
 """``results.csv`` columns that must match for ``resume`` to keep an input's cluster map, and its mask."""
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
@@ -224,8 +220,7 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
 
 
 def _same_clusters(stored: str, wanted: str, path: Path, min_labels: int) -> bool:
-    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto" or
-    ``_FORMER_AUTO``, mean the same cluster counts for the 2-D image at ``path`` (with the network's
+    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto", mean the same cluster counts for the 2-D image at ``path`` (with the network's
     ``min_labels``; the image is read only then). False when the image cannot be read: the input is fitted
     again, and fails there."""
     if stored == wanted or not (stored and wanted):
@@ -249,11 +244,19 @@ def _resolve_counts(count: object, image: np.ndarray, min_labels: int) -> tuple[
     """The cluster counts a ``readout_clusters`` cell value stands for on ``image``. ValueError if none."""
     if count == "auto":
         return engine.default_readout_clusters(image, min_labels)
-    if count == _FORMER_AUTO:
-        return (min_labels if is_grey(image) else min_labels + 1,)
     if isinstance(count, str) or count is None:
         raise ValueError(f"not a cluster count: {count!r}")
     return engine.readout_counts(count)
+
+
+def _before_widths(version: str) -> bool:
+    """Whether a row of selfseg ``version`` fitted a network at the papers' widths (64 or 100 channels, before
+    0.9 made 32 the default): such rows are fitted again, whatever their ``options`` cell says."""
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:  # an edited cell
+        return True
+    return (major, minor) < (0, 9)
 
 
 def _typed(cells: list[str]) -> dict:
@@ -420,7 +423,7 @@ def run_batch(
     seed: int = 0,
     max_iter: int | None = None,
     min_labels: int | None = None,
-    size: int | None = 256,
+    size: int | None = engine.DEFAULT_SIZE,
     device: str = "auto",
     precision: str = "float32",
     foreground: str = "auto",
@@ -527,16 +530,15 @@ def run_batch(
             wanted = {n: _cell(v) for n, v in settings.items()} | {"input_sha256": digest}
             wanted["axis"] = wanted["axis"] if volume else ""
             previous = table.get(stem) if resume else None
+            if previous is not None and network_labels and _before_widths(previous[RESULT_COLUMNS.index("version")]):
+                previous = None
             if previous is not None:
                 previous, column = list(previous), RESULT_COLUMNS.index("options")
-                version = RESULT_COLUMNS.index("version")
                 try:
                     stored = json.loads(previous[column]) if previous[column] else {}
                 except ValueError:  # an edited cell: it matches nothing, the input is fitted again
                     stored = None
                 if isinstance(stored, dict):
-                    if stored.get("readout_clusters") == "auto" and previous[version].startswith("0.5."):
-                        stored["readout_clusters"] = _FORMER_AUTO
                     previous[column] = _options_cell(
                         method, stored, missing=_FORMER_DEFAULTS, min_labels=network_labels
                     )
