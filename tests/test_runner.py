@@ -557,9 +557,11 @@ def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):
 def test_plan_workers(monkeypatch):
     """auto: bounded by cores // threads, memory per method and inputs; explicit counts are checked."""
     monkeypatch.setattr(runner, "available_cores", lambda: 8)
-    monkeypatch.setattr(runner, "available_memory_gib", lambda: 10.0)
+    monkeypatch.setattr(runner, "available_memory_gib", lambda: 3.5)
     plan = runner.plan_workers
-    assert plan("auto", 1, method="s3net", device="cpu", inputs=100) == 4  # 10 GiB // 2.5 GiB
+    assert plan("auto", 1, method="s3net", device="cpu", inputs=100) == 3  # 3.5 GiB // 1 GiB
+    assert plan("auto", 1, method="otsu", device="cpu", inputs=100) == 7  # 3.5 GiB // 0.5 GiB
+    monkeypatch.setattr(runner, "available_memory_gib", lambda: 10.0)
     assert plan("auto", 1, method="otsu", device="cpu", inputs=100) == 8  # cores
     assert plan("auto", 4, method="otsu", device="cpu", inputs=100) == 2  # 8 cores // 4 threads
     assert plan("auto", 1, method="otsu", device="cpu", inputs=3) == 3

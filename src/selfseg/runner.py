@@ -346,9 +346,10 @@ def _run_task(task: _Task) -> tuple[dict, str | None]:
     return fields, None
 
 
-WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 2.5, "msformer": 4.0, "dfc": 1.0, "otsu": 0.5, "kmeans": 0.5}
-"""Peak resident memory of a process fitting one input at the 256-px working size, per method
-(measured on dermoscopy photographs, rounded up; docs/speed.md): ``plan_workers`` budgets with it."""
+WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 1.0, "msformer": 1.0, "dfc": 0.5, "otsu": 0.5, "kmeans": 0.5}
+"""Peak resident memory of a process fitting one input at the default working size and widths, per method
+(0.4-0.65 GiB measured on 512-px dermoscopy photographs, rounded up; docs/speed.md): ``plan_workers``
+budgets with it."""
 
 
 def available_cores() -> int:
