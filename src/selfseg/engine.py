@@ -64,7 +64,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 """The networks at selfseg's default widths: 32 channels (the papers' code: S3-Net 64, MS-Former and DFC 100;
 ``n_channels=64`` etc. restores them). At the 128-px working size they fit 10 to 20 times faster than the
-papers' settings at the same mean Dice (docs/speed.md)."""
+papers' settings at about the same mean Dice (docs/speed.md; docs/results.md, where chest X-rays lose 0.01)."""
 
 DEFAULT_SIZE = 128
 """Default working size (longer side, px) of the networks: the masks are smooth, and the readout and the

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import selfseg
 from selfseg import datasets, engine, io, volumes
 from selfseg.batch_inputs import find_inputs, input_digest, input_stem
-from selfseg.foreground import check_rule, choose_mask, is_grey
+from selfseg.foreground import check_rule, choose_mask
 from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.visualize import overlay
 
@@ -220,9 +220,9 @@ def _options_cell(method: str, options: dict, *, missing: dict, min_labels: int 
 
 
 def _same_clusters(stored: str, wanted: str, path: Path, min_labels: int) -> bool:
-    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto", mean the same cluster counts for the 2-D image at ``path`` (with the network's
-    ``min_labels``; the image is read only then). False when the image cannot be read: the input is fitted
-    again, and fails there."""
+    """Whether two ``options`` cells that differ only in ``readout_clusters``, one of them "auto", mean the
+    same cluster counts for the 2-D image at ``path`` (with the network's ``min_labels``; the image is read
+    only then). False when the image cannot be read: the input is fitted again, and fails there."""
     if stored == wanted or not (stored and wanted):
         return False
     try:
