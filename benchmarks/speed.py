@@ -38,7 +38,7 @@ DATA = ROOT.parent / "shared" / "data"
 CONFIGS: dict[str, list[tuple[str, dict, bool]]] = {
     "s3net": [
         ("0.8 defaults: 256 px, 64 channels", {"size": 256, "n_channels": 64}, True),
-        ("0.8 widths, argmax readout (the released code's settings)", {"size": 256, "n_channels": 64, "readout": "argmax"}, True),
+        ("0.8 defaults, the papers' argmax readout", {"size": 256, "n_channels": 64, "readout": "argmax"}, True),
         ("128 px, 64 channels", {"n_channels": 64}, False),
         ("new defaults: 128 px, 32 channels (`selfseg segment`)", {}, False),
         ("96 px, 32 channels", {"size": 96}, False),
