@@ -27,9 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
+from selfseg.runner import evaluate_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -84,13 +87,6 @@ def _folder(dataset: Path, count: int, into: Path) -> Path:
     return into
 
 
-def _dice(out: Path, masks: Path, stems: list[str]) -> float:
-    from selfseg.io import read_mask
-    from selfseg.metrics import dice
-
-    return float(np.mean([dice(read_mask(out / f"{s}_mask.png"), read_mask(masks / f"{s}.png")) for s in stems]))
-
-
 def _run(method: str, options: dict, folder: Path, out: Path, masks: Path) -> dict:
     """Run one configuration as a fresh process; its figures."""
     start = time.perf_counter()
@@ -109,7 +105,7 @@ def _run(method: str, options: dict, folder: Path, out: Path, masks: Path) -> di
     return {
         "images": len(rows), "s_image": wall / len(rows), "s_iter": sum(seconds) / max(1, sum(iterations)),
         "iterations": float(np.mean(iterations)), "peak_gib": peak,
-        "dice": _dice(out, masks, [row["image"] for row in rows]),
+        "dice": float(np.mean([row["dice"] for row in evaluate_outputs(out, masks).results])),
     }
 
 
@@ -125,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(methods) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
-    import torch
-
-    print(f"selfseg speed: {args.dataset.name}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+    print(f"selfseg speed: {args.dataset.name}, torch {version('torch')}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d')}")
     with tempfile.TemporaryDirectory() as tmp:
         folders = {
