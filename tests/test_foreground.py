@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 
 from selfseg.foreground import (
+    _convex_hull,
     check_rule,
     choose_mask,
     is_grey,
@@ -247,3 +249,14 @@ def test_most_agreed_outvotes_the_odd_mask() -> None:
     assert most_agreed([skin]) == 0
     with pytest.raises(ValueError, match="most_agreed needs at least one mask"):
         most_agreed([])
+
+
+def test_convex_hull_on_the_bounding_box_equals_skimage() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = np.zeros((40, 50), dtype=bool)
+        top, left = rng.integers(0, 20, size=2)
+        mask[top : top + rng.integers(2, 20), left : left + rng.integers(2, 30)] = True
+        mask &= rng.random(mask.shape) < 0.7  # ragged, with holes
+        mask[top, left] = True
+        np.testing.assert_array_equal(_convex_hull(mask), convex_hull_image(mask))

@@ -75,6 +75,16 @@ def _closing(mask: np.ndarray, radius: int) -> np.ndarray:
     return padded[radius:-radius, radius:-radius]
 
 
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    """``convex_hull_image`` of a non-empty (H, W) mask, computed on its bounding box: the same pixels,
+    without testing every pixel of the image against the hull."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    hull = np.zeros(mask.shape, dtype=bool)
+    hull[box] = convex_hull_image(mask[box])
+    return hull
+
+
 def _regions(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
     """Connected regions (8-connectivity) of ``mask`` with at least ``min_pixels`` pixels, holes filled."""
     components, count = ndimage.label(mask, structure=_EIGHT)
@@ -129,7 +139,7 @@ def lesion_mask(
             offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
             centrality = 1 - offset / np.hypot(0.5, 0.5)
             touch = float((region & frame).sum()) / float(frame.sum())
-            solidity = float(region.sum()) / float(convex_hull_image(region).sum())
+            solidity = float(region.sum()) / float(_convex_hull(region).sum())
             score = (
                 max(_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality
                 * solidity
@@ -288,7 +298,7 @@ def select_foreground(
     if small != labels.shape:
         mask = _nearest_resize(mask, labels.shape)
     if chosen == "lesion" and mask.any():
-        mask = convex_hull_image(mask)
+        mask = _convex_hull(mask)
     return mask, chosen
 
 
