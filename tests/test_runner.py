@@ -211,7 +211,7 @@ def test_duplicate_stems_rejected_before_any_work(tmp_path):
 
 def test_bad_arguments_rejected_before_any_work(tmp_path):
     image = _disc(tmp_path / "a.png")
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="method must be one of s3net, msformer, dfc, otsu, kmeans, got 'nope'"):
         run_batch([image], tmp_path / "out", method="nope", progress=False)
     with pytest.raises(FileNotFoundError):
         run_batch([tmp_path / "missing.png"], tmp_path / "out", progress=False)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from selfseg import datasets, io
+from selfseg.checks import look_up_option
 from selfseg.foreground import oracle_mask
 from selfseg.runner import LABELS_SUFFIX, MASK_SUFFIX, evaluate_outputs, run_batch, summarize
 
@@ -73,9 +74,8 @@ def benchmark(
     ``seed_summary`` (its rows are returned). ``options`` go to ``runner.run_batch`` (``size``,
     ``device``, ...). Finished images are not segmented again when the command is repeated.
     """
-    unknown = sorted(set(foreground) - set(FOREGROUND_RULES))
-    if unknown:
-        raise ValueError(f"unknown foreground rule(s) {', '.join(unknown)}; choose from {', '.join(FOREGROUND_RULES)}")
+    for rule in foreground:
+        look_up_option(rule, FOREGROUND_RULES, name="foreground rule")
     seeds = [int(seed) for seed in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be one or more distinct integers, got {seeds}")

@@ -9,9 +9,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from selfseg import __version__
-from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, READOUTS
-from selfseg.io import IMAGE_SUFFIXES
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
+from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, PRECISIONS
+from selfseg.io import IMAGE_SUFFIXES
+from selfseg.readout import READOUTS
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.foreground import TARGETS
 from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
@@ -116,11 +117,24 @@ def _method_defaults(name: str) -> str:
     return ", ".join(f"{method}: {getattr(spec, name)}" for method, spec in sorted(METHODS.items()))
 
 
-def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = False) -> None:
-    """Options shared by the commands that segment: seed, working size, device, precision, target, quiet.
-    With ``several_seeds``, ``--seed`` takes a comma-separated list (a tuple)."""
+def _groups(command: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
+    """The option groups of a command that segments: input, method, foreground, output, performance."""
+    titles = {
+        "input": "input",
+        "method": "method and training",
+        "foreground": "foreground (how the mask is chosen)",
+        "output": "output",
+        "performance": "performance",
+    }
+    return {key: command.add_argument_group(title) for key, title in titles.items()}
+
+
+def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seeds: bool = False) -> None:
+    """Options shared by the commands that segment, in their ``groups``. With ``several_seeds``, ``--seed``
+    takes a comma-separated list (a tuple)."""
+    method, performance = groups["method"], groups["performance"]
     if several_seeds:
-        command.add_argument(
+        method.add_argument(
             "--seed",
             type=_seeds,
             default=(0,),
@@ -129,23 +143,15 @@ def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = 
             "the mean over the seeds and its standard deviation to OUT/benchmark.md (default: 0)",
         )
     else:
-        command.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    command.add_argument(
+        method.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    method.add_argument(
         "--size",
         type=_size,
         default=DEFAULT_SIZE,
         metavar="PX",
         help="longer image side during training, 0 for native resolution (default: %(default)s)",
     )
-    command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
-    command.add_argument(
-        "--precision",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
-        "AVX512-BF16, slower for s3net (default: %(default)s)",
-    )
-    command.add_argument(
+    method.add_argument(
         "--readout",
         choices=READOUTS,
         default="kmeans",
@@ -154,7 +160,7 @@ def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = 
         "per-pixel argmax; kmeans is better on chest X-rays, lung CT and dermoscopy, see docs/results.md; "
         "baselines ignore it) (default: %(default)s)",
     )
-    command.add_argument(
+    method.add_argument(
         "--readout-clusters",
         type=_counts,
         metavar="K[,K...]",
@@ -162,7 +168,7 @@ def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = 
         "readout whose mask the others agree with most (default: --min-labels, 3, on grey images such as CT "
         "and X-rays; --min-labels to --min-labels + 2, 3,4,5, on colour images such as dermoscopy)",
     )
-    command.add_argument(
+    groups["foreground"].add_argument(
         "--target",
         choices=TARGETS,
         default="auto",
@@ -170,7 +176,15 @@ def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = 
         "polyps), lungs (both lungs, CT and chest X-ray) or auto (lungs on grey images when found, else "
         "lesion) (default: %(default)s)",
     )
-    command.add_argument(
+    performance.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
+    performance.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
+        "AVX512-BF16, slower for s3net (default: %(default)s)",
+    )
+    performance.add_argument(
         "--workers",
         type=_workers,
         default="auto",
@@ -178,36 +192,43 @@ def _add_run_options(command: argparse.ArgumentParser, *, several_seeds: bool = 
         help="inputs fitted at once, each in its own process; auto: as many as the CPU cores (divided by "
         "--threads), the free memory and the inputs allow, 1 on a GPU (default: %(default)s)",
     )
-    command.add_argument(
+    performance.add_argument(
         "--threads",
         type=_positive_int,
         default=1,
         metavar="T",
         help="torch threads per fit; CPU results depend on T, not on --workers (default: %(default)s)",
     )
-    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    groups["output"].add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``selfseg`` argument parser with its ``segment`` subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="selfseg",
-        description="Label-free, per-image medical image segmentation.",
-        epilog="Run 'selfseg segment --help' for the options and the files written.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_segment(commands: argparse._SubParsersAction) -> None:
+    """The ``segment`` command."""
     seg = commands.add_parser(
         "segment",
         help="segment image files or folders",
         description=_SEGMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    seg.add_argument(
+    groups = _groups(seg)
+    source = groups["input"]
+    source.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image or volume file, folder (recursive), DICOM series folder or @LIST"
     )
-    seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    seg.add_argument(
+    source.add_argument(
+        "--glob",
+        metavar="PATTERN",
+        help="in folders, segment the files matching PATTERN (e.g. '*.png', 'CT/*.dcm'; default: every image and "
+        "volume suffix, and DICOM files by their header)",
+    )
+    source.add_argument(
+        "--axis",
+        type=int,
+        choices=(0, 1, 2),
+        help="volumes: axis of the stored array to slice along (default: 2 for NIfTI, 0 for DICOM and TIFF)",
+    )
+    method = groups["method"]
+    method.add_argument(
         "--method",
         choices=ALL_METHODS,
         default="s3net",
@@ -215,18 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-labels clusters) "
         "(default: %(default)s)",
     )
-    seg.add_argument(
+    method.add_argument(
         "--max-iter", type=_positive_int, metavar="N", help=f"most training iterations (default: {_method_defaults('max_iter')})"
     )
-    seg.add_argument(
+    method.add_argument(
         "--min-labels",
         type=_positive_int,
         metavar="K",
         help=f"stop once at most K clusters remain (default: {_method_defaults('min_labels')})",
     )
-    _add_run_options(seg)
-    seg.add_argument("--gt", metavar="DIR", help="ground-truth masks or dataset: score the masks after segmenting")
-    seg.add_argument(
+    output = groups["output"]
+    output.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    output.add_argument("--gt", metavar="DIR", help="ground-truth masks or dataset: score the masks after segmenting "
+                        "(and the ground truth of --foreground oracle)")
+    output.add_argument("--overwrite", action="store_true", help="fit every input again, even if its outputs are complete")
+    _add_run_options(groups)
+    rule = groups["foreground"]
+    rule.add_argument(
         "--foreground",
         choices=("auto", "oracle"),
         default="auto",
@@ -234,27 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
         "overlaps the --gt mask most (for reproducing their figures only; marked 'oracle' in results.csv "
         "and on screen) (default: %(default)s)",
     )
-    seg.add_argument(
+    rule.add_argument(
         "--point",
         type=_point,
         metavar="X,Y",
         help="take the region of the cluster under this pixel (column X, row Y) as the mask, in every image",
     )
-    seg.add_argument("--oracle-crop", action="store_true", help="with --foreground oracle: also crop the "
-                     "mask with the dilated ground truth, as the released code does")
-    seg.add_argument(
-        "--glob",
-        metavar="PATTERN",
-        help="in folders, segment the files matching PATTERN (e.g. '*.png', 'CT/*.dcm'; default: every image and "
-        "volume suffix, and DICOM files by their header)",
-    )
-    seg.add_argument(
-        "--axis",
-        type=int,
-        choices=(0, 1, 2),
-        help="volumes: axis of the stored array to slice along (default: 2 for NIfTI, 0 for DICOM and TIFF)",
-    )
-    seg.add_argument("--overwrite", action="store_true", help="fit every input again, even if its outputs are complete")
+    rule.add_argument("--oracle-crop", action="store_true", help="with --foreground oracle: also crop the "
+                      "mask with the dilated ground truth, as the released code does")
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` command."""
     ev = commands.add_parser(
         "evaluate",
         help="score output masks against ground truth",
@@ -264,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("pred_dir", metavar="PRED_DIR", help="output folder of 'selfseg segment'")
     ev.add_argument("--gt", required=True, metavar="DIR", help="ground-truth masks folder or dataset")
     ev.add_argument("--spacing", type=_spacing, metavar="SY,SX", help="pixel size per axis, e.g. 0.7,0.7 (mm)")
+
+
+def _add_benchmark(commands: argparse._SubParsersAction) -> None:
+    """The ``benchmark`` command."""
     bench = commands.add_parser(
         "benchmark",
         help="every method on every dataset, masks chosen without and with the ground truth",
@@ -272,13 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
         "the same clusters, and write OUT/benchmark.csv and OUT/benchmark.md (Dice, HM, XOR, HD95, "
         "seconds per image). Repeating the command skips finished images.",
     )
-    bench.add_argument("datasets", nargs="+", metavar="DATASET")
-    bench.add_argument("--out", required=True, metavar="DIR")
-    bench.add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated (default: %(default)s)")
-    bench.add_argument(
+    groups = _groups(bench)
+    groups["input"].add_argument("datasets", nargs="+", metavar="DATASET")
+    groups["method"].add_argument("--methods", default=",".join(ALL_METHODS), help="comma-separated (default: %(default)s)")
+    groups["foreground"].add_argument(
         "--foreground", default=",".join(FOREGROUND_RULES), help="comma-separated rules (default: %(default)s)"
     )
-    _add_run_options(bench, several_seeds=True)
+    groups["output"].add_argument("--out", required=True, metavar="DIR")
+    _add_run_options(groups, several_seeds=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``selfseg`` argument parser with its ``segment``, ``evaluate`` and ``benchmark`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="selfseg",
+        description="Label-free, per-image medical image segmentation.",
+        epilog="Run 'selfseg segment --help' for the options and the files written.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_segment(commands)
+    _add_evaluate(commands)
+    _add_benchmark(commands)
     return parser
 
 
@@ -324,14 +360,7 @@ def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | Non
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "segment" and args.foreground == "oracle" and args.gt is None:
-        parser.error("--foreground oracle needs --gt")
-    if args.command == "segment" and args.oracle_crop and args.foreground != "oracle":
-        parser.error("--oracle-crop needs --foreground oracle")
-    if args.command == "segment" and args.point is not None and args.foreground != "auto":
-        parser.error("--point picks the mask itself; it cannot be combined with --foreground oracle")
+    args = build_parser().parse_args(argv)
     if args.command == "evaluate":
         return _evaluate(args.pred_dir, args.gt, args.spacing)
     if args.command == "benchmark":

@@ -1,7 +1,9 @@
 """Per-image training engine: fit a fresh network to one image, return its clusters and foreground.
 
-``segment`` is the public entry point (NumPy in, NumPy out). The method table ``METHODS`` says, for
-each method, how to build the network and its objective and which optimiser settings it uses.
+``segment`` is the public entry point (NumPy in, NumPy out). It runs four named steps: ``_prepare_input``
+(the working-size tensor), ``_fit`` (SGD with the stop rule), ``readout.cluster_maps`` (the clusters at
+the native size) and ``_choose`` (the mask). The method table ``METHODS`` says, for each method, how to
+build the network and its objective and which optimiser settings it uses.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,21 +22,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
-from selfseg.foreground import check_rule, choose_mask, is_grey, most_agreed
+from selfseg.checks import check_shape, look_up_option
+from selfseg.foreground import check_rule, choose_mask, most_agreed
+from selfseg.io import MIN_SIDE
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
+from selfseg.readout import READOUTS, cluster_maps, default_readout_clusters, readout_counts, relabel_by_area
 
 __all__ = [
     "ALL_METHODS",
     "BASELINES",
     "DEFAULT_SIZE",
     "METHODS",
-    "READOUTS",
+    "PRECISIONS",
     "MethodSpec",
     "SegmentationResult",
     "as_float_image",
-    "default_readout_clusters",
-    "kmeans_readout",
+    "check_method",
     "segment",
 ]
 
@@ -78,12 +83,8 @@ BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
 
 ALL_METHODS: tuple[str, ...] = (*METHODS, *BASELINES)
 
-READOUTS = ("kmeans", "argmax")
-"""How a fitted network's scores become clusters: ``kmeans_readout`` (the default), or the papers' per-pixel argmax."""
-
-COLOUR_WEIGHT = 3.0
-"""Weight of the standardised pixel colour against the unit-length score vector in ``kmeans_readout``."""
-
+PRECISIONS = ("float32", "bfloat16")
+"""Number formats of the network's forward pass (bfloat16 under ``torch.autocast``)."""
 
 @dataclass
 class SegmentationResult:
@@ -124,12 +125,11 @@ def as_float_image(image: np.ndarray) -> np.ndarray:
     their range) or float (kept if inside [0, 1], else min-max scaled).
     """
     image = np.asarray(image)
+    check_shape("image", image, ("H", "W"), ("H", "W", 1), ("H", "W", 3), ("H", "W", 4))
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"image must be at least 2x2 pixels, got {image.shape[0]}x{image.shape[1]}")
+    if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
+        raise ValueError(f"image must be at least {MIN_SIDE}x{MIN_SIDE} pixels, got {image.shape[0]}x{image.shape[1]}")
     image = image[:, :, :3]
     if image.dtype == bool:
         return image.astype(np.float32)
@@ -169,80 +169,14 @@ def _keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-MIN_SIDE = 8
+MIN_WORKING_SIDE = 8
 """Shortest working side in pixels: thinner images are stretched to it (the networks need context)."""
 
 
 def _working_size(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """Scale (height, width) so that the longer side is ``size`` (None: native), each side >= MIN_SIDE."""
+    """Scale (height, width) so that the longer side is ``size`` (None: native), each side >= MIN_WORKING_SIDE."""
     scale = 1.0 if size is None else size / max(height, width)
-    return max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale))
-
-
-def _upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: int = 256) -> Tensor:
-    """Argmax over classes of (1, C, h, w) scores upsampled bilinearly to (height, width). (height, width) int64.
-
-    Equal to ``F.interpolate(scores, (height, width), mode="bilinear").argmax(1)``, computed in strips
-    of rows so that large images never hold the full-resolution score volume.
-    """
-    if scores.shape[-2:] == (height, width):
-        return scores[0].argmax(dim=0)
-    xs = (torch.arange(width, device=scores.device, dtype=scores.dtype) * 2 + 1) / width - 1
-    out = torch.empty(height, width, dtype=torch.long, device=scores.device)
-    for top in range(0, height, rows_per_strip):
-        rows = torch.arange(top, min(top + rows_per_strip, height), device=scores.device, dtype=scores.dtype)
-        ys = (rows * 2 + 1) / height - 1
-        grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)[None]
-        strip = F.grid_sample(scores, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out[top : top + len(rows)] = strip[0].argmax(dim=0)
-    return out
-
-
-def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int) -> Tensor:
-    """Clusters of a fitted network by k-means instead of argmax. (1, K, h, w) scores, (1, C, h, w) image
-    -> (1, n_clusters, h, w) one-hot cluster scores (for ``_upsampled_argmax``).
-
-    Each pixel is described by its L2-normalised score vector joined with its colour, standardised to
-    unit variance and weighted by ``COLOUR_WEIGHT``; ``baselines.kmeans_labels`` (k-means++ start,
-    seeded) groups them into ``n_clusters``. The argmax of a network that has merged regions of
-    different brightness into one dominant cluster (lungs and body on chest X-rays) cannot separate
-    them again; its score vectors, with the colour, still do.
-    """
-    if scores.dim() != 4 or scores.shape[0] != 1:
-        raise ValueError(f"scores must have shape (1, K, h, w), got {tuple(scores.shape)}")
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[-2:] != scores.shape[-2:]:
-        raise ValueError(f"image must have shape (1, C, {scores.shape[2]}, {scores.shape[3]}), got {tuple(image.shape)}")
-    normed = F.normalize(scores.float(), dim=1)[0]
-    colour = image.float()[0]
-    colour = COLOUR_WEIGHT * (colour - colour.mean(dim=(1, 2), keepdim=True)) / colour.std().clamp_min(1e-6)
-    features = torch.cat([normed, colour]).permute(1, 2, 0).cpu().numpy()
-    labels = torch.from_numpy(kmeans_labels(features, n_clusters=n_clusters, seed=seed)).long() - 1
-    return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
-
-
-def default_readout_clusters(image: np.ndarray, min_labels: int) -> tuple[int, ...]:
-    """Cluster counts of ``kmeans_readout`` when none are given: ``(min_labels,)`` on grey images
-    (``foreground.is_grey``: CT and X-rays, whose outside, body and lungs are three tones), ``min_labels``
-    to ``min_labels + 2`` on colour ones (dermoscopy: skin, a lesion's rim and core, shading or hair;
-    ``segment`` keeps the readout whose mask the others agree with most). Measured in docs/results.md."""
-    return (min_labels,) if is_grey(image) else (min_labels, min_labels + 1, min_labels + 2)
-
-
-def readout_counts(readout_clusters: int | Sequence[int]) -> tuple[int, ...]:
-    """``readout_clusters`` as a tuple of cluster counts; ValueError unless it holds at least one, each >= 1."""
-    counts = (readout_clusters,) if isinstance(readout_clusters, (int, np.integer)) else tuple(readout_clusters)
-    if not counts or any(int(k) != k or k < 1 for k in counts):
-        raise ValueError(f"readout_clusters must be a count >= 1 or a non-empty sequence of them, got {readout_clusters!r}")
-    return tuple(int(k) for k in counts)
-
-
-def _relabel_by_area(labels: np.ndarray) -> np.ndarray:
-    """Renumber non-negative integer cluster ids to 1..n by decreasing area (ties: lower id first). int32."""
-    counts = np.bincount(labels.ravel())  # ids are small: a count per id instead of np.unique's sort
-    ids = np.flatnonzero(counts)
-    rank = np.zeros(len(counts), dtype=np.int32)
-    rank[ids[np.argsort(-counts[ids], kind="stable")]] = np.arange(1, len(ids) + 1)
-    return rank[labels]
+    return max(MIN_WORKING_SIDE, round(height * scale)), max(MIN_WORKING_SIDE, round(width * scale))
 
 
 def _split_options(spec: MethodSpec, options: dict) -> tuple[dict, dict]:
@@ -266,10 +200,98 @@ def _segment_baseline(
     if options:
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))}; {method} takes none")
     start = time.perf_counter()
-    labels = _relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
+    labels = relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
     seconds = time.perf_counter() - start
     mask, chosen = choose_mask(labels, pixels, **rule)
     return SegmentationResult(labels, mask, method, seed, 0, seconds, foreground=chosen)
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is one of ``ALL_METHODS``; else ValueError naming them (the engine's and the runner's check)."""
+    return look_up_option(method, ALL_METHODS, name="method")
+
+
+@dataclass(frozen=True)
+class _Training:
+    """Optimiser settings and stop rule of one fit: ``segment``'s arguments, the method's defaults filled in."""
+
+    max_iter: int
+    min_labels: int
+    min_iter: int
+    tol: float
+    patience: int
+    lr: float
+    precision: str
+
+    def stop(self, iteration: int, history: list[dict[str, float]]) -> bool:
+        """After at least ``min_iter`` steps: at most ``min_labels`` clusters, or ``patience`` stable iterations."""
+        recent = [h["changed"] for h in history[-self.patience :]]
+        stable = len(recent) == self.patience and max(recent) < self.tol
+        return iteration >= self.min_iter and (history[-1]["n_labels"] <= self.min_labels or stable)
+
+
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """bfloat16 autocast for ``precision="bfloat16"``, a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def _prepare_input(pixels: np.ndarray, size: int | None, device: torch.device) -> Tensor:
+    """(H, W, C) image in [0, 1] -> (1, C, h, w) channels-last tensor at the working size (``_working_size``)."""
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(device)
+    work = _working_size(*pixels.shape[:2], size)
+    if work != pixels.shape[:2]:
+        x = F.interpolate(x, size=work, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _build_model(spec: MethodSpec, x: Tensor, seed: int, options: dict) -> nn.Module:
+    """The method's network for input ``x``, its weights drawn from ``seed`` (the global RNG left as it was)."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = spec.model(in_channels=x.shape[1], **options)
+    return model.to(x.device, memory_format=torch.channels_last).train()
+
+
+def _fit(
+    model: nn.Module,
+    objective: nn.Module,
+    x: Tensor,
+    training: _Training,
+    *,
+    seed: int,
+    callback: Callable[[int, dict[str, float]], None] | None,
+) -> list[dict[str, float]]:
+    """SGD (momentum 0.9) on ``objective`` until ``training.stop``; one record per iteration."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=0.9)
+    history: list[dict[str, float]] = []
+    previous = None
+    for iteration in range(training.max_iter):
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(x.device, training.precision):
+            scores, terms = objective(model, x, generator)
+            total = sum(terms.values())
+        total.backward()
+        optimizer.step()
+        current = scores.detach().argmax(dim=1)
+        n_labels = int(torch.unique(current).numel())
+        changed = 1.0 if previous is None else float((current != previous).float().mean())
+        previous = current
+        record = {name: float(value.detach()) for name, value in terms.items()}
+        record.update(total=float(total.detach()), n_labels=n_labels, changed=changed)
+        history.append(record)
+        if callback is not None:
+            callback(iteration, record)
+        if training.stop(iteration, history):
+            break
+    return history
+
+
+def _choose(maps: list[np.ndarray], pixels: np.ndarray, rule: dict) -> tuple[np.ndarray, np.ndarray, str]:
+    """(labels, mask, what chose it) of the cluster map whose mask the others' masks agree with most."""
+    choices = [choose_mask(labels, pixels, **rule) for labels in maps]
+    best = most_agreed([mask for mask, _ in choices])
+    return maps[best], *choices[best]
 
 
 def segment(
@@ -303,8 +325,8 @@ def segment(
         method: a key of ``METHODS`` (networks: ``s3net``, ``msformer``, ``dfc``) or ``BASELINES`` (``otsu``, ``kmeans`` with
             ``min_labels`` clusters, default 3; they ignore the training options).
         seed: seeds the weights and the random transforms; on CPU equal seeds give equal results.
-        size: longer side of the working resolution (``DEFAULT_SIZE``, 128; None: native); sides shorter than
-            ``MIN_SIDE`` are stretched to it. Scores are resized to the native size before the argmax.
+        size: longer side of the working resolution (``DEFAULT_SIZE``; None: native); sides shorter than
+            ``MIN_WORKING_SIDE`` are stretched to it. The clusters are read out at the native size.
         max_iter, min_labels, min_iter, lr: override the method's defaults. Training stops once at
             most ``min_labels`` clusters remain in a prediction made after at least ``min_iter``
             optimiser steps, or after ``max_iter`` steps.
@@ -314,12 +336,12 @@ def segment(
         precision: "float32", or "bfloat16" to run the network under ``torch.autocast`` (on CPUs
             with AVX512-BF16, MS-Former runs about 1.7 times faster; S3-Net's depthwise and
             deformable convolutions get slower, so keep it at float32).
-        readout: how the fitted network's scores become clusters: "kmeans" (``kmeans_readout`` with
-            ``readout_clusters`` clusters: k-means of the score vectors and the pixel colours; the
-            default since selfseg 0.5) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
+        readout: how the fitted network's scores become clusters (``readout.cluster_maps``): "kmeans"
+            (``readout.kmeans_readout`` with ``readout_clusters`` clusters: k-means of the score vectors
+            and the pixel colours) or "argmax" (the papers' per-pixel argmax). Baselines ignore it.
         readout_clusters: clusters of the "kmeans" readout, or several counts: one readout each, a mask
             chosen from each, and the readout whose mask agrees most with the others' is kept
-            (``foreground.most_agreed``). None: ``default_readout_clusters``, ``min_labels`` on grey
+            (``foreground.most_agreed``). None: ``readout.default_readout_clusters``, ``min_labels`` on grey
             images and ``min_labels`` to ``min_labels + 2`` on colour ones.
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
@@ -334,13 +356,26 @@ def segment(
 
     Returns:
         SegmentationResult with ``labels`` and ``mask`` at the input's resolution.
+
+    Raises:
+        ValueError: a bad image or argument (the message names it and, for a choice, the valid ones).
+        TypeError: an option that neither the model nor the objective takes, or an unsupported dtype.
+
+    A dark disc on a bright background, fitted for three steps:
+
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[:48, :64]
+    >>> image = np.where((yy - 24) ** 2 + (xx - 32) ** 2 < 15**2, 0.2, 0.9)
+    >>> result = segment(image, size=32, max_iter=3, n_channels=8, device="cpu")
+    >>> result.labels.shape, result.mask.dtype, result.iterations
+    ((48, 64), dtype('bool'), 3)
+    >>> bool(result.mask[24, 32]), bool(result.mask[0, 0])
+    (True, False)
     """
-    if method not in ALL_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
-    if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
-    if readout_clusters is not None:
-        readout_clusters = readout_counts(readout_clusters)
+    check_method(method)
+    look_up_option(readout, READOUTS, name="readout")
+    look_up_option(precision, PRECISIONS, name="precision")
+    counts = None if readout_clusters is None else readout_counts(readout_clusters)
     if min_labels is not None and min_labels < 1:
         raise ValueError(f"min_labels must be at least 1, got {min_labels}")
     pixels = as_float_image(image)
@@ -350,69 +385,28 @@ def segment(
         return _segment_baseline(pixels, method, seed=seed, n_clusters=min_labels or 3, rule=rule, **options)
     spec = METHODS[method]
     model_options, objective_options = _split_options(spec, options)
-    max_iter = spec.max_iter if max_iter is None else max_iter
-    min_labels = spec.min_labels if min_labels is None else min_labels
-    min_iter = spec.min_iter if min_iter is None else min_iter
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
-    height, width = pixels.shape[:2]
+    training = _Training(
+        max_iter=spec.max_iter if max_iter is None else max_iter,
+        min_labels=spec.min_labels if min_labels is None else min_labels,
+        min_iter=spec.min_iter if min_iter is None else min_iter,
+        tol=tol, patience=patience, lr=spec.lr if lr is None else lr, precision=precision,
+    )
+    if training.max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {training.max_iter}")
     dev = resolve_device(device)
     if dev.type == "cpu":
         _keep_freed_memory()
 
     start = time.perf_counter()
-    x = torch.from_numpy(pixels).permute(2, 0, 1)[None].to(dev)
-    work = _working_size(height, width, size)
-    if work != (height, width):
-        x = F.interpolate(x, size=work, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
-    x = x.contiguous(memory_format=torch.channels_last)
-
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = spec.model(in_channels=x.shape[1], **model_options)
-    model = model.to(dev, memory_format=torch.channels_last).train()
-    objective = spec.objective(**objective_options)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr if lr is None else lr, momentum=0.9)
-    autocast = functools.partial(torch.autocast, dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
-
-    history: list[dict[str, float]] = []
-    previous = None
-    for iteration in range(max_iter):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            scores, terms = objective(model, x, generator)
-            total = sum(terms.values())
-        total.backward()
-        optimizer.step()
-        current = scores.detach().argmax(dim=1)
-        n_labels = int(torch.unique(current).numel())
-        changed = 1.0 if previous is None else float((current != previous).float().mean())
-        previous = current
-        record = {name: float(value.detach()) for name, value in terms.items()}
-        record.update(total=float(total.detach()), n_labels=n_labels, changed=changed)
-        history.append(record)
-        if callback is not None:
-            callback(iteration, record)
-        recent = [h["changed"] for h in history[-patience:]]
-        stable = len(recent) == patience and max(recent) < tol
-        if iteration >= min_iter and (n_labels <= min_labels or stable):
-            break
-
-    with torch.no_grad(), autocast():
+    x = _prepare_input(pixels, size, dev)
+    model = _build_model(spec, x, seed, model_options)
+    history = _fit(model, spec.objective(**objective_options), x, training, seed=seed, callback=callback)
+    with torch.no_grad(), _autocast(dev, precision):
         scores = model.predict(x).float()
-        if readout == "kmeans":
-            counts = readout_clusters or default_readout_clusters(pixels, min_labels)
-            readouts = [kmeans_readout(scores, x, n_clusters=k, seed=seed) for k in counts]
-        else:
-            readouts = [scores]
-        maps = [_relabel_by_area(_upsampled_argmax(r.contiguous(), height, width).cpu().numpy()) for r in readouts]
+        counts = counts or default_readout_clusters(pixels, training.min_labels)
+        maps = cluster_maps(scores, x, pixels.shape[:2], readout=readout, counts=counts, seed=seed)
     seconds = time.perf_counter() - start
-    choices = [choose_mask(labels, pixels, **rule) for labels in maps]
-    best = most_agreed([mask for mask, _ in choices])
-    labels, (mask, chosen) = maps[best], choices[best]
+    labels, mask, chosen = _choose(maps, pixels, rule)
     return SegmentationResult(
         labels=labels,
         mask=mask,

@@ -30,9 +30,11 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image, disk
 from skimage.transform import resize
 
+from selfseg.checks import check_shape, look_up_option
 from selfseg.metrics import dice
 
 __all__ = [
+    "FOREGROUNDS",
     "TARGETS",
     "check_rule",
     "choose_mask",
@@ -48,6 +50,9 @@ __all__ = [
 
 TARGETS = ("auto", "lesion", "lungs")
 """Target priors of ``select_foreground``."""
+
+FOREGROUNDS = ("auto", "oracle")
+"""How ``choose_mask`` chooses: without ground truth, or the papers' protocol with it."""
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -277,10 +282,8 @@ def select_foreground(
     Returns:
         (H, W) bool mask and the prior that made it ("lesion" or "lungs").
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if labels.shape != image.shape[:2]:
-        raise ValueError(f"image must have the labels' shape {labels.shape}, got {image.shape}")
+    look_up_option(target, TARGETS, name="target")
+    check_shape("image", image, labels.shape, (*labels.shape, "C"))
     grey = image if image.ndim == 2 else image.mean(axis=2)
     scale = min(1.0, work_size / max(labels.shape))
     small = (max(2, round(labels.shape[0] * scale)), max(2, round(labels.shape[1] * scale)))
@@ -309,8 +312,7 @@ def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) ->
     also multiplied by ``truth`` dilated twice with a 5x5 square (the released S3-Net code's
     ``create_mask``; its MS-Former code uses 7x7). An empty ``truth`` gives an empty mask.
     """
-    if truth.shape != labels.shape:
-        raise ValueError(f"truth must have the labels' shape {labels.shape}, got {truth.shape}")
+    check_shape("truth", truth, labels.shape)
     truth = truth.astype(bool)
     if not truth.any():
         return np.zeros(labels.shape, dtype=bool)
@@ -347,10 +349,8 @@ def check_rule(
     against ``shape`` when it is given.
     """
     truth = None if truth is False else truth
-    if foreground not in ("auto", "oracle"):
-        raise ValueError(f"foreground must be 'auto' or 'oracle', got {foreground!r}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    look_up_option(foreground, FOREGROUNDS, name="foreground")
+    look_up_option(target, TARGETS, name="target")
     if (foreground == "oracle") != (truth is not None):
         raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
     if oracle_crop and foreground != "oracle":
@@ -361,8 +361,8 @@ def check_rule(
         return
     if point is not None and not (0 <= point[0] < shape[1] and 0 <= point[1] < shape[0]):
         raise ValueError(f"point {tuple(point)} is outside the {shape[1]}x{shape[0]} image (x < {shape[1]}, y < {shape[0]})")
-    if truth is not None and truth is not True and np.shape(truth) != tuple(shape[:2]):
-        raise ValueError(f"truth must have the image's shape {tuple(shape[:2])}, got {np.shape(truth)}")
+    if truth is not None and truth is not True:
+        check_shape("truth", np.asarray(truth), shape[:2])
 
 
 def choose_mask(

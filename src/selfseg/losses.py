@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfseg.checks import check_shape
 from selfseg.transforms import random_affine_matrix, warp_affine
 
 __all__ = [
@@ -28,14 +29,12 @@ __all__ = [
 ]
 
 
-def _check_scores(name: str, scores: Tensor) -> None:
-    if scores.dim() != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(scores.shape)}")
+_SCORES = ("B", "C", "H", "W")
 
 
 def self_label_cross_entropy(scores: Tensor) -> Tensor:
     """Cross-entropy of (B, C, H, W) scores against their own per-pixel argmax. Scalar."""
-    _check_scores("scores", scores)
+    check_shape("scores", scores, _SCORES)
     return F.cross_entropy(scores, scores.detach().argmax(dim=1))
 
 
@@ -45,7 +44,7 @@ def spatial_consistency_loss(scores: Tensor) -> Tensor:
     Differentiable, unlike the released code's Sobel filter on an argmax colour image; zero for a
     spatially constant response map.
     """
-    _check_scores("scores", scores)
+    check_shape("scores", scores, _SCORES)
     dy = (scores[:, :, 1:, :] - scores[:, :, :-1, :]).abs().mean()
     dx = (scores[:, :, :, 1:] - scores[:, :, :, :-1]).abs().mean()
     return dy + dx
@@ -61,8 +60,8 @@ def transform_consistency_loss(scores_t: Tensor, scores: Tensor, theta: Tensor) 
 
     Only pixels of T(x) whose source lies inside the image count; zero when none does.
     """
-    _check_scores("scores_t", scores_t)
-    _check_scores("scores", scores)
+    check_shape("scores_t", scores_t, _SCORES)
+    check_shape("scores", scores, _SCORES)
     size = tuple(scores_t.shape[-2:])
     with torch.no_grad():
         target = warp_affine(scores.detach(), theta, size=size).argmax(dim=1)
@@ -78,10 +77,8 @@ def inter_scale_consistency_loss(context_a: Tensor, context_b: Tensor) -> Tensor
     Zero when the two branches' global contexts point the same way, row by row (the authors' code
     uses ``CosineEmbeddingLoss`` with target 1, which is this).
     """
-    if context_a.shape != context_b.shape or context_a.dim() != 3:
-        raise ValueError(
-            f"contexts must both have shape (B, D, D), got {tuple(context_a.shape)} and {tuple(context_b.shape)}"
-        )
+    check_shape("context_a", context_a, ("B", "D", "D"))
+    check_shape("context_b", context_b, tuple(context_a.shape))
     return (1 - F.cosine_similarity(context_a, context_b, dim=-1)).mean()
 
 
@@ -90,8 +87,8 @@ def intra_scale_stability_loss(attention: Tensor) -> Tensor:
 
     Zero when every patch of the score map attends only to itself in the shifted copy.
     """
-    if attention.dim() != 3 or attention.shape[1] != attention.shape[2]:
-        raise ValueError(f"attention must have shape (B, N, N), got {tuple(attention.shape)}")
+    check_shape("attention", attention, ("B", "N", "N"))
+    check_shape("attention", attention, ("B", attention.shape[2], attention.shape[2]))  # square
     eye = torch.eye(attention.shape[1], device=attention.device, dtype=attention.dtype)
     return (attention - eye).abs().mean()
 

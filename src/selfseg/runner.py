@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 import selfseg
-from selfseg import datasets, engine, io, volumes
+from selfseg import datasets, engine, io, readout, volumes
 from selfseg.batch_inputs import find_inputs, input_digest, input_stem
 from selfseg.foreground import check_rule, choose_mask
 from selfseg.metrics import METRIC_NAMES, evaluate
@@ -116,7 +116,7 @@ _FORMER_DEFAULTS = {"readout": "argmax", "readout_clusters": "min_labels"}
 """``engine.segment`` options whose default changed, with what a row that does not name them was made with
 (up to selfseg 0.4 the readout was "argmax" by default, and ``--readout kmeans`` took ``min_labels``
 clusters): a network's row always names them (``readout_clusters`` only with the kmeans readout; "auto"
-for the default, ``engine.default_readout_clusters``)."""
+for the default, ``readout.default_readout_clusters``)."""
 
 _NEW_DEFAULTS = {"readout": _SEGMENT_DEFAULTS["readout"], "readout_clusters": "auto"}
 
@@ -243,10 +243,10 @@ def _same_clusters(stored: str, wanted: str, path: Path, min_labels: int) -> boo
 def _resolve_counts(count: object, image: np.ndarray, min_labels: int) -> tuple[int, ...]:
     """The cluster counts a ``readout_clusters`` cell value stands for on ``image``. ValueError if none."""
     if count == "auto":
-        return engine.default_readout_clusters(image, min_labels)
+        return readout.default_readout_clusters(image, min_labels)
     if isinstance(count, str) or count is None:
         raise ValueError(f"not a cluster count: {count!r}")
-    return engine.readout_counts(count)
+    return readout.readout_counts(count)
 
 
 def _before_widths(version: str) -> bool:
@@ -489,12 +489,11 @@ def run_batch(
             arguments are invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
         KeyboardInterrupt: Ctrl-C; the worker processes (``workers`` > 1) stop at once.
     """
-    paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
-    _check_unique_stems(paths)
-    if method not in engine.ALL_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(engine.ALL_METHODS)}")
+    engine.check_method(method)
     check_workers(workers, threads)
     check_rule(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop, truth=ground_truth is not None if foreground == "oracle" else None)
+    paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
+    _check_unique_stems(paths)
     out_dir = Path(out_dir)
     results_csv, failures_csv = out_dir / "results.csv", out_dir / "failures.csv"
     truths = datasets.load_masks(ground_truth) if foreground == "oracle" else {}

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfseg.checks import check_shape
+
 __all__ = ["random_affine_matrix", "warp_affine"]
 
 
@@ -66,10 +68,8 @@ def warp_affine(
     padding_mode: str = "zeros",
 ) -> Tensor:
     """Warp (B, C, H, W) by (B, 2, 3) ``theta``; output (B, C, *size), ``size`` defaulting to (H, W)."""
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, C, H, W), got {tuple(x.shape)}")
-    if theta.shape != (x.shape[0], 2, 3):
-        raise ValueError(f"theta must have shape ({x.shape[0]}, 2, 3), got {tuple(theta.shape)}")
+    check_shape("x", x, ("B", "C", "H", "W"))
+    check_shape("theta", theta, (x.shape[0], 2, 3))
     out_size = tuple(x.shape[-2:]) if size is None else tuple(size)
     grid = F.affine_grid(theta.to(x), [x.shape[0], x.shape[1], *out_size], align_corners=False)
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from selfseg.checks import check_shape
+
 __all__ = ["colorize_labels", "label_colors", "overlay"]
 
 # Tableau 10, then its ten lighter companions: distinct on screen, none black or white.
@@ -43,8 +45,7 @@ def label_colors(n: int) -> np.ndarray:
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
     """Colour a (H, W) non-negative integer label map with ``label_colors``; label 0 is black. (H, W, 3) uint8."""
     labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must have shape (H, W), got {labels.shape}")
+    check_shape("labels", labels, ("H", "W"))
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
@@ -73,13 +74,11 @@ def overlay(
             border) in full colour.
     """
     image = np.asarray(image)
+    check_shape("image", image, ("H", "W"), ("H", "W", 1), ("H", "W", 3))
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ValueError(f"image must have shape (H, W), (H, W, 1) or (H, W, 3), got {image.shape}")
     mask = np.asarray(mask, dtype=bool)
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask must have the image's shape {image.shape[:2]}, got {mask.shape}")
+    check_shape("mask", mask, image.shape[:2])
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = np.clip(np.asarray(color, dtype=np.float64), 0, 255)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfseg.checks import check_shape
+
 __all__ = [
     "AttentionBlock",
     "ColorAttention",
@@ -21,16 +23,6 @@ __all__ = [
 ]
 
 
-def _check_shape(name: str, tensor: Tensor, expected: tuple[int | None, ...]) -> None:
-    """Raise ``ValueError`` unless ``tensor`` has ``len(expected)`` dims matching ``expected`` (None = any)."""
-    ok = tensor.dim() == len(expected) and all(
-        e is None or e == s for e, s in zip(expected, tensor.shape)
-    )
-    if not ok:
-        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
-        raise ValueError(f"{name} must have shape {want}, got {tuple(tensor.shape)}")
-
-
 def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, dilation: int = 1) -> Tensor:
     """'Same' depthwise convolution, (B, C, H, W) -> (B, C, H, W); ``weight`` (C, 1, k, k), k odd.
 
@@ -38,7 +30,7 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, d
     as an undilated kernel on the d*d phase images (``pixel_unshuffle``): the same result, two to
     three times faster on CPU, where dilated depthwise kernels are slow.
     """
-    _check_shape("weight", weight, (x.shape[1], 1, None, None))
+    check_shape("weight", weight, (x.shape[1], 1, "k", "k"))
     pad = weight.shape[-1] // 2
     if dilation == 1:
         return F.conv2d(x, weight, bias, padding=pad, groups=x.shape[1])
@@ -126,16 +118,16 @@ def deform_conv2d(
     Returns:
         (B, C_out, H_out, W_out).
     """
-    _check_shape("input", input, (None, None, None, None))
-    _check_shape("weight", weight, (None, input.shape[1], None, None))
+    check_shape("input", input, ("B", "C_in", "H", "W"))
+    check_shape("weight", weight, ("C_out", input.shape[1], "kh", "kw"))
     b, c_in, h, w = input.shape
     c_out, _, kh, kw = weight.shape
     taps = kh * kw
     h_out = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
     w_out = (w + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
-    _check_shape("offset", offset, (b, 2 * taps, h_out, w_out))
+    check_shape("offset", offset, (b, 2 * taps, h_out, w_out))
     if mask is not None:
-        _check_shape("mask", mask, (b, taps, h_out, w_out))
+        check_shape("mask", mask, (b, taps, h_out, w_out))
 
     kw_args = {"device": input.device, "dtype": input.dtype}
     # Undeformed sampling positions of every tap, in input pixel coordinates: (taps, H_out, W_out).
