@@ -519,7 +519,7 @@ def run_batch(
     def fail(path: Path, reason: str) -> None:
         tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
         report.failures.append((str(path), reason))
-        io.write_csv(failures_csv, ("image", "reason"), report.failures)
+        io.write_csv(failures_csv, ("image", "reason"), sorted(report.failures))  # the same file in any finishing order
 
     tasks: list[tuple[_Task, dict, list[str] | None]] = []
     with tqdm(total=len(paths), desc="segment", unit="input", file=sys.stderr, disable=not progress) as bar:
