@@ -297,7 +297,7 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path):
 
 
 def test_workers_beyond_the_cores_are_refused(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "available_cores", lambda: 2)
+    monkeypatch.setattr(runner.workers, "available_cores", lambda: 2)
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     assert cli.main(["segment", str(image), "--out", str(tmp_path / "o"), "--workers", "2", "--threads", "2"]) == 2

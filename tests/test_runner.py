@@ -526,7 +526,7 @@ def test_network_rows_before_09_are_fitted_again(tmp_path, monkeypatch):
 def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):
     """Two worker processes and one in-process run, one torch thread per fit each (the default):
     identical cluster maps, masks and rows (but seconds); the caller's torch threads are restored."""
-    monkeypatch.setattr(runner, "available_cores", lambda: 2)
+    monkeypatch.setattr(runner.workers, "available_cores", lambda: 2)
     request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
     torch.set_num_threads(2)
     src = tmp_path / "in"
@@ -556,19 +556,19 @@ def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):
 
 def test_plan_workers(monkeypatch):
     """auto: bounded by cores // threads, memory per method and inputs; explicit counts are checked."""
-    monkeypatch.setattr(runner, "available_cores", lambda: 8)
-    monkeypatch.setattr(runner, "available_memory_gib", lambda: 3.5)
+    monkeypatch.setattr(runner.workers, "available_cores", lambda: 8)
+    monkeypatch.setattr(runner.workers, "available_memory_gib", lambda: 3.5)
     plan = runner.plan_workers
     assert plan("auto", 1, method="s3net", device="cpu", inputs=100) == 3  # 3.5 GiB // 1 GiB
     assert plan("auto", 1, method="otsu", device="cpu", inputs=100) == 7  # 3.5 GiB // 0.5 GiB
-    monkeypatch.setattr(runner, "available_memory_gib", lambda: 10.0)
+    monkeypatch.setattr(runner.workers, "available_memory_gib", lambda: 10.0)
     assert plan("auto", 1, method="otsu", device="cpu", inputs=100) == 8  # cores
     assert plan("auto", 4, method="otsu", device="cpu", inputs=100) == 2  # 8 cores // 4 threads
     assert plan("auto", 1, method="otsu", device="cpu", inputs=3) == 3
     assert plan("auto", 1, method="msformer", device="cpu", inputs=0) == 1
     assert plan("auto", 1, method="otsu", device="cuda", inputs=100) == 1
     assert plan(3, 2, method="s3net", device="cpu", inputs=1) == 3
-    monkeypatch.setattr(runner, "available_memory_gib", lambda: None)
+    monkeypatch.setattr(runner.workers, "available_memory_gib", lambda: None)
     assert plan("auto", 1, method="msformer", device="cpu", inputs=100) == 8
     with pytest.raises(ValueError, match=r"^3 workers x 3 threads = 9 exceeds the 8 CPU cores$"):
         plan(3, 3, method="s3net", device="cpu", inputs=1)

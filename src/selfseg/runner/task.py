@@ -1,0 +1,147 @@
+"""One input of a batch: its seed, its output files, and ``run_task``, which fits it (or chooses its mask
+again from the stored cluster map) and writes its files. Tasks are picklable, for worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfseg import engine, io, volumes
+from selfseg.batch_inputs import input_digest
+from selfseg.foreground import choose_mask
+from selfseg.visualize import overlay
+
+__all__ = [
+    "LABELS_SUFFIX",
+    "MASK_SUFFIX",
+    "OUTPUT_SUFFIXES",
+    "OVERLAY_SUFFIX",
+    "VOLUME_OUTPUT_SUFFIXES",
+    "Task",
+    "fingerprint",
+    "image_seed",
+    "run_task",
+    "slice_seed",
+]
+
+MASK_SUFFIX = "_mask.png"
+"""Name ending of the foreground masks that ``run_batch`` writes and ``evaluate_outputs`` reads."""
+LABELS_SUFFIX = "_labels.png"
+OVERLAY_SUFFIX = "_overlay.png"
+OUTPUT_SUFFIXES = (LABELS_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX)
+"""The files ``run_batch`` writes for each 2-D image ``<stem>``: labels, mask, overlay."""
+VOLUME_OUTPUT_SUFFIXES = ("_labels.nii.gz", "_mask.nii.gz", "_overlay.nii.gz")
+"""The files ``run_batch`` writes for each volume ``<stem>``: labels, mask, overlay (NIfTI)."""
+
+
+def image_seed(seed: int, path: str | os.PathLike) -> int:
+    """Seed for one input: a 31-bit number, the first bits of SHA-256("<seed>\\0" + the input's bytes)
+    (``batch_inputs.input_digest``; a folder's covers its files).
+
+    Results then depend on neither the order of a batch, its folder layout nor the number of workers,
+    and two copies of one file get the same segmentation.
+    """
+    return int(input_digest(path, salt=f"{seed}\0".encode())[:8], 16) >> 1
+
+
+def slice_seed(seed: int, index: int) -> int:
+    """Seed for slice ``index`` of a volume fitted with ``seed`` (its ``image_seed``): a 31-bit number."""
+    return int(hashlib.sha256(f"{seed}\0{index}".encode()).hexdigest()[:8], 16) >> 1
+
+
+def fingerprint(path: Path, seed: int) -> tuple[str, int]:
+    """(SHA-256 of the input, its ``image_seed``); ImageReadError if it cannot be read."""
+    io.stat_input(path)
+    try:
+        digest = input_digest(path)
+        return digest, image_seed(seed, path)
+    except OSError as err:
+        raise io.ImageReadError(path, f"cannot read file: {io._decode_reason(err)}") from None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One input for ``run_task``."""
+
+    path: Path
+    outputs: tuple[Path, Path, Path]  # labels, mask, overlay
+    volume: bool
+    refit: bool
+    seed: int  # image_seed
+    fit: dict  # engine.segment's training arguments and options
+    rule: dict  # foreground, target, point, oracle_crop
+    truth: Path | None  # ground-truth mask (foreground="oracle")
+    axis: int | None
+
+
+def _stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
+    """A cluster map written by ``run_task``, as int32 (D, H, W) slices (D = 1 for an image)."""
+    if volume is None:
+        return io.read_labels(path)[None]
+    nib = volumes.optional_import("nibabel")
+    try:
+        data = np.asarray(nib.load(path).dataobj, dtype=np.int32)
+    except Exception as err:  # nibabel raises many types
+        raise io.ImageReadError(path, f"cannot read label map: {io._decode_reason(err)}") from None
+    return np.moveaxis(data.reshape(*data.shape[:2], -1), volume.axis, 0)
+
+
+def _segment_slices(task: Task) -> tuple[np.ndarray, volumes.Volume | None, dict]:
+    """Read the input and segment it slice by slice: (its (D, H, W[, C]) slices, its volume or None, the
+    per-slice results: ``labels`` (refits only), ``masks``, ``chosen``, summed ``iterations`` and ``seconds``)."""
+    volume = volumes.read_volume(task.path, axis=task.axis) if task.volume else None
+    slices = volume.data if volume is not None else io.read_image(task.path)[None]
+    truth = None
+    if task.truth is not None:
+        if volume is not None:
+            raise ValueError("foreground='oracle' is for 2-D images, not volumes")
+        truth = io.read_mask(task.truth)
+    stored = None if task.refit else _stored_labels(task.outputs[0], volume)
+    done: dict = {"labels": [], "masks": [], "chosen": [], "iterations": 0, "seconds": 0.0}
+    for k, pixels in enumerate(slices):
+        if task.refit:
+            seed = task.seed if volume is None else slice_seed(task.seed, k)
+            result = engine.segment(pixels, seed=seed, truth=truth, **task.fit, **task.rule)
+            done["labels"].append(result.labels)
+            mask, how = result.mask, result.foreground
+            done["iterations"] += result.iterations
+            done["seconds"] += result.seconds
+        else:
+            mask, how = choose_mask(stored[k], engine.as_float_image(pixels), truth=truth, **task.rule)
+        done["masks"].append(mask)
+        done["chosen"].append(how)
+    return slices, volume, done
+
+
+def run_task(task: Task) -> tuple[dict, str | None]:
+    """Fit one input (or choose its mask again) and write its outputs, each atomically. Returns (the row's
+    measured fields, None) or ({}, the reason it failed)."""
+    try:
+        slices, volume, done = _segment_slices(task)
+    except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
+        return {}, err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
+    mask_stack = np.stack(done["masks"])
+    drawn = np.stack([overlay(pixels, mask) for pixels, mask in zip(slices, done["masks"])])
+    label_stack = np.stack(done["labels"]) if task.refit else None
+    if label_stack is not None:
+        label_stack = label_stack.astype(np.uint8 if label_stack.max() < 256 else np.uint16)
+    for path, array in zip(task.outputs, (label_stack, mask_stack, drawn)):
+        if array is None:
+            continue
+        if volume is None:
+            io.write_image(path, array[0])
+        else:
+            volumes.write_volume_like(path, array, volume)
+    fields = {"foreground_pixels": int(mask_stack.sum()), "chosen": "/".join(sorted(set(done["chosen"])))}
+    if task.refit:
+        fields.update(
+            method=task.fit["method"], image_seed=task.seed, iterations=done["iterations"], seconds=done["seconds"],
+            n_labels=int(label_stack.max()), slices=len(slices), height=slices.shape[1], width=slices.shape[2],
+            kind="image" if volume is None else volume.kind, threads=torch.get_num_threads(),
+        )
+    return fields, None

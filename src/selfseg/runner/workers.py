@@ -1,0 +1,131 @@
+"""Worker planning and execution: how many processes fit a batch, and ``run_tasks``, which runs the tasks
+in this process or in a pool of worker processes and hands each outcome back as it finishes."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeVar
+
+import torch
+
+from selfseg import engine
+from selfseg.runner.task import Task, run_task
+
+__all__ = ["WORKER_MEMORY_GIB", "available_cores", "available_memory_gib", "check_workers", "plan_workers", "run_tasks"]
+
+T = TypeVar("T")
+
+WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 1.0, "msformer": 1.0, "dfc": 0.5, "otsu": 0.5, "kmeans": 0.5}
+"""Peak resident memory of a process fitting one input at the default working size and widths, per method
+(0.4-0.65 GiB measured on 512-px dermoscopy photographs, rounded up; docs/speed.md): ``plan_workers``
+budgets with it."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one, e.g. a cluster job's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_memory_gib() -> float | None:
+    """Memory available to new processes (``MemAvailable`` of /proc/meminfo), in GiB; None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def check_workers(workers: int | str, threads: int) -> None:
+    """ValueError unless ``workers`` is ``"auto"`` or >= 1, ``threads`` >= 1 and ``workers`` x ``threads``
+    fits ``available_cores()``."""
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if workers == "auto":
+        return
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be 'auto' or at least 1, got {workers!r}")
+    if workers * threads > available_cores():
+        raise ValueError(
+            f"{workers} workers x {threads} threads = {workers * threads} exceeds the {available_cores()} CPU cores"
+        )
+
+
+def plan_workers(workers: int | str, threads: int, *, method: str, device: str, inputs: int) -> int:
+    """The worker processes to fit ``inputs`` inputs with: ``workers`` itself (``check_workers``), or for
+    ``"auto"`` the most that ``available_cores() // threads``, the available memory
+    (``WORKER_MEMORY_GIB[method]`` each) and ``inputs`` allow, at least 1; 1 on a CUDA device."""
+    check_workers(workers, threads)
+    if workers != "auto":
+        return workers
+    if engine.resolve_device(device).type == "cuda":
+        return 1
+    memory = available_memory_gib()
+    by_memory = inputs if memory is None else int(memory // WORKER_MEMORY_GIB[method])
+    return max(1, min(available_cores() // threads, by_memory, inputs))
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores. Ctrl-C
+    ends a worker at once: its files are written atomically, so only complete ones exist, and the main
+    process records nothing more. So does the end of the main process ``parent``, even by SIGKILL."""
+    torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    _end_with(parent)
+
+
+def _end_with(parent: int) -> None:
+    """Have the OS kill this process when process ``parent`` ends (Linux ``PR_SET_PDEATHSIG``; a no-op
+    elsewhere). A forked worker holds copies of the pipes it waits on, so it would never see them close."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(1)
+
+
+def _start_method(device: str) -> str:
+    """How worker processes start: forked on the CPU, so that they inherit the imported libraries
+    (importing torch costs each spawned worker about 3 s); spawned for CUDA, which cannot be forked."""
+    cpu = engine.resolve_device(device).type == "cpu"
+    return "fork" if cpu and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def run_tasks(
+    tasks: Sequence[tuple[Task, T]], *, workers: int, threads: int, device: str, on_start: Callable[[Task], None]
+) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
+    """Run each ``(task, context)`` with ``run_task``; yield ``(task, context, outcome)`` as each finishes.
+
+    One worker: in this process, in order, with ``threads`` torch threads (restored after), calling
+    ``on_start`` before each. More: a pool of ``workers`` processes (``_start_method``, ``_init_worker``),
+    in the order they finish; an exception (Ctrl-C) cancels what has not started.
+    """
+    if workers == 1:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for task, context in tasks:
+                on_start(task)
+                yield task, context, run_task(task)
+        finally:
+            torch.set_num_threads(before)
+        return
+    mp_context = multiprocessing.get_context(_start_method(device))
+    with ProcessPoolExecutor(workers, mp_context=mp_context, initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
+        futures = {pool.submit(run_task, task): (task, context) for task, context in tasks}
+        try:
+            for future in as_completed(futures):
+                yield *futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
