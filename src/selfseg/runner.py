@@ -12,6 +12,7 @@ that failed. ``evaluate_outputs`` scores the 2-D masks of such a folder into ``m
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import inspect
 import json
@@ -398,12 +399,26 @@ def plan_workers(workers: int | str, threads: int, *, method: str, device: str, 
     return max(1, min(available_cores() // threads, by_memory, inputs))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores. Ctrl-C
     ends a worker at once: its files are written atomically, so only complete ones exist, and the main
-    process records nothing more."""
+    process records nothing more. So does the end of the main process ``parent``, even by SIGKILL."""
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    _end_with(parent)
+
+
+def _end_with(parent: int) -> None:
+    """Have the OS kill this process when process ``parent`` ends (Linux ``PR_SET_PDEATHSIG``; a no-op
+    elsewhere). A forked worker holds copies of the pipes it waits on, so it would never see them close."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the call
+        os._exit(1)
 
 
 def _start_method(device: str) -> str:
@@ -478,7 +493,8 @@ def run_batch(
 
     Every fit runs with ``threads`` torch threads (CPU results depend on it, not on anything else:
     neither the order, the worker count nor the process; recorded in the ``threads`` column).
-    ``workers`` inputs are fitted at once, in spawned worker processes when more than 1
+    ``workers`` inputs are fitted at once, in worker processes when more than 1 (forked on the CPU,
+    spawned for CUDA; each ends with the main process)
     (``plan_workers``: ``"auto"`` takes as many as the CPU cores, the free memory and the inputs
     allow); ``workers`` x ``threads`` may not exceed the CPU cores.
     ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
@@ -595,7 +611,7 @@ def run_batch(
                 torch.set_num_threads(before)
             return report
         context = multiprocessing.get_context(_start_method(device))
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
             futures = {pool.submit(_run_task, task): (task, wanted, previous) for task, wanted, previous in tasks}
             try:
                 for future in as_completed(futures):
