@@ -256,6 +256,18 @@ def _outputs(out: Path) -> dict[str, object]:
     return {"rows": rows, **arrays}
 
 
+def _running(fragment: str) -> list[int]:
+    """Process ids whose command line contains ``fragment`` (Linux /proc; [] elsewhere)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if fragment in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:  # ended meanwhile
+            continue
+    return found
+
+
 def test_killed_run_resumes_to_the_same_outputs(tmp_path):
     """Kill 'python -m selfseg segment' once the first image is recorded, run it again: the outputs
     equal those of an uninterrupted run and each image is in results.csv once."""
@@ -283,6 +295,10 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path):
         process.kill()
     finally:
         process.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while _running(str(killed)) and time.monotonic() < deadline:  # the workers end with the main process
+        time.sleep(0.05)
+    assert not _running(str(killed))
     with open(killed / "results.csv", newline="") as handle:
         assert 1 <= len(list(csv.DictReader(handle))) < 4
     assert subprocess.run(command(killed), env=env, capture_output=True, timeout=300).returncode == 0
