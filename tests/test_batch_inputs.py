@@ -5,9 +5,10 @@ import hashlib
 import numpy as np
 import pytest
 from PIL import Image
-from test_volumes import CUBE, _dicom, _nifti
 
 from selfseg.batch_inputs import INPUT_SUFFIXES, find_inputs, input_digest, input_stem
+
+from test_volumes import CUBE, _dicom, _nifti
 
 
 def _png(path):

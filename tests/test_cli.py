@@ -14,6 +14,7 @@ from PIL import Image
 
 from selfseg import cli, engine, runner
 from selfseg.runner import BatchReport
+
 from test_runner import _fake_segment
 
 FAST = ["--size", "32", "--max-iter", "2", "--device", "cpu", "--quiet"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
-from helpers import disc_image as _disc_image
 from selfseg.engine import as_float_image, segment
 from selfseg.foreground import most_agreed
+
+from helpers import disc_image as _disc_image
 
 FAST = {"size": 24, "max_iter": 2, "n_channels": 8}
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
+import selfseg.decoding
 import selfseg.io
 from selfseg.io import (
     IMAGE_SUFFIXES,
@@ -334,10 +335,10 @@ def test_too_large_checked_before_decoding(tmp_path, monkeypatch):
     decoded = []
     load = ImageFile.ImageFile.load
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or load(self))
-    monkeypatch.setattr(selfseg.io, "MAX_PIXELS", 599)
+    monkeypatch.setattr(selfseg.decoding, "MAX_PIXELS", 599)
     _assert_read_error(path, "image too large: 20x30 = 600 pixels, over the limit of 599")
     assert decoded == []
-    monkeypatch.setattr(selfseg.io, "MAX_PIXELS", 600)
+    monkeypatch.setattr(selfseg.decoding, "MAX_PIXELS", 600)
     assert read_image(path).shape == (20, 30, 1)
     assert decoded
 

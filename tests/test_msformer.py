@@ -175,7 +175,8 @@ def test_transformer_block_matches_composition() -> None:
         tokens = tokens + attended
         tokens = tokens + _mixffn_reference(block.mlp, block.norm2(tokens), 3, 5)
         grid = torch.stack([torch.stack([tokens[:, r * 5 + c] for c in range(5)], dim=-1) for r in range(3)], dim=-2)
-        ref = F.batch_norm(grid, block.bn.running_mean, block.bn.running_var, block.bn.weight, block.bn.bias, False, 0.0, block.bn.eps)
+        bn = block.bn
+        ref = F.batch_norm(grid, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
     assert_close(context, ref_context, atol=1e-5, rtol=1e-5)
     assert_close(out, ref, atol=1e-5, rtol=1e-5)
 

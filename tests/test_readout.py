@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import disc_image as _disc_image
 from selfseg.readout import (
     cluster_maps,
     default_readout_clusters,
@@ -15,6 +14,8 @@ from selfseg.readout import (
     relabel_by_area,
     upsampled_argmax,
 )
+
+from helpers import disc_image as _disc_image
 
 
 def testupsampled_argmax_matches_interpolate_in_strips() -> None:

@@ -13,12 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_io import _png_bytes, _tiff_bytes
-from test_volumes import CUBE, UID, _dicom, _nifti, _series
 
-from selfseg import engine, io, runner
+from selfseg import decoding, engine, io, runner
 from selfseg.engine import SegmentationResult
-from selfseg.volumes import read_volume
 from selfseg.runner import (
     RESULT_COLUMNS,
     BatchReport,
@@ -30,6 +27,10 @@ from selfseg.runner import (
     summary_line,
     summary_table,
 )
+from selfseg.volumes import read_volume
+
+from test_io import _png_bytes, _tiff_bytes
+from test_volumes import CUBE, UID, _dicom, _nifti, _series
 
 FAST = dict(size=32, max_iter=2, device="cpu")  # engine runs are slow: keep them tiny
 
@@ -324,7 +325,7 @@ def _bad_inputs(folder) -> dict:
 
 def test_each_bad_input_class_fails_alone(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(engine, "segment", _fake_segment())
-    monkeypatch.setattr(io, "MAX_PIXELS", 1199)
+    monkeypatch.setattr(decoding, "MAX_PIXELS", 1199)
     expected = _bad_inputs(tmp_path / "in")
     Image.fromarray(np.full((20, 24), 90, np.uint8)).save(tmp_path / "in" / "good.png")
     out = tmp_path / "out"
@@ -527,7 +528,8 @@ def test_workers_give_the_same_outputs(tmp_path, monkeypatch, request):
     """Two worker processes and one in-process run, one torch thread per fit each (the default):
     identical cluster maps, masks and rows (but seconds); the caller's torch threads are restored."""
     monkeypatch.setattr(runner.workers, "available_cores", lambda: 2)
-    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
+    threads = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     torch.set_num_threads(2)
     src = tmp_path / "in"
     src.mkdir()

@@ -12,15 +12,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
+import selfseg.decoding
 import selfseg.volumes
+import selfseg.volumes.base
 from selfseg.io import ImageReadError
+from selfseg.optional import MissingDependencyError, optional_import
 from selfseg.volumes import (
     MAX_VOXELS,
     VOLUME_SUFFIXES,
-    MissingDependencyError,
     Volume,
     is_volume,
-    optional_import,
     read_volume,
     write_volume_like,
 )
@@ -328,7 +329,7 @@ def test_nifti_intensity_is_robust_percentile(tmp_path):
 def test_nifti_is_read_without_a_second_float_copy(tmp_path, monkeypatch, name):
     """Peak Python-side memory: the float32 result, plus the stored int16 values for .nii.gz."""
     _nifti(tmp_path / name, np.random.default_rng(0).integers(0, 1000, (64, 64, 32)).astype(np.int16))
-    monkeypatch.setattr(selfseg.volumes, "_PERCENTILE_SAMPLE", 4096)
+    monkeypatch.setattr(selfseg.volumes.base, "_PERCENTILE_SAMPLE", 4096)
     read_volume(tmp_path / name)  # warm-up: lazy imports inside numpy and nibabel
     tracemalloc.start()
     try:
@@ -421,16 +422,17 @@ def test_nifti_non_finite_and_shapes(tmp_path):
     _nifti(tmp_path / "nan.nii.gz", values)
     _assert_error(tmp_path / "nan.nii.gz", "contains NaN or infinite values")
     _nifti(tmp_path / "4d.nii.gz", np.zeros((4, 4, 3, 2), np.int16))
-    _assert_error(tmp_path / "4d.nii.gz", "unsupported format: 4-D NIfTI of shape (4, 4, 3, 2); only 2-D and 3-D volumes are read")
+    four_d = "unsupported format: 4-D NIfTI of shape (4, 4, 3, 2); only 2-D and 3-D volumes are read"
+    _assert_error(tmp_path / "4d.nii.gz", four_d)
     _nifti(tmp_path / "thin.nii.gz", np.zeros((1, 6, 4), np.int16))
     _assert_error(tmp_path / "thin.nii.gz", "image must be at least 2x2 pixels, got 1x6")
 
 
 def test_volume_pixel_limit(tmp_path, monkeypatch):
     _nifti(tmp_path / "v.nii.gz", CUBE)
-    monkeypatch.setattr(selfseg.volumes, "MAX_VOXELS", 119)
+    monkeypatch.setattr(selfseg.volumes.base, "MAX_VOXELS", 119)
     _assert_error(tmp_path / "v.nii.gz", "volume too large: 4x5x6 = 120 voxels, over the limit of 119")
-    monkeypatch.setattr(selfseg.io, "MAX_PIXELS", 29)
+    monkeypatch.setattr(selfseg.decoding, "MAX_PIXELS", 29)
     _assert_error(tmp_path / "v.nii.gz", "image too large: 5x6 = 30 pixels, over the limit of 29")
     assert MAX_VOXELS == 2**30
 

@@ -10,11 +10,11 @@ from tqdm import tqdm
 
 from selfseg import __version__
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
+from selfseg.datasets import DatasetError, load_masks
 from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, PRECISIONS
+from selfseg.foreground import TARGETS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.readout import READOUTS
-from selfseg.datasets import DatasetError, load_masks
-from selfseg.foreground import TARGETS
 from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
 
 __all__ = ["build_parser", "main"]

@@ -13,7 +13,9 @@ import torch
 
 from selfseg import engine, io, volumes
 from selfseg.batch_inputs import input_digest
+from selfseg.decoding import decode_reason
 from selfseg.foreground import choose_mask
+from selfseg.optional import optional_import
 from selfseg.visualize import overlay
 
 __all__ = [
@@ -61,7 +63,7 @@ def fingerprint(path: Path, seed: int) -> tuple[str, int]:
         digest = input_digest(path)
         return digest, image_seed(seed, path)
     except OSError as err:
-        raise io.ImageReadError(path, f"cannot read file: {io._decode_reason(err)}") from None
+        raise io.ImageReadError(path, f"cannot read file: {decode_reason(err)}") from None
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,11 @@ def _stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
     """A cluster map written by ``run_task``, as int32 (D, H, W) slices (D = 1 for an image)."""
     if volume is None:
         return io.read_labels(path)[None]
-    nib = volumes.optional_import("nibabel")
+    nib = optional_import("nibabel")
     try:
         data = np.asarray(nib.load(path).dataobj, dtype=np.int32)
     except Exception as err:  # nibabel raises many types
-        raise io.ImageReadError(path, f"cannot read label map: {io._decode_reason(err)}") from None
+        raise io.ImageReadError(path, f"cannot read label map: {decode_reason(err)}") from None
     return np.moveaxis(data.reshape(*data.shape[:2], -1), volume.axis, 0)
 
 

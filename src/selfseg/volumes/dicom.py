@@ -1,0 +1,331 @@
+"""DICOM files and series folders, read with pydicom: rescaled, windowed, in slice order."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from selfseg.decoding import (
+    ImageReadError,
+    decode_reason,
+)
+from selfseg.optional import optional_import
+from selfseg.volumes.base import (
+    Volume,
+    allocate,
+    check_size,
+    finish,
+    min_max,
+)
+
+__all__ = ["read_dicom"]
+
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# pip packages that decode each compressed transfer syntax (pydicom's plugins); gdcm for the rest.
+_JPEG = "pylibjpeg pylibjpeg-libjpeg"
+_J2K = "pylibjpeg pylibjpeg-openjpeg"
+_DECODERS = {
+    "1.2.840.10008.1.2.4.50": _JPEG, "1.2.840.10008.1.2.4.51": _JPEG, "1.2.840.10008.1.2.4.57": _JPEG,
+    "1.2.840.10008.1.2.4.70": _JPEG, "1.2.840.10008.1.2.4.80": _JPEG, "1.2.840.10008.1.2.4.81": _JPEG,
+    "1.2.840.10008.1.2.4.90": _J2K, "1.2.840.10008.1.2.4.91": _J2K, "1.2.840.10008.1.2.4.201": _J2K,
+    "1.2.840.10008.1.2.4.202": _J2K, "1.2.840.10008.1.2.4.203": _J2K,
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",
+}
+
+
+
+def _number(value: Any) -> float | None:
+    """A DICOM numeric value (the first of several) as float, or None when absent or empty."""
+    value = _first(value)
+    try:
+        return None if value is None or str(value).strip() == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _first(value: Any) -> Any:
+    """First item of a multi-valued DICOM element, or the value itself."""
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    try:
+        return value[0] if len(value) else None
+    except TypeError:
+        return value
+
+
+def _shared(ds: Any, sequence: str, keyword: str) -> Any:
+    """``keyword`` at the top level or in the shared functional groups (enhanced multi-frame files)."""
+    if keyword in ds:
+        return ds.get(keyword)
+    try:
+        return ds.SharedFunctionalGroupsSequence[0][sequence][0].get(keyword)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
+def _frame_positions(ds: Any, frames: int) -> list[np.ndarray] | None:
+    """Per-frame ImagePositionPatient of an enhanced multi-frame file, or None."""
+    try:
+        groups = ds.PerFrameFunctionalGroupsSequence
+        positions = [np.asarray(g.PlanePositionSequence[0].ImagePositionPatient, dtype=float) for g in groups]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+    return positions if len(positions) == frames else None
+
+
+def _decoder_reason(ds: Any, err: BaseException) -> str:
+    """One line for compressed pixel data that could not be decoded: transfer syntax and what to install."""
+    uid = ds.file_meta.TransferSyntaxUID
+    packages = _DECODERS.get(str(uid), "python-gdcm")
+    available = None
+    try:  # pydicom >= 3 knows which decoders are usable
+        from pydicom.pixels import get_decoder
+
+        available = get_decoder(uid).is_available
+    except Exception:  # pydicom 2.4 says so in its message
+        message = str(err).lower()
+        if ("missing" in message and "dependencies" in message) or "no pixel data handlers" in message:
+            available = False
+    what = f"cannot decode pixel data compressed as {uid.name} ({uid})"
+    if available is False:
+        return f"{what}: no decoder installed; pip install {packages}"
+    return f"{what}: corrupt data or a variant the installed decoders cannot read; pip install {packages}"
+
+
+def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int]) -> tuple[Any, np.ndarray]:
+    """Read one DICOM file's dataset and pixels (frames, rows, columns[, 3]) in the stored type."""
+    try:
+        ds = pydicom.dcmread(file)
+    except Exception as err:
+        raise ImageReadError(file, f"cannot decode image: corrupt DICOM data ({decode_reason(err)})") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageReadError(file, "no pixel data in DICOM file (truncated, or not an image object)")
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if uid is None:
+        raise ImageReadError(file, "cannot decode image: corrupt DICOM data (no transfer syntax in the file meta)")
+    frames, rows, columns = expect
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if not uid.is_compressed and "PixelData" in ds:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        needed = (frames * rows * columns * samples * bits + 7) // 8
+        if len(ds.PixelData) < needed:
+            raise ImageReadError(file, "cannot decode image: truncated file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = np.asarray(ds.pixel_array)
+    except Exception as err:
+        if uid.is_compressed:
+            raise ImageReadError(file, _decoder_reason(ds, err)) from None
+        raise ImageReadError(file, f"cannot decode image: corrupt DICOM data ({decode_reason(err)})") from None
+    channels = (3,) if samples == 3 else ()
+    return ds, pixels.reshape((frames, rows, columns, *channels))
+
+
+def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
+    """(file, header) of each DICOM image file of a file or a series folder, unsorted."""
+    if not path.is_dir():
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            raise ImageReadError(path, "cannot decode image: not a DICOM file") from None
+        except Exception as err:
+            reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
+            raise ImageReadError(path, reason) from None
+        if "Rows" not in header:
+            raise ImageReadError(path, "no pixel data in DICOM file (truncated, or not an image object)")
+        return [(path, header)]
+    found = []
+    for file in sorted(path.iterdir()):
+        if file.name.startswith(".") or not file.is_file() or file.name.upper() == "DICOMDIR":
+            continue
+        if file.stat().st_size == 0:
+            if file.name.lower().endswith(".dcm"):
+                raise ImageReadError(file, "empty file")
+            continue
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:  # notes, thumbnails, ... beside the series
+            if file.name.lower().endswith(".dcm"):
+                raise ImageReadError(file, "cannot decode image: not a DICOM file") from None
+            continue
+        except Exception as err:
+            reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
+            raise ImageReadError(file, reason) from None
+        if "Rows" in header:  # skip reports, presentation states and other non-image objects
+            found.append((file, header))
+    if not found:
+        raise ImageReadError(path, "no DICOM image files in the folder")
+    return found
+
+
+def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[Path, Any]], list[np.ndarray] | None]:
+    """Check that the files form one series and order them; returns them and their positions if known."""
+    def distinct(keyword: str) -> list:
+        return sorted({str(h.get(keyword)) for _, h in items if h.get(keyword) is not None})
+
+    series = distinct("SeriesInstanceUID")
+    if len(series) > 1:
+        raise ImageReadError(
+            path, f"mixed DICOM series: the folder holds {len(series)} series (SeriesInstanceUID "
+            f"{', '.join(series[:3])}{', ...' if len(series) > 3 else ''}); put each series in its own folder",
+        )
+    sizes = sorted({(int(h.Rows), int(h.Columns)) for _, h in items})
+    if len(sizes) > 1:
+        shown = " and ".join(f"{r}x{c}" for r, c in sizes[:2])
+        raise ImageReadError(path, f"mixed DICOM series: slices of different sizes ({shown} pixels)")
+    if len(distinct("SamplesPerPixel")) > 1:
+        raise ImageReadError(path, "mixed DICOM series: slices with different colour types")
+    for file, header in items:
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            raise ImageReadError(
+                path,
+                f"mixed DICOM series: {file.name} has {frames} frames; a series folder must hold single-frame slices",
+            )
+    if len(items) == 1:
+        return items, None
+    orientations = [_shared(h, "PlaneOrientationSequence", "ImageOrientationPatient") for _, h in items]
+    positions = [_shared(h, "PlanePositionSequence", "ImagePositionPatient") for _, h in items]
+    known = all(o is not None and len(o) == 6 for o in orientations)
+    if known and all(p is not None and len(p) == 3 for p in positions):
+        orient = np.asarray([[float(v) for v in o] for o in orientations])
+        if np.abs(orient - orient[0]).max() > 1e-3:
+            reason = "mixed DICOM series: slices with different orientations (ImageOrientationPatient)"
+            raise ImageReadError(path, reason)
+        normal = np.cross(orient[0, :3], orient[0, 3:])
+        where = np.asarray([[float(v) for v in p] for p in positions])
+        keys = where @ normal
+        order = np.argsort(keys, kind="stable")
+        gaps = np.diff(keys[order])
+        if np.any(np.abs(gaps) < 1e-3):
+            k = int(np.flatnonzero(np.abs(gaps) < 1e-3)[0])
+            a, b = items[order[k]][0].name, items[order[k + 1]][0].name
+            raise ImageReadError(path, f"mixed DICOM series: {a} and {b} are at the same position")
+        return [items[i] for i in order], [where[i] for i in order]
+    numbers = [h.get("InstanceNumber") for _, h in items]
+    if any(n is None or str(n).strip() == "" for n in numbers):
+        raise ImageReadError(path, "cannot order the DICOM slices: ImagePositionPatient and InstanceNumber are missing")
+    numbers = [int(n) for n in numbers]
+    if len(set(numbers)) < len(numbers):
+        raise ImageReadError(path, "mixed DICOM series: two slices share an InstanceNumber and have no position")
+    order = np.argsort(numbers, kind="stable")
+    return [items[i] for i in order], None
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str) -> None:
+    """DICOM VOI window (PS3.3 C.11.2.1.2) onto [0, 1], in place."""
+    if function == "SIGMOID":
+        values -= center
+        values *= -4.0 / width
+        np.exp(values, out=values)
+        values += 1.0
+        np.reciprocal(values, out=values)
+        return
+    if function == "LINEAR_EXACT":
+        values -= center
+        values /= width
+        values += 0.5
+    elif width > 1:
+        values -= center - 0.5
+        values /= width - 1
+        values += 0.5
+    else:
+        np.greater(values, center - 0.5, out=values)
+    np.clip(values, 0.0, 1.0, out=values)
+
+
+def read_dicom(path: Path, axis: int) -> Volume:
+    pydicom = optional_import("pydicom")
+    optional_import("pydicom.errors")
+    items = _series(pydicom, path)
+    items, positions = _sort_series(path, items) if len(items) > 1 else (items, None)
+    first = items[0][1]
+    rows, columns = int(first.Rows), int(first.Columns)
+    frames = int(first.get("NumberOfFrames", 1) or 1) if len(items) == 1 else 1
+    depth = frames * len(items)
+    photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    samples = int(first.get("SamplesPerPixel", 1) or 1)
+    colour = samples == 3 and (photometric == "RGB" or photometric.startswith("YBR"))
+    if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
+        reason = f"unsupported format: DICOM photometric interpretation {photometric} (SamplesPerPixel {samples})"
+        raise ImageReadError(items[0][0], reason)
+    check_size(path, (depth, rows, columns), axis, 3 if colour else 1)
+    data, source = allocate(path, (depth, rows, columns), axis, colour)
+    inverted = np.zeros(depth, dtype=bool)
+    top = 0.0
+    for index, (file, _) in enumerate(items):
+        ds, pixels = _dicom_pixels(pydicom, file, (frames, rows, columns))
+        block = source[index * frames : (index + 1) * frames]
+        block[...] = pixels
+        if pixels.dtype.kind == "f" and not np.isfinite(block).all():
+            raise ImageReadError(file, "contains NaN or infinite values")
+        if colour:
+            top = max(top, float(2 ** int(ds.get("BitsStored", 8) or 8) - 1))
+            continue
+        slope = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
+        intercept = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
+        if slope != 1.0 or intercept != 0.0:
+            block *= slope
+            block += intercept
+        inverted[index * frames : (index + 1) * frames] = (
+            str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1"
+        )
+    if colour:
+        data /= top
+        intensity = f"RGB / {top:g}"
+    else:
+        center = _number(_shared(first, "FrameVOILUTSequence", "WindowCenter"))
+        width = _number(_shared(first, "FrameVOILUTSequence", "WindowWidth"))
+        function = str(first.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        if center is not None and width is not None and width >= 1:
+            _window(data, center, width, function)
+            intensity = f"window center {center:g} width {width:g}"
+        else:
+            intensity = min_max(data)
+        if inverted.any():
+            source[inverted] = 1.0 - source[inverted]
+            intensity += ", MONOCHROME1 inverted"
+    if positions is None and frames > 1:
+        positions = _frame_positions(first, frames)
+    affine, voxel_spacing = _dicom_affine(first, positions, depth)
+    return finish(
+        path, data, axis, "dicom", affine, voxel_spacing,
+        source_shape=(depth, rows, columns), intensity=intensity, files=tuple(file for file, _ in items),
+    )
+
+
+def _dicom_affine(
+    ds: Any, positions: list[np.ndarray] | None, depth: int
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Affine of (slice, row, column) indices -> RAS+ mm, and the voxel size along those axes."""
+    spacing = _shared(ds, "PixelMeasuresSequence", "PixelSpacing") or ds.get("ImagerPixelSpacing")
+    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
+    orientation = _shared(ds, "PlaneOrientationSequence", "ImageOrientationPatient")
+    if orientation is not None and len(orientation) == 6:
+        along_row = np.asarray([float(v) for v in orientation[:3]])  # direction of increasing column
+        along_col = np.asarray([float(v) for v in orientation[3:]])  # direction of increasing row
+    else:
+        along_row, along_col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    normal = np.cross(along_row, along_col)
+    origin = _shared(ds, "PlanePositionSequence", "ImagePositionPatient")
+    origin = np.asarray([float(v) for v in origin]) if origin is not None and len(origin) == 3 else np.zeros(3)
+    if positions is not None and len(positions) == depth and depth > 1:
+        origin = positions[0]
+        step = (positions[-1] - positions[0]) / (depth - 1)
+    else:
+        thickness = _number(ds.get("SpacingBetweenSlices")) or _number(
+            _shared(ds, "PixelMeasuresSequence", "SliceThickness")
+        )
+        step = normal * (thickness or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0] = step
+    lps[:3, 1] = along_col * row_mm
+    lps[:3, 2] = along_row * col_mm
+    lps[:3, 3] = origin
+    return _LPS_TO_RAS @ lps, (float(np.linalg.norm(step)), row_mm, col_mm)
