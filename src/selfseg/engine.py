@@ -68,12 +68,13 @@ METHODS: dict[str, MethodSpec] = {
     "dfc": MethodSpec(model=functools.partial(DFC, n_channels=32), objective=DFCObjective, lr=0.1, max_iter=1000),
 }
 """The networks at selfseg's default widths: 32 channels (the papers' code: S3-Net 64, MS-Former and DFC 100;
-``n_channels=64`` etc. restores them). At the 128-px working size they fit 10 to 20 times faster than the
+``n_channels=64`` etc. restores them). At the default working size they fit 10 to 20 times faster than the
 papers' settings at about the same mean Dice (docs/speed.md; docs/results.md, where chest X-rays lose 0.01)."""
 
-DEFAULT_SIZE = 128
+DEFAULT_SIZE = 96
 """Default working size (longer side, px) of the networks: the masks are smooth, and the readout and the
-foreground rule work at the native resolution (docs/speed.md measures 96 to 256)."""
+foreground rule work at the native resolution (docs/speed.md measures 96 to 256; docs/results.md the
+quality at 96 and 128)."""
 
 BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
     "otsu": lambda pixels, n_clusters, seed: otsu_labels(pixels),
