@@ -61,6 +61,9 @@ class ImageReadError(ValueError):
         return type(self), (self.path, self.reason)
 
 
+ImageReadError.__module__ = "selfseg.io"  # where users import it from (and how tracebacks name it)
+
+
 def decode_reason(err: Exception) -> str:
     """Short, single-line description of an access or decoding failure."""
     if isinstance(err, UnidentifiedImageError):

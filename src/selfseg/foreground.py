@@ -281,6 +281,15 @@ def select_foreground(
 
     Returns:
         (H, W) bool mask and the prior that made it ("lesion" or "lungs").
+
+    A dark disc (cluster 2) on bright skin (cluster 1):
+
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 12**2
+    >>> mask, chosen = select_foreground(np.where(disc, 2, 1), np.where(disc, 0.2, 0.8), target="lesion")
+    >>> chosen, bool(mask[32, 32]), bool(mask[0, 0])
+    ('lesion', True, False)
     """
     look_up_option(target, TARGETS, name="target")
     check_shape("image", image, labels.shape, (*labels.shape, "C"))

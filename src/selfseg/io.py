@@ -62,6 +62,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     ``MIN_SIDE`` x ``MIN_SIDE`` and at most ``MAX_PIXELS`` pixels. Only the decoded
     pixels and the float32 result are held in memory. Any unreadable input raises
     :class:`ImageReadError` with a one-line reason (listed in ``docs/formats.md``).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
+    >>> Image.fromarray(np.array([[0, 255], [51, 102]], dtype=np.uint8)).save(path)
+    >>> image = read_image(path)
+    >>> image.shape, image.dtype, float(image[0, 1, 0])
+    ((2, 2, 1), dtype('float32'), 1.0)
+    >>> read_image(os.path.join(os.path.dirname(path), "missing.png"))
+    Traceback (most recent call last):
+    ...
+    selfseg.io.ImageReadError: .../missing.png: file not found
     """
     path = Path(path)
     info = stat_input(path)

@@ -84,7 +84,14 @@ def _ratio(numerator: int, denominator: int, *, if_zero: float) -> float:
 
 
 def dice(prediction: ArrayLike, truth: ArrayLike) -> float:
-    """Dice coefficient 2 TP / (2 TP + FP + FN); 1 when both masks are empty."""
+    """Dice coefficient 2 TP / (2 TP + FP + FN); 1 when both masks are empty.
+
+    >>> import numpy as np
+    >>> round(dice(np.array([[1, 1, 0, 0]], bool), np.array([[1, 0, 0, 0]], bool)), 3)
+    0.667
+    >>> dice(np.zeros((2, 2), bool), np.zeros((2, 2), bool))
+    1.0
+    """
     tp, fp, fn, _ = _confusion(prediction, truth)
     return _ratio(2 * tp, 2 * tp + fp + fn, if_zero=1.0)
 

@@ -187,8 +187,7 @@ def run_batch(
     ``inputs`` are files, folders (searched recursively for names matching ``pattern``, ``out_dir``
     left out) and ``@list`` files: ``batch_inputs.find_inputs``. Volumes are read with
     ``volumes.read_volume(path, axis=axis)`` (None: the format's default axis) and fitted slice by
-    slice, slice k with
-    ``slice_seed(image_seed(seed, path), k)``; 2-D images with ``image_seed(seed, path)``.
+    slice, slice k with ``slice_seed(image_seed(seed, path), k)``; 2-D images with ``image_seed(seed, path)``.
 
     Writes the files described in this module's docstring, each atomically; an input's
     ``results.csv`` row is written (atomically, rows sorted by stem, rows of earlier runs kept, a
@@ -201,20 +200,18 @@ def run_batch(
     papers' protocol, ``oracle_crop`` with its crop) reads each image's mask from ``ground_truth``
     (``datasets.load_masks``); an image without one fails.
 
-    With ``resume``, an input whose ``results.csv`` row has the same training parameters (method,
-    seed, size, max_iter, min_labels, device, precision, axis, options (``_options_cell``: a row of
-    selfseg 0.4 or older that names no readout was read out by argmax, and one that names the kmeans
-    readout but no clusters used ``min_labels``; "auto" clusters match the number they stand for on a
-    2-D image, ``_same_clusters``) and the input's SHA-256) and whose cluster map exists is not fitted
-    again: if the selection parameters (foreground, target, point, selfseg version) also match and its
-    mask and overlay exist it is skipped (listed in ``skipped``), otherwise its mask is chosen again from
-    the stored cluster map. Any other input is fitted and its files replaced.
+    With ``resume``, each input's ``results.csv`` row decides (``manifest.decide``): the same training
+    parameters (method, seed, size, max_iter, min_labels, device, precision, axis, options, the input's
+    SHA-256) and an existing cluster map keep the fit; the same selection parameters (foreground, target,
+    point, selfseg version) and existing mask and overlay skip the input (listed in ``skipped``);
+    otherwise the mask is chosen again from the stored cluster map. Any other input is fitted and its
+    files replaced.
 
     Every fit runs with ``threads`` torch threads (CPU results depend on it, not on anything else:
     neither the order, the worker count nor the process; recorded in the ``threads`` column).
-    ``workers`` inputs are fitted at once, in spawned worker processes when more than 1
-    (``plan_workers``: ``"auto"`` takes as many as the CPU cores, the free memory and the inputs
-    allow); ``workers`` x ``threads`` may not exceed the CPU cores.
+    ``workers`` inputs are fitted at once, in worker processes when more than 1 (``workers.run_tasks``:
+    forked on the CPU, spawned for CUDA; ``plan_workers``: ``"auto"`` takes as many as the CPU cores, the
+    free memory and the inputs allow); ``workers`` x ``threads`` may not exceed the CPU cores.
     ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
 
     Raises:

@@ -100,6 +100,14 @@ def read_volume(path: str | os.PathLike, *, axis: int | None = None) -> Volume:
     is taken from the path: a folder is a DICOM series, ``.nii``/``.nii.gz`` NIfTI, ``.dcm`` or a
     DICOM header DICOM, ``.tif``/``.tiff`` or a TIFF header TIFF. Any failure raises
     :class:`~selfseg.io.ImageReadError` with a one-line reason (``docs/formats.md`` lists them).
+
+    >>> import os, tempfile
+    >>> import nibabel as nib
+    >>> path = os.path.join(tempfile.mkdtemp(), "cube.nii.gz")
+    >>> nib.save(nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), np.eye(4)), path)
+    >>> volume = read_volume(path)  # axial slices: NIfTI's third axis
+    >>> volume.data.shape, volume.kind, volume.axis, volume.data.dtype
+    ((5, 3, 4), 'nifti', 2, dtype('float32'))
     """
     path = Path(path)
     axis = None if axis is None else _normal_axis(axis)
