@@ -8,6 +8,7 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from selfseg.foreground import (
+    _contrast,
     _convex_hull,
     check_rule,
     choose_mask,
@@ -260,3 +261,13 @@ def test_convex_hull_on_the_bounding_box_equals_skimage() -> None:
         mask &= rng.random(mask.shape) < 0.7  # ragged, with holes
         mask[top, left] = True
         np.testing.assert_array_equal(_convex_hull(mask), convex_hull_image(mask))
+
+
+def test_contrast_band_is_the_iterated_square_dilation() -> None:
+    rng = np.random.default_rng(1)
+    region = np.zeros((30, 40), dtype=bool)
+    region[0:8, 5:20] = True  # touches the frame
+    region[15:25, 25:38] = rng.random((10, 13)) < 0.8
+    grey = rng.random(region.shape)
+    band = ndimage.binary_dilation(region, structure=np.ones((3, 3), bool), iterations=4) & ~region
+    assert _contrast(region, grey, 4) == pytest.approx(float(grey[band].mean() - grey[region].mean()), abs=0)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from selfseg.readout import (
+    _first_argmax,
     cluster_maps,
     default_readout_clusters,
     kmeans_readout,
@@ -66,3 +67,8 @@ def test_cluster_maps_one_per_count_at_the_native_size() -> None:
     assert [m.shape for m in maps] == [(16, 20), (16, 20)] and [int(m.max()) for m in maps] == [2, 3]
     (argmax,) = cluster_maps(scores, image, (16, 20), readout="argmax", counts=(2, 3), seed=0)
     np.testing.assert_array_equal(argmax, relabel_by_area(upsampled_argmax(scores, 16, 20).numpy()))
+
+
+def test_first_argmax_equals_torch_argmax_with_ties() -> None:
+    scores = torch.randint(0, 3, (5, 7, 9), generator=torch.Generator().manual_seed(3)).float()  # many ties
+    torch.testing.assert_close(_first_argmax(scores), scores.argmax(dim=0), rtol=0, atol=0)
