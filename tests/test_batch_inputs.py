@@ -8,7 +8,7 @@ from PIL import Image
 
 from selfseg.batch_inputs import INPUT_SUFFIXES, find_inputs, input_digest, input_stem
 
-from test_volumes import CUBE, _dicom, _nifti
+from helpers import CUBE, _dicom, _nifti
 
 
 def _png(path):

@@ -15,7 +15,7 @@ from PIL import Image
 from selfseg import cli, engine, runner
 from selfseg.runner import BatchReport
 
-from test_runner import _fake_segment
+from helpers import _fake_segment
 
 FAST = ["--size", "32", "--max-iter", "2", "--device", "cpu", "--quiet"]
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pickle
-import struct
 import tracemalloc
 import warnings
 import zlib
@@ -25,6 +24,8 @@ from selfseg.io import (
     write_csv,
     write_image,
 )
+
+from helpers import _png_bytes, _tiff_bytes
 
 GREY = np.array([[0, 1, 128], [200, 254, 255]], dtype=np.uint8)
 RGB = np.array(
@@ -62,35 +63,6 @@ def _assert_read_error(path, reason: str, exact: bool = True) -> None:
         assert reason in info.value.reason
     assert str(info.value) == f"{path}: {info.value.reason}"
     assert "\n" not in str(info.value)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_bytes(height: int, width: int, idat: bytes | None = None) -> bytes:
-    """A grey 8-bit PNG whose header says height x width (the data need not match)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    if idat is None:
-        idat = zlib.compress(b"\0" * (height * (width + 1)))
-    return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def _tiff_bytes(array: np.ndarray, sample_format: int) -> bytes:
-    """Minimal little-endian one-strip grey TIFF of ``array`` (any dtype) with the given SampleFormat tag."""
-    height, width = array.shape
-    data = array.astype(array.dtype.newbyteorder("<")).tobytes()
-    bits = array.dtype.itemsize * 8
-    entries = [
-        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, 1), (262, 3, 1, 1),
-        (273, 4, 1, 8 + 2 + 10 * 12 + 4), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, len(data)),
-        (339, 3, 1, sample_format),
-    ]
-    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
-    return b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data
 
 
 # --- read_image: formats and modes -------------------------------------------

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from selfseg import decoding, engine, io, runner
-from selfseg.engine import SegmentationResult
 from selfseg.runner import (
     RESULT_COLUMNS,
     BatchReport,
@@ -29,8 +28,7 @@ from selfseg.runner import (
 )
 from selfseg.volumes import read_volume
 
-from test_io import _png_bytes, _tiff_bytes
-from test_volumes import CUBE, UID, _dicom, _nifti, _series
+from helpers import CUBE, UID, _dicom, _fake_segment, _nifti, _png_bytes, _series, _tiff_bytes
 
 FAST = dict(size=32, max_iter=2, device="cpu")  # engine runs are slow: keep them tiny
 
@@ -46,17 +44,6 @@ def _disc(path, rgb: bool = False):
 def _read_csv(path) -> list[list[str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
-
-
-def _fake_segment(n_labels: int = 2):
-    """A stand-in for engine.segment: ``n_labels`` vertical-ish stripes, mask = last label."""
-
-    def segment(image, method="s3net", *, seed=0, **kwargs):
-        height, width = image.shape[:2]
-        labels = (np.arange(height * width) % n_labels + 1).reshape(height, width).astype(np.int32)
-        return SegmentationResult(labels, labels == n_labels, method, seed, iterations=1, seconds=0.25)
-
-    return segment
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
 import selfseg.decoding
 import selfseg.volumes
@@ -26,8 +25,7 @@ from selfseg.volumes import (
     write_volume_like,
 )
 
-UID = "1.2.826.0.1.3680043.8.498"
-SLICE = np.array([[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 100, 110]], dtype=np.int16)  # 3 x 4
+from helpers import CUBE, SLICE, UID, _affine, _dicom, _nifti, _series
 
 
 def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
@@ -39,53 +37,6 @@ def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
 
 
 # --- DICOM files built here ------------------------------------------------------------------
-
-
-def _dicom(
-    path,
-    pixels: np.ndarray = SLICE,
-    *,
-    n: int = 1,
-    position=None,
-    instance=None,
-    series: str = f"{UID}.1",
-    slope=None,
-    intercept=None,
-    center=None,
-    width=None,
-    photometric: str = "MONOCHROME2",
-    syntax=ExplicitVRLittleEndian,
-    pixel_data: bytes | None = None,
-):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = f"{UID}.100.{n}"
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = series
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.PixelSpacing = [0.5, 0.7]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    if position is not None:
-        ds.ImagePositionPatient = list(position)
-    for keyword, value in [("InstanceNumber", instance), ("RescaleSlope", slope), ("RescaleIntercept", intercept),
-                           ("WindowCenter", center), ("WindowWidth", width)]:
-        if value is not None:
-            setattr(ds, keyword, value)
-    ds.PixelData = pixel_data if pixel_data is not None else pixels.astype("<i2").tobytes()
-    if pydicom.__version__.split(".")[0] >= "3":
-        ds.save_as(path, enforce_file_format=True)
-    else:  # pydicom 2.4
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(path, write_like_original=False)
-    return path
 
 
 def _decoder_available(uid) -> bool:
@@ -102,14 +53,6 @@ def _linear_window(values, center, width):
     """DICOM PS3.3 C.11.2.1.2.1, written out independently of the implementation."""
     values = np.asarray(values, dtype=np.float64)
     return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
-
-
-def _series(folder, **kwargs):
-    """Three slices at z = 10, 12.5, 15 written under names and instance numbers in another order."""
-    folder.mkdir()
-    for name, k, instance in [("b.dcm", 1, 7), ("c.dcm", 0, 9), ("a.dcm", 2, 8)]:
-        _dicom(folder / name, SLICE + 10 * k, n=k, position=(-20.0, -30.0, 10 + 2.5 * k), instance=instance, **kwargs)
-    return folder
 
 
 def test_dicom_series_sorted_by_position_rescaled_and_windowed(tmp_path):
@@ -264,26 +207,6 @@ def test_dicom_bad_slice_in_a_series_is_named(tmp_path):
 
 
 # --- NIfTI ------------------------------------------------------------------------------------
-
-
-def _affine() -> np.ndarray:
-    affine = np.array([[0, 0.9, 0, -10], [-0.8, 0, 0, 20], [0, 0, 2.5, -30], [0, 0, 0, 1]], dtype=float)
-    return affine
-
-
-def _nifti(path, data: np.ndarray, *, slope=None) -> nib.Nifti1Image:
-    image = nib.Nifti1Image(data, _affine())
-    image.set_qform(_affine(), code=1)
-    image.set_sform(_affine(), code=2)
-    image.header.set_xyzt_units("mm", "sec")
-    image.header["descrip"] = b"test volume"
-    if slope is not None:
-        image.header.set_slope_inter(*slope)
-    nib.save(image, path)
-    return image
-
-
-CUBE = np.arange(5 * 6 * 4, dtype=np.int16).reshape(5, 6, 4) * 3  # (i, j, k)
 
 
 @pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
