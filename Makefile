@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/selfseg segment examples/images --out results
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/python -m pytest
 
 clean:
