@@ -97,7 +97,10 @@ def test_benchmark_rejects_unknown_rules_and_the_cli_prints_the_table(tmp_path, 
     data = _dataset(tmp_path / "discs", n=1)
     with pytest.raises(ValueError, match=r"foreground rule must be one of auto, oracle, oracle\+crop, got .magic."):
         benchmark([data], tmp_path / "out", methods=["otsu"], foreground=["magic"])
-    assert cli.main(["benchmark", str(data), "--methods", "otsu", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    argv = ["benchmark", str(data), "--methods", "otsu", "--out", str(tmp_path / "o"), "--quiet", "--report"]
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "| discs | otsu | oracle | 1 |" in printed and "| discs | otsu | oracle+crop | 1 |" in printed
+    page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    assert page.count("<svg") == 3 and "discs/otsu/auto/case0" in page  # Dice, seconds, benchmark; the fitted run
     assert cli.main(["benchmark", str(tmp_path / "none"), "--methods", "otsu", "--out", str(tmp_path / "o")]) == 2

@@ -15,6 +15,7 @@ from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, PRECISIONS
 from selfseg.foreground import TARGETS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.readout import READOUTS
+from selfseg.report import write_report
 from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
 
 __all__ = ["build_parser", "main"]
@@ -200,6 +201,9 @@ def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seed
         help="torch threads per fit; CPU results depend on T, not on --workers (default: %(default)s)",
     )
     groups["output"].add_argument("--quiet", action="store_true", help="no progress bar")
+    groups["output"].add_argument(
+        "--report", action="store_true", help="also write DIR/report.html, the page for reviewing the results"
+    )
 
 
 def _add_segment(commands: argparse._SubParsersAction) -> None:
@@ -303,6 +307,19 @@ def _add_benchmark(commands: argparse._SubParsersAction) -> None:
     _add_run_options(groups, several_seeds=True)
 
 
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    """The ``report`` command."""
+    rep = commands.add_parser(
+        "report",
+        help="write DIR/report.html: thumbnails, scores, plots and review marks of an output folder",
+        description="Write DIR/report.html, a self-contained page (thumbnails in DIR/report_files/) of every "
+        "input of the output folder DIR and of the runs below it (selfseg benchmark folders): image, cluster "
+        "map and overlay, its results.csv row and metrics.csv scores, sortable, filterable, in pages, with "
+        "summary plots and accepted / rejected / needs-edit marks saved as qc.csv.",
+    )
+    rep.add_argument("out", metavar="DIR", help="output folder of 'selfseg segment' or 'selfseg benchmark'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``selfseg`` argument parser with its ``segment``, ``evaluate`` and ``benchmark`` commands."""
     parser = argparse.ArgumentParser(
@@ -315,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(commands)
     _add_evaluate(commands)
     _add_benchmark(commands)
+    _add_report(commands)
     return parser
 
 
@@ -341,7 +359,19 @@ def _benchmark(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(markdown_table(rows))
-    return 1 if any(row["failed"] for row in rows) else 0
+    status = 1 if any(row["failed"] for row in rows) else 0
+    return max(status, _report(args.out)) if args.report else status
+
+
+def _report(out: str) -> int:
+    """Write ``out/report.html``; print where; exit status (2: no results in ``out``)."""
+    try:
+        path = write_report(out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report -> {path}")
+    return 0
 
 
 def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | None) -> int:
@@ -365,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluate(args.pred_dir, args.gt, args.spacing)
     if args.command == "benchmark":
         return _benchmark(args)
+    if args.command == "report":
+        return _report(args.out)
     try:
         if args.gt is not None:
             load_masks(args.gt)  # a wrong --gt fails before the long run, not after it
@@ -403,4 +435,6 @@ def main(argv: list[str] | None = None) -> int:
     status = 1 if report.failures else 0
     if args.gt is not None:
         status = max(status, _evaluate(args.out, args.gt, None))
+    if args.report:
+        status = max(status, _report(args.out))
     return status

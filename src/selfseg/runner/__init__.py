@@ -141,6 +141,7 @@ class _Batch:
             self.fail(task.path, reason)
             return
         row = {"image": input_stem(task.path), **(typed(previous) if not task.refit else {}), **fields}
+        row["input"] = str(task.path)
         row.update(self.settings, axis=wanted["axis"], input_sha256=wanted["input_sha256"])
         self.report.results.append(row)
         self.manifest.write(row["image"], row)

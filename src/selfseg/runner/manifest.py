@@ -21,6 +21,7 @@ __all__ = ["RESULT_COLUMNS", "Manifest", "cell", "decide", "options_cell", "read
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image",
+    "input",
     "method",
     "seed",
     "image_seed",
@@ -47,7 +48,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "input_sha256",
     "version",
 )
-"""Columns of ``results.csv``: input stem, what ran and what came out, then the parameters (an empty
+"""Columns of ``results.csv``: input stem and path (as given), what ran and what came out, then the parameters (an empty
 cell means the default: the method's for ``max_iter`` and ``min_labels``, native resolution for
 ``size``, the format's slice axis for ``axis``; ``options`` are the extra model and objective options
 as JSON). ``image_seed`` is the seed the input was fitted with (``task.image_seed``); ``foreground``,

@@ -1,0 +1,141 @@
+"""A self-contained HTML report of an output folder: ``write_report(DIR)`` -> ``DIR/report.html``.
+
+The page lists every input of every run found under DIR (a folder with a ``results.csv``: a ``selfseg
+segment`` output, or the per-dataset, per-method folders of ``selfseg benchmark``) with thumbnails of the
+image, its cluster map and its overlay (``DIR/report_files/``, bounded in size, loaded lazily), its row of
+``results.csv`` and, where a ``metrics.csv`` exists, its scores; rows sort by any column (worst Dice first
+when there are scores), filter by name and come in pages. Summary plots (matplotlib, embedded as SVG): the
+Dice of each method and run, seconds per image, and the benchmark's table when DIR holds ``benchmark.csv``.
+Each input can be marked accepted / rejected / needs edit; the page saves the marks as ``qc.csv`` (a
+download), and a later report of a folder holding ``qc.csv`` shows them. ``failures.csv`` rows are listed at
+the top. No remote resource is used: the page reads offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfseg import io
+from selfseg.report.plots import benchmark_svg, dice_svg, seconds_svg
+from selfseg.report.thumbnails import THUMBNAIL_SIDE, thumbnails
+
+__all__ = ["QC_MARKS", "REPORT_NAME", "write_report"]
+
+REPORT_NAME = "report.html"
+QC_MARKS = ("accepted", "rejected", "needs edit")
+"""The review marks of the page, as written to ``qc.csv`` (columns ``run``, ``image``, ``mark``)."""
+
+_PAGE = Path(__file__).with_name("page.html")
+_FILES = "report_files"
+_SHOWN = ("method", "seconds", "iterations", "n_labels", "chosen", "kind", "slices")
+_SCORES = ("dice", "iou", "hd95", "assd", "sensitivity", "specificity")
+
+
+@dataclass
+class _Run:
+    """One folder with a results.csv: its name relative to the report's folder ('' for the folder itself)."""
+
+    folder: Path
+    name: str
+    rows: list[dict[str, str]]
+    scores: dict[str, dict[str, str]]
+    failures: list[dict[str, str]]
+
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts; [] when it does not exist."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return []
+
+
+def _runs(out_dir: Path) -> list[_Run]:
+    """Every folder at or below ``out_dir`` holding a results.csv (hidden folders and report files skipped)."""
+    runs = []
+    for table in sorted(out_dir.rglob("results.csv")):
+        folder = table.parent
+        relative = folder.relative_to(out_dir)
+        if any(part.startswith(".") or part == _FILES for part in relative.parts):
+            continue
+        scores = {row["image"]: row for row in _read_table(folder / "metrics.csv")}
+        runs.append(_Run(folder, relative.as_posix() if relative.parts else "", _read_table(table), scores,
+                         _read_table(folder / "failures.csv")))
+    return runs
+
+
+def _marks(out_dir: Path) -> dict[str, str]:
+    """Review marks of an earlier report (``qc.csv``), keyed "run/image"."""
+    return {f"{row.get('run', '')}/{row['image']}": row["mark"] for row in _read_table(out_dir / "qc.csv")
+            if row.get("mark") in QC_MARKS}
+
+
+def _entry(run: _Run, row: dict[str, str], out_dir: Path, side: int) -> dict:
+    """What the page shows for one input: its cells, scores, thumbnails (relative paths) and key."""
+    pictures = thumbnails(run.folder, row, out_dir / _FILES / (run.name or "."), side=side)
+    return {
+        "key": f"{run.name}/{row['image']}",
+        "run": run.name,
+        "image": row["image"],
+        "cells": {name: row.get(name, "") for name in _SHOWN},
+        "scores": {name: run.scores[row["image"]][name] for name in _SCORES if row["image"] in run.scores},
+        "thumbs": {kind: os.path.relpath(path, out_dir).replace(os.sep, "/") for kind, path in pictures.items()},
+    }
+
+
+def _plots(runs: list[_Run], benchmark: list[dict[str, str]]) -> list[str]:
+    """The summary plots that apply, as SVG strings."""
+    groups: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+    for run in runs:
+        for row in run.rows:
+            label = run.name or row.get("method", "")
+            seconds.setdefault(label, []).append(float(row["seconds"]) / max(1, int(row.get("slices") or 1)))
+            if row["image"] in run.scores:
+                groups.setdefault(label, []).append(float(run.scores[row["image"]]["dice"]))
+    plots = [dice_svg(groups)] if groups else []
+    plots += [seconds_svg(seconds)] if seconds else []
+    plots += [benchmark_svg(benchmark)] if benchmark else []
+    return plots
+
+
+def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_SIDE, page_size: int = 50) -> Path:
+    """Write ``out_dir/report.html`` (and its thumbnails in ``out_dir/report_files/``); return its path.
+
+    ``thumbnail_side`` bounds each thumbnail's longer side (px); ``page_size`` rows are shown per page.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no results.csv (at any depth).
+    """
+    out_dir = Path(out_dir)
+    runs = _runs(out_dir)
+    if not runs:
+        raise FileNotFoundError(f"no results.csv in {out_dir}: not a selfseg output folder")
+    benchmark = _read_table(out_dir / "benchmark.csv")
+    data = {
+        "title": f"selfseg report: {out_dir.resolve().name}",
+        "rows": [_entry(run, row, out_dir, thumbnail_side) for run in runs for row in run.rows],
+        "failures": [{"run": run.name, **row} for run in runs for row in run.failures],
+        "scored": any(run.scores for run in runs),
+        "marks": _marks(out_dir),
+        "qcMarks": list(QC_MARKS),
+        "shown": list(_SHOWN),
+        "scoreNames": list(_SCORES),
+        "pageSize": page_size,
+        "benchmark": benchmark,
+    }
+    page = _PAGE.read_text(encoding="utf-8")
+    page = page.replace("@@TITLE@@", html.escape(data["title"]))
+    page = page.replace("@@PLOTS@@", "\n".join(f'<figure class="plot">{svg}</figure>' for svg in _plots(runs, benchmark)))
+    # "</" inside the JSON would end the script element early
+    page = page.replace("@@DATA@@", json.dumps(data).replace("</", "<\\/"))
+    target = out_dir / REPORT_NAME
+    with io.atomic_path(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return target

@@ -1,0 +1,159 @@
+"""The HTML report: its content from a small run, and the page itself in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfseg import cli, engine
+from selfseg.report import REPORT_NAME, write_report
+from selfseg.runner import evaluate_outputs, run_batch
+
+from helpers import CUBE, _fake_segment, _nifti
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_VOID = {"meta", "img", "input", "br", "hr", "link", "source"}
+
+
+class _Checker(HTMLParser):
+    """Fails on a closing tag that does not close the innermost open element; records what is left open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag not in _VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag) -> None:
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+
+def _page_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
+def _images(folder: Path, n: int) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for k in range(n):
+        yy, xx = np.mgrid[:40, :48]
+        grey = np.where((yy - 20) ** 2 + (xx - 10 - 5 * k) ** 2 < 80 + 20 * k, 60, 210).astype(np.uint8)
+        paths.append(folder / f"img{k}.png")
+        Image.fromarray(np.stack([grey] * 3, axis=2)).save(paths[-1])
+    return paths
+
+
+@pytest.fixture
+def run_folder(tmp_path, monkeypatch) -> Path:
+    """A scored run of 4 images (stand-in fits), one bad input, and one earlier review mark."""
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    images = _images(tmp_path / "in", 4)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    for path in images:
+        Image.fromarray((np.asarray(Image.open(path))[..., 0] < 128).astype(np.uint8) * 255).save(truth / path.name)
+    out = tmp_path / "out"
+    run_batch([tmp_path / "in"], out, workers=1, progress=False, size=32, max_iter=1)
+    evaluate_outputs(out, truth)
+    (out / "qc.csv").write_text("run,image,mark\n,img2,rejected\n,img9,accepted\n")
+    return out
+
+
+def test_report_lists_every_input_with_thumbnails_scores_and_marks(run_folder) -> None:
+    path = write_report(run_folder, thumbnail_side=32)
+    assert path == run_folder / REPORT_NAME
+    page = path.read_text(encoding="utf-8")
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.open == [] and page.startswith("<!DOCTYPE html>")
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page) and "<link" not in page  # nothing remote
+    data = _page_data(page)
+    assert sorted(row["image"] for row in data["rows"]) == ["img0", "img1", "img2", "img3"]
+    assert data["scored"] and all("dice" in row["scores"] for row in data["rows"])
+    assert [f["image"] for f in data["failures"]] == [str(run_folder.parent / "in" / "broken.png")]
+    assert data["marks"] == {"/img2": "rejected", "/img9": "accepted"}
+    for row in data["rows"]:
+        assert set(row["thumbs"]) == {"image", "clusters", "overlay"}
+        for thumb in row["thumbs"].values():
+            with Image.open(run_folder / thumb) as image:
+                assert max(image.size) <= 32
+    assert page.count("<svg") == 2  # Dice and seconds per image
+
+
+def test_report_of_a_volume_shows_a_slice_strip(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    _nifti(tmp_path / "ct.nii.gz", CUBE)
+    run_batch([tmp_path / "ct.nii.gz"], tmp_path / "out", workers=1, progress=False, size=32, max_iter=1)
+    data = _page_data(write_report(tmp_path / "out", thumbnail_side=40).read_text(encoding="utf-8"))
+    (row,) = data["rows"]
+    assert set(row["thumbs"]) == {"clusters", "overlay"}
+    with Image.open(tmp_path / "out" / row["thumbs"]["overlay"]) as strip:
+        assert strip.width > strip.height  # the 4 axial slices side by side
+
+
+def test_report_command_and_missing_results(run_folder, tmp_path, capsys) -> None:
+    assert cli.main(["report", str(run_folder)]) == 0
+    assert capsys.readouterr().out.strip() == f"report -> {run_folder / REPORT_NAME}"
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(tmp_path / "empty")]) == 2
+    assert "no results.csv" in capsys.readouterr().err
+
+
+def test_segment_report_option_writes_the_page(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "segment", _fake_segment())
+    _images(tmp_path / "in", 2)
+    argv = ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet", "--report"]
+    assert cli.main(argv) == 0
+    assert len(_page_data((tmp_path / "out" / REPORT_NAME).read_text(encoding="utf-8"))["rows"]) == 2
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("SELFSEG_REQUIRE_BROWSER"),
+    reason="no chromium here (CI installs it and sets SELFSEG_REQUIRE_BROWSER)",
+)
+def test_report_in_headless_chromium(run_folder, tmp_path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    assert CHROMIUM is not None, "SELFSEG_REQUIRE_BROWSER is set but chromium is not installed"
+    path = write_report(run_folder)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(path.resolve().as_uri())
+        first = lambda: page.locator("#inputs tbody tr").first.get_attribute("data-key")
+        worst = first()  # worst Dice first
+        page.locator('th[data-key="image"]').click()
+        assert first() == "/img0"
+        page.locator('th[data-key="image"]').click()
+        assert first() == "/img3"
+        assert page.locator('input[name="mark-/img2"][value="rejected"]').is_checked()  # from qc.csv
+        page.locator('input[name="mark-/img0"][value="needs edit"]').check()
+        assert page.locator("#reviewed").text_content() == "2 of 4 reviewed"
+        with page.expect_download() as download:
+            page.locator("#download").click()
+        saved = Path(download.value.path()).read_text()
+        assert saved == "run,image,mark\n,img0,needs edit\n,img2,rejected\n"
+        page.locator("#filter").fill("img1")
+        assert page.locator("#inputs tbody tr").count() == 1
+        page.screenshot(path=tmp_path / "report.png")
+        browser.close()
+    assert errors == [] and worst is not None
+    with Image.open(tmp_path / "report.png") as shot:
+        pixels = np.asarray(shot.convert("L"), dtype=float)
+    assert pixels.std() > 10  # text, thumbnails and plots, not a blank page
