@@ -33,10 +33,11 @@ files written to DIR, for an input <stem>.png (a volume: <stem>_*.nii.gz, in the
   <stem>_labels.png   cluster map, clusters 1..n by decreasing area (8-bit, or 16-bit above 255)
   <stem>_mask.png     foreground mask, 0/255
   <stem>_overlay.png  the mask drawn over the image
-  results.csv         one row per input: iterations, seconds, labels, foreground pixels, the input's
+  results.csv         one row per input: its path, iterations, seconds, labels, foreground pixels, the input's
                       SHA-256 and every parameter; rows of earlier runs into DIR are kept
   failures.csv        image, reason: inputs of this run that could not be segmented (only if any)
   metrics.csv         with --gt: Dice, IoU, HM, XOR, sensitivity, specificity, HD95, ASSD per image
+  report.html         with --report: thumbnails, rows, scores, plots and review marks (also: selfseg report DIR)
 
 resume: repeating a command skips the inputs whose results.csv row (same input bytes, same parameters)
 and files are complete; a changed input or parameter is fitted again (another --target or --point only
