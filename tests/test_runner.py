@@ -133,7 +133,8 @@ def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
     report = run_batch([b], out, seed=2, progress=False)
     assert [row["seed"] for row in report.results] == [2]
     table = _read_csv(out / "results.csv")
-    assert [(r[0], r[2]) for r in table[1:]] == [("a", "1"), ("b", "2")]
+    seed = RESULT_COLUMNS.index("seed")
+    assert [(r[0], r[seed]) for r in table[1:]] == [("a", "1"), ("b", "2")]
 
 
 def test_resume_skips_refits_or_rechooses(tmp_path, monkeypatch):
