@@ -14,9 +14,10 @@ from selfseg.datasets import DatasetError, load_masks
 from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, PRECISIONS
 from selfseg.foreground import TARGETS
 from selfseg.io import IMAGE_SUFFIXES
+from selfseg.optional import MissingDependencyError
 from selfseg.readout import READOUTS
 from selfseg.report import write_report
-from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
+from selfseg.runner import BACKENDS, evaluate_outputs, run_batch, summarize, summary_line, summary_table
 
 __all__ = ["build_parser", "main"]
 
@@ -201,6 +202,21 @@ def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seed
         metavar="T",
         help="torch threads per fit; CPU results depend on T, not on --workers (default: %(default)s)",
     )
+    performance.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: worker processes on this machine (--workers); ray: one Ray task per input, on the cluster "
+        "at --ray-address or a local Ray (needs selfseg[ray]) (default: %(default)s)",
+    )
+    performance.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join, e.g. auto or ray://head:10001")
+    performance.add_argument(
+        "--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per Ray task (default: %(default)s)"
+    )
+    performance.add_argument(
+        "--ray-gpus", type=float, default=0.0, metavar="G",
+        help="GPUs per Ray task; a fraction lets several fits share a GPU (default: %(default)s)",
+    )
     groups["output"].add_argument("--quiet", action="store_true", help="no progress bar")
     groups["output"].add_argument(
         "--report", action="store_true", help="also write DIR/report.html, the page for reviewing the results"
@@ -354,14 +370,20 @@ def _benchmark(args: argparse.Namespace) -> int:
             readout_clusters=args.readout_clusters,
             workers=args.workers,
             threads=args.threads,
+            **_backend(args),
             progress=not args.quiet,
         )
-    except (FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
+    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(markdown_table(rows))
     status = 1 if any(row["failed"] for row in rows) else 0
     return max(status, _report(args.out)) if args.report else status
+
+
+def _backend(args: argparse.Namespace) -> dict:
+    """The backend options of ``run_batch``."""
+    return {"backend": args.backend, "ray_address": args.ray_address, "ray_cpus": args.ray_cpus, "ray_gpus": args.ray_gpus}
 
 
 def _report(out: str) -> int:
@@ -423,10 +445,11 @@ def main(argv: list[str] | None = None) -> int:
             resume=not args.overwrite,
             workers=args.workers,
             threads=args.threads,
+            **_backend(args),
             progress=not args.quiet,
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
         )
-    except (FileNotFoundError, ValueError) as err:  # DatasetError is a ValueError
+    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

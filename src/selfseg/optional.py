@@ -9,8 +9,9 @@ from types import ModuleType
 __all__ = ["EXTRAS", "MissingDependencyError", "optional_import"]
 
 EXTRAS: dict[str, tuple[str, str]] = {
-    "nibabel": ("medical", "medical volumes"),
-    "pydicom": ("medical", "medical volumes"),
+    "nibabel": ("medical", "medical volumes need it"),
+    "pydicom": ("medical", "medical volumes need it"),
+    "ray": ("ray", "the Ray backend needs it"),
 }
 """Optional module -> (the extra that installs it, what needs it)."""
 
@@ -29,5 +30,5 @@ def optional_import(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as err:
         raise MissingDependencyError(
-            f'{package} is not installed; {purpose} need it: pip install "selfseg[{extra}]"'
+            f'{package} is not installed; {purpose}: pip install "selfseg[{extra}]"'
         ) from err

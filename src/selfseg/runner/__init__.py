@@ -23,6 +23,7 @@ from tqdm import tqdm
 import selfseg
 from selfseg import datasets, engine, io, volumes
 from selfseg.batch_inputs import find_inputs, input_stem
+from selfseg.checks import look_up_option
 from selfseg.foreground import check_rule
 from selfseg.runner.manifest import RESULT_COLUMNS, Manifest, cell, decide, options_cell, read_manifest, typed
 from selfseg.runner.scoring import BatchReport, evaluate_outputs, summarize, summary_line, summary_table
@@ -38,11 +39,13 @@ from selfseg.runner.task import (
     slice_seed,
 )
 from selfseg.runner.workers import (
+    BACKENDS,
     WORKER_MEMORY_GIB,
     available_cores,
     available_memory_gib,
     check_workers,
     plan_workers,
+    run_ray_tasks,
     run_tasks,
 )
 
@@ -179,6 +182,10 @@ def run_batch(
     resume: bool = False,
     workers: int | str = 1,
     threads: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_cpus: float = 1.0,
+    ray_gpus: float = 0.0,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
     **options,
@@ -213,6 +220,9 @@ def run_batch(
     ``workers`` inputs are fitted at once, in worker processes when more than 1 (``workers.run_tasks``:
     forked on the CPU, spawned for CUDA; ``plan_workers``: ``"auto"`` takes as many as the CPU cores, the
     free memory and the inputs allow); ``workers`` x ``threads`` may not exceed the CPU cores.
+    With ``backend="ray"`` each input is a Ray task instead (``workers.run_ray_tasks``: the Ray of this
+    process, the cluster at ``ray_address``, or a local one; ``ray_cpus`` and ``ray_gpus`` per task, fractions
+    allowed): the same files, rows, resume and failures; ``workers`` is then unused.
     ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
 
     Raises:
@@ -223,6 +233,9 @@ def run_batch(
     """
     engine.check_method(method)
     check_workers(workers, threads)
+    look_up_option(backend, BACKENDS, name="backend")
+    if not ray_cpus > 0 or not ray_gpus >= 0:
+        raise ValueError(f"ray_cpus must be > 0 and ray_gpus >= 0, got {ray_cpus} and {ray_gpus}")
     truth_given = ground_truth is not None if foreground == "oracle" else None
     check_rule(foreground=foreground, target=target, point=point, oracle_crop=oracle_crop, truth=truth_given)
     paths = find_inputs(inputs, pattern=pattern, exclude=out_dir)
@@ -252,11 +265,13 @@ def run_batch(
                 bar.update()
             else:
                 tasks.append(planned)
-        workers = plan_workers(workers, threads, method=method, device=device, inputs=len(tasks))
-        on_start = lambda task: bar.set_postfix_str(task.path.name)  # noqa: E731
-        for task, (wanted, previous), outcome in run_tasks(
-            tasks, workers=workers, threads=threads, device=device, on_start=on_start
-        ):
+        if backend == "ray":
+            outcomes = run_ray_tasks(tasks, threads=threads, address=ray_address, cpus=ray_cpus, gpus=ray_gpus)
+        else:
+            workers = plan_workers(workers, threads, method=method, device=device, inputs=len(tasks))
+            on_start = lambda task: bar.set_postfix_str(task.path.name)  # noqa: E731
+            outcomes = run_tasks(tasks, workers=workers, threads=threads, device=device, on_start=on_start)
+        for task, (wanted, previous), outcome in outcomes:
             bar.update()
             batch.finish(task, wanted, previous, outcome)
     return batch.report

@@ -1,5 +1,6 @@
 """Worker planning and execution: how many processes fit a batch, and ``run_tasks``, which runs the tasks
-in this process or in a pool of worker processes and hands each outcome back as it finishes."""
+in this process, in a pool of local worker processes or as tasks of a Ray cluster (``run_ray_tasks``), and
+hands each outcome back to the driver as it finishes (only the driver writes the tables)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,24 @@ from typing import TypeVar
 import torch
 
 from selfseg import engine
+from selfseg.optional import optional_import
 from selfseg.runner.task import Task, run_task
 
-__all__ = ["WORKER_MEMORY_GIB", "available_cores", "available_memory_gib", "check_workers", "plan_workers", "run_tasks"]
+__all__ = [
+    "BACKENDS",
+    "WORKER_MEMORY_GIB",
+    "available_cores",
+    "available_memory_gib",
+    "check_workers",
+    "plan_workers",
+    "run_ray_tasks",
+    "run_tasks",
+]
+
+BACKENDS = ("local", "ray")
+"""Where the fits run: this machine's processes, or a Ray cluster."""
+RAY_RETRIES = 2
+"""Times Ray runs a task again whose worker process died (killed, out of memory) before it is a failure."""
 
 T = TypeVar("T")
 
@@ -129,3 +145,52 @@ def run_tasks(
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _ray_task(task: Task, threads: int) -> tuple[dict, str | None]:
+    """``run_task`` in a Ray worker process, with ``threads`` torch threads (results depend on them)."""
+    torch.set_num_threads(threads)
+    return run_task(task)
+
+
+def _died(error: Exception) -> str:
+    """The failure reason of a task whose Ray worker died ``RAY_RETRIES + 1`` times, on one line."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"worker failed {RAY_RETRIES + 1} times (Ray: {type(error).__name__}: {first})"
+
+
+def run_ray_tasks(
+    tasks: Sequence[tuple[Task, T]], *, threads: int, address: str | None, cpus: float, gpus: float
+) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
+    """Run each ``(task, context)`` as a Ray task (``cpus`` CPUs and ``gpus`` GPUs each, fractions allowed);
+    yield ``(task, context, outcome)`` in the order they finish.
+
+    Uses the Ray of this process if it is initialised, else connects to ``address`` (None: starts a local
+    Ray on this machine's cores, shut down at the end). A task whose worker dies is run again by Ray
+    (``RAY_RETRIES`` times), then reported as a failure; the worker writes the input's files (atomically,
+    to the output folder, which must be shared with the driver), the driver its rows. An exception here
+    (Ctrl-C) cancels the tasks not yet finished.
+    """
+    ray = optional_import("ray")
+    started = not ray.is_initialized()
+    if started:
+        local = {"num_cpus": available_cores()} if address is None else {}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(_ray_task)
+    contexts = {remote.remote(task, threads): (task, context) for task, context in tasks}
+    pending = list(contexts)
+    try:
+        while pending:
+            (ref,), pending = ray.wait(pending, num_returns=1)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the worker died every time (a task's own errors are outcomes)
+                outcome = {}, _died(err)
+            yield *contexts[ref], outcome
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,108 @@
+"""The Ray backend: the same outputs as the local one, bad inputs, a killed worker, a missing ray."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfseg import cli
+from selfseg.optional import MissingDependencyError
+from selfseg.runner import run_batch
+
+FAST = dict(size=32, max_iter=2, device="cpu", n_channels=8)
+
+
+def _inputs(folder: Path, n: int = 3) -> Path:
+    folder.mkdir()
+    for k in range(n):
+        yy, xx = np.mgrid[:40, :48]
+        grey = np.where((yy - 20) ** 2 + (xx - 12 - 6 * k) ** 2 < 90 + 30 * k, 50, 200).astype(np.uint8)
+        Image.fromarray(grey).save(folder / f"img{k}.png")
+    return folder
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))}
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs for the module's tests."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_ray_outputs_equal_the_local_backend(local_ray, tmp_path) -> None:
+    src = _inputs(tmp_path / "in")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    local = run_batch([src], tmp_path / "local", workers=1, progress=False, **FAST)
+    remote = run_batch([src], tmp_path / "ray", backend="ray", progress=False, **FAST)
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local") and len(_files(tmp_path / "ray")) == 9
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert remote.failures == local.failures and [path for path, _ in local.failures] == [str(src / "broken.png")]
+    assert (tmp_path / "ray" / "failures.csv").read_bytes() == (tmp_path / "local" / "failures.csv").read_bytes()
+    again = run_batch([src], tmp_path / "ray", backend="ray", resume=True, progress=False, **FAST)
+    assert sorted(again.skipped) == ["img0", "img1", "img2"] and again.results == []
+
+
+def _kill_first_task(stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first Ray worker process seen running a selfseg task."""
+    while not stop.is_set() and not killed:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if b"ray::_ray_task" in cmdline.read_bytes():
+                    pid = int(cmdline.parent.name)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.01)
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
+def test_a_killed_worker_is_retried_and_recorded_once(local_ray, tmp_path) -> None:
+    src = _inputs(tmp_path / "in")
+    slow = {**FAST, "max_iter": 40, "min_iter": 40, "size": 64}  # about a second per task: time to kill one
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_task, args=(stop, killed))
+    killer.start()
+    try:
+        report = run_batch([src], tmp_path / "ray", backend="ray", progress=False, **slow)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no Ray task process was seen"
+    assert report.failures == [] and sorted(row["image"] for row in report.results) == ["img0", "img1", "img2"]
+    assert [row["image"] for row in _rows(tmp_path / "ray")] == ["img0", "img1", "img2"]
+    run_batch([src], tmp_path / "local", workers=1, progress=False, **slow)
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+
+
+def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    src = _inputs(tmp_path / "in", 1)
+    hint = r'ray is not installed; the Ray backend needs it: pip install "selfseg\[ray\]"'
+    with pytest.raises(MissingDependencyError, match=hint):
+        run_batch([src], tmp_path / "out", backend="ray", progress=False, **FAST)
+    assert cli.main(["segment", str(src), "--out", str(tmp_path / "o"), "--backend", "ray", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "selfseg[ray]"' in err
