@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from selfseg.baselines import kmeans_labels, otsu_labels
 from selfseg.checks import check_shape, look_up_option
+from selfseg.confidence import mask_confidence
 from selfseg.foreground import check_rule, choose_mask, most_agreed
 from selfseg.io import MIN_SIDE
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
@@ -108,6 +109,9 @@ class SegmentationResult:
     iterations: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    confidence: float = 0.0
+    """Ground-truth-free confidence of ``mask`` in [0, 1) (``confidence.mask_confidence``): sort by it to
+    review the doubtful masks first."""
     foreground: str = "lesion"
     """What chose ``mask``: without ground truth the target prior ("lesion", "lungs") or "point";
     "oracle" or "oracle+crop" for the papers' protocol (with the ground truth: for reproducing their
@@ -204,7 +208,8 @@ def _segment_baseline(
     labels = relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
     seconds = time.perf_counter() - start
     mask, chosen = choose_mask(labels, pixels, **rule)
-    return SegmentationResult(labels, mask, method, seed, 0, seconds, foreground=chosen)
+    confidence = mask_confidence(mask, pixels)
+    return SegmentationResult(labels, mask, method, seed, 0, seconds, confidence=confidence, foreground=chosen)
 
 
 def check_method(method: str) -> str:
@@ -416,5 +421,6 @@ def segment(
         iterations=len(history),
         seconds=seconds,
         history=history,
+        confidence=mask_confidence(mask, pixels),
         foreground=chosen,
     )

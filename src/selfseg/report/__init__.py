@@ -32,7 +32,7 @@ QC_MARKS = ("accepted", "rejected", "needs edit")
 
 _PAGE = Path(__file__).with_name("page.html")
 _FILES = "report_files"
-_SHOWN = ("method", "seconds", "iterations", "n_labels", "chosen", "kind", "slices")
+_SHOWN = ("method", "confidence", "seconds", "iterations", "n_labels", "chosen", "kind", "slices")
 _SCORES = ("dice", "iou", "hd95", "assd", "sensitivity", "specificity")
 
 

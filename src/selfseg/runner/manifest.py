@@ -29,6 +29,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "seconds",
     "n_labels",
     "foreground_pixels",
+    "confidence",
     "height",
     "width",
     "slices",
@@ -53,7 +54,9 @@ cell means the default: the method's for ``max_iter`` and ``min_labels``, native
 ``size``, the format's slice axis for ``axis``; ``options`` are the extra model and objective options
 as JSON). ``image_seed`` is the seed the input was fitted with (``task.image_seed``); ``foreground``,
 ``target`` and ``point`` say how the mask was asked for and ``chosen`` what chose it
-(``foreground.choose_mask``); ``input_sha256`` fingerprints the input's bytes; ``version`` is the
+(``foreground.choose_mask``); ``confidence`` is the mask's ground-truth-free confidence
+(``confidence.mask_confidence``, a volume's mean over its slices); ``input_sha256`` fingerprints the
+input's bytes; ``version`` is the
 selfseg version that wrote the row. ``kind`` is ``image``, or the volume's ``dicom``, ``nifti`` or
 ``tiff``. ``threads`` is the number of torch threads the fit ran with (CPU results depend on it: torch's
 reductions round differently with another thread count). A volume's row sums ``iterations``,

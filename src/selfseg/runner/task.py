@@ -13,6 +13,7 @@ import torch
 
 from selfseg import engine, io, volumes
 from selfseg.batch_inputs import input_digest
+from selfseg.confidence import mask_confidence
 from selfseg.decoding import decode_reason
 from selfseg.foreground import choose_mask
 from selfseg.optional import optional_import
@@ -104,17 +105,20 @@ def _segment_slices(task: Task) -> tuple[np.ndarray, volumes.Volume | None, dict
             raise ValueError("foreground='oracle' is for 2-D images, not volumes")
         truth = io.read_mask(task.truth)
     stored = None if task.refit else _stored_labels(task.outputs[0], volume)
-    done: dict = {"labels": [], "masks": [], "chosen": [], "iterations": 0, "seconds": 0.0}
+    done: dict = {"labels": [], "masks": [], "chosen": [], "confidence": [], "iterations": 0, "seconds": 0.0}
     for k, pixels in enumerate(slices):
         if task.refit:
             seed = task.seed if volume is None else slice_seed(task.seed, k)
             result = engine.segment(pixels, seed=seed, truth=truth, **task.fit, **task.rule)
             done["labels"].append(result.labels)
             mask, how = result.mask, result.foreground
+            done["confidence"].append(result.confidence)
             done["iterations"] += result.iterations
             done["seconds"] += result.seconds
         else:
-            mask, how = choose_mask(stored[k], engine.as_float_image(pixels), truth=truth, **task.rule)
+            pixels = engine.as_float_image(pixels)
+            mask, how = choose_mask(stored[k], pixels, truth=truth, **task.rule)
+            done["confidence"].append(mask_confidence(mask, pixels))
         done["masks"].append(mask)
         done["chosen"].append(how)
     return slices, volume, done
@@ -139,7 +143,11 @@ def run_task(task: Task) -> tuple[dict, str | None]:
             io.write_image(path, array[0])
         else:
             volumes.write_volume_like(path, array, volume)
-    fields = {"foreground_pixels": int(mask_stack.sum()), "chosen": "/".join(sorted(set(done["chosen"])))}
+    fields = {
+        "foreground_pixels": int(mask_stack.sum()),
+        "confidence": float(np.mean(done["confidence"])),
+        "chosen": "/".join(sorted(set(done["chosen"]))),
+    }
     if task.refit:
         fields.update(
             method=task.fit["method"], image_seed=task.seed, iterations=done["iterations"], seconds=done["seconds"],
