@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfseg import io
-from selfseg.report.plots import benchmark_svg, dice_svg, seconds_svg
 from selfseg.report.thumbnails import THUMBNAIL_SIDE, thumbnails
 
 __all__ = ["QC_MARKS", "REPORT_NAME", "write_report"]
@@ -91,6 +90,8 @@ def _entry(run: _Run, row: dict[str, str], out_dir: Path, side: int) -> dict:
 
 def _plots(runs: list[_Run], benchmark: list[dict[str, str]]) -> list[str]:
     """The summary plots that apply, as SVG strings."""
+    from selfseg.report.plots import benchmark_svg, dice_svg, seconds_svg  # matplotlib: only when a report is made
+
     groups: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
     for run in runs:
