@@ -12,7 +12,7 @@ from selfseg import __version__
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, PRECISIONS
-from selfseg.foreground import TARGETS
+from selfseg.foreground import FOREGROUNDS, TARGETS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.optional import MissingDependencyError
 from selfseg.readout import READOUTS
@@ -275,7 +275,7 @@ def _add_segment(commands: argparse._SubParsersAction) -> None:
     rule = groups["foreground"]
     rule.add_argument(
         "--foreground",
-        choices=("auto", "oracle"),
+        choices=FOREGROUNDS,
         default="auto",
         help="auto: choose the mask without ground truth; oracle: the papers' protocol, the cluster that "
         "overlaps the --gt mask most (for reproducing their figures only; marked 'oracle' in results.csv "

@@ -32,6 +32,7 @@ QC_MARKS = ("accepted", "rejected", "needs edit")
 _PAGE = Path(__file__).with_name("page.html")
 _FILES = "report_files"
 _SHOWN = ("method", "confidence", "seconds", "iterations", "n_labels", "chosen", "kind", "slices")
+_NUMERIC = ("confidence", "seconds", "iterations", "n_labels", "slices")  # the shown cells that sort as numbers
 _SCORES = ("dice", "iou", "hd95", "assd", "sensitivity", "specificity")
 
 
@@ -127,6 +128,7 @@ def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_
         "marks": _marks(out_dir),
         "qcMarks": list(QC_MARKS),
         "shown": list(_SHOWN),
+        "numeric": list(_NUMERIC),
         "scoreNames": list(_SCORES),
         "pageSize": page_size,
         "benchmark": benchmark,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from selfseg import io
 from selfseg.optional import MissingDependencyError, optional_import
-from selfseg.runner.task import LABELS_SUFFIX, OVERLAY_SUFFIX, VOLUME_OUTPUT_SUFFIXES
+from selfseg.runner.task import LABELS_SUFFIX, OUTPUT_SUFFIXES, OVERLAY_SUFFIX, VOLUME_OUTPUT_SUFFIXES
 from selfseg.visualize import colorize_labels
 
 __all__ = ["STRIP_SLICES", "THUMBNAIL_SIDE", "thumbnails"]
@@ -21,10 +21,11 @@ STRIP_SLICES = 6
 """Slices shown in a volume's strip, evenly spaced."""
 
 
-def _small(array: np.ndarray, side: int) -> Image.Image:
-    """(H, W) or (H, W, 3) uint8 -> a PIL image whose longer side is at most ``side``."""
+def _small(array: np.ndarray, side: int, *, nearest: bool = False) -> Image.Image:
+    """(H, W) or (H, W, 3) uint8 -> a PIL image whose longer side is at most ``side``; ``nearest`` for a
+    coloured cluster map, whose colours must not blend."""
     image = Image.fromarray(np.ascontiguousarray(array))
-    image.thumbnail((side, side), Image.Resampling.NEAREST if array.ndim == 2 else Image.Resampling.LANCZOS)
+    image.thumbnail((side, side), Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS)
     return image
 
 
@@ -34,9 +35,9 @@ def _as_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
 
 
-def _strip(slices: list[np.ndarray], side: int) -> np.ndarray:
+def _strip(slices: list[np.ndarray], side: int, *, nearest: bool = False) -> np.ndarray:
     """Slices side by side, each brought to the same height."""
-    images = [_small(s, side).convert("RGB") for s in slices]
+    images = [_small(s, side, nearest=nearest).convert("RGB") for s in slices]
     height = min(image.height for image in images)
     images = [image.resize((max(1, round(image.width * height / image.height)), height)) for image in images]
     return np.concatenate([np.asarray(image) for image in images], axis=1)
@@ -53,7 +54,9 @@ def _volume_pictures(folder: Path, row: dict[str, str], side: int) -> dict[str, 
         overlay = np.stack([overlay[name] for name in ("R", "G", "B")], axis=-1)
     picks = np.unique(np.linspace(0, labels.shape[axis] - 1, STRIP_SLICES).round().astype(int))
     return {
-        "clusters": _strip([colorize_labels(np.take(labels, k, axis=axis).astype(np.int64)) for k in picks], side),
+        "clusters": _strip(
+            [colorize_labels(np.take(labels, k, axis=axis).astype(np.int64)) for k in picks], side, nearest=True
+        ),
         "overlay": _strip([np.take(overlay, k, axis=axis).astype(np.uint8) for k in picks], side),
     }
 
@@ -78,9 +81,8 @@ def thumbnails(folder: Path, row: dict[str, str], into: Path, *, side: int = THU
     A thumbnail newer than the outputs it shows is kept. Outputs that cannot be read give no thumbnail.
     """
     volume = row.get("kind") not in ("", None, "image")
-    newest = max(
-        (p.stat().st_mtime for p in folder.glob(f"{row['image']}_*") if p.is_file()), default=0.0
-    )
+    outputs = [folder / f"{row['image']}{suffix}" for suffix in (VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES)]
+    newest = max((p.stat().st_mtime for p in outputs if p.is_file()), default=0.0)
     kinds = ("clusters", "overlay") if volume else ("image", "clusters", "overlay")
     paths = {kind: into / f"{row['image']}_{kind}.png" for kind in kinds}
     if all(p.exists() and p.stat().st_mtime >= newest for p in paths.values()):
@@ -91,7 +93,7 @@ def thumbnails(folder: Path, row: dict[str, str], into: Path, *, side: int = THU
         return {}
     written = {}
     for kind, array in pictures.items():
-        image = Image.fromarray(array) if volume else _small(array, side)
+        image = Image.fromarray(array) if volume else _small(array, side, nearest=kind == "clusters")
         io.write_image(paths[kind], np.asarray(image.convert("RGB")))
         written[kind] = paths[kind]
     return written
