@@ -8,8 +8,6 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from selfseg.foreground import (
-    _contrast,
-    _convex_hull,
     check_rule,
     choose_mask,
     is_grey,
@@ -21,6 +19,7 @@ from selfseg.foreground import (
     resolve_target,
     select_foreground,
 )
+from selfseg.foreground._common import convex_hull, grey_contrast
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
@@ -260,7 +259,7 @@ def test_convex_hull_on_the_bounding_box_equals_skimage() -> None:
         mask[top : top + rng.integers(2, 20), left : left + rng.integers(2, 30)] = True
         mask &= rng.random(mask.shape) < 0.7  # ragged, with holes
         mask[top, left] = True
-        np.testing.assert_array_equal(_convex_hull(mask), convex_hull_image(mask))
+        np.testing.assert_array_equal(convex_hull(mask), convex_hull_image(mask))
 
 
 def test_contrast_band_is_the_iterated_square_dilation() -> None:
@@ -270,4 +269,4 @@ def test_contrast_band_is_the_iterated_square_dilation() -> None:
     region[15:25, 25:38] = rng.random((10, 13)) < 0.8
     grey = rng.random(region.shape)
     band = ndimage.binary_dilation(region, structure=np.ones((3, 3), bool), iterations=4) & ~region
-    assert _contrast(region, grey, 4) == pytest.approx(float(grey[band].mean() - grey[region].mean()), abs=0)
+    assert grey_contrast(region, grey, 4) == pytest.approx(float(grey[band].mean() - grey[region].mean()), abs=0)

@@ -1,0 +1,213 @@
+"""Foreground selection: which clusters make the mask the user wants.
+
+Without ground truth (``select_foreground``), under a target prior:
+
+- ``"lesion"`` (``lesion_mask``): one compact blob, usually darker than its surroundings, near the
+  centre and rarely touching the image frame. Candidates are the connected regions of each cluster and
+  of each union of the k darkest clusters, opened to cut hairs, rulers and ink lines; each is scored by
+  ``contrast * sqrt(area) * (1 - frame contact)**2 * centrality * solidity`` and the best one, holes
+  filled, is replaced by its convex hull (annotators outline the whole lesion).
+- ``"lungs"`` (``lungs_mask``): two large dark regions inside the body, left and right (CT and chest
+  X-ray). The body is what the darkest cluster's frame-connected regions leave (opened at growing
+  scales until a left/right pair appears, to cut narrow bridges to the outside); lung candidates are
+  the dark-cluster unions inside the body eroded by a margin (this cuts the body's dark rim), scored by
+  contrast and area with a bonus for a left/right pair, or for one region with a large part on each side
+  (lungs joined at the front), the darker of two near-equal candidates kept, then grown back by the
+  margin inside their clusters, closed and hole-filled one connected region at a time (so that the
+  closing does not bridge a thin mediastinum and fill it in).
+- ``"auto"`` (``resolve_target``): lungs on grey images when the lung rule finds them, else lesion.
+
+``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
+``oracle_mask`` is the papers' protocol with the ground truth, for reproducing their figures only.
+``choose_mask`` is the single entry point the engine and the batch runner use; ``most_agreed`` picks, among
+the masks chosen from several cluster maps of one image, the one the others agree with most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.transform import resize
+
+from selfseg.checks import check_shape, look_up_option
+from selfseg.foreground._common import EIGHT, convex_hull, nearest_resize
+from selfseg.foreground.lesion import lesion_mask
+from selfseg.foreground.lungs import lungs_mask
+from selfseg.metrics import dice
+
+__all__ = [
+    "FOREGROUNDS",
+    "TARGETS",
+    "check_rule",
+    "choose_mask",
+    "is_grey",
+    "lesion_mask",
+    "lungs_mask",
+    "most_agreed",
+    "oracle_mask",
+    "point_mask",
+    "resolve_target",
+    "select_foreground",
+]
+
+TARGETS = ("auto", "lesion", "lungs")
+"""Target priors of ``select_foreground``."""
+
+FOREGROUNDS = ("auto", "oracle")
+"""How ``choose_mask`` chooses: without ground truth, or the papers' protocol with it."""
+
+def point_mask(labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
+    """The connected region (8-connectivity, holes filled) of the cluster under pixel ``point`` = (x, y)."""
+    x, y = point
+    components, _ = ndimage.label(labels == labels[y, x], structure=EIGHT)
+    return ndimage.binary_fill_holes(components == components[y, x])
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """True for a grey image: (H, W), (H, W, 1), or (H, W, C) in [0, 1] whose channels agree within 1/255 at
+    every pixel (CT and X-rays, often stored as RGB)."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return True
+    return float(np.ptp(image, axis=2).max()) <= 1 / 255
+
+
+def resolve_target(image: np.ndarray) -> str:
+    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (``is_grey``: CT, X-ray), else
+    ``"lesion"``."""
+    return "lungs" if is_grey(image) else "lesion"
+
+
+def select_foreground(
+    labels: np.ndarray, image: np.ndarray, *, target: str = "auto", work_size: int = 256
+) -> tuple[np.ndarray, str]:
+    """Choose the target mask from a cluster map and its image, without ground truth.
+
+    Args:
+        labels: (H, W) int cluster map.
+        image: (H, W) or (H, W, C) float image in [0, 1], same height and width.
+        target: "lesion", "lungs" or "auto" (``resolve_target``; falls back to lesion when the lung
+            rule finds no lungs).
+        work_size: the rules run on copies whose longer side is at most this (cost stays bounded).
+
+    Returns:
+        (H, W) bool mask and the prior that made it ("lesion" or "lungs").
+
+    A dark disc (cluster 2) on bright skin (cluster 1):
+
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 12**2
+    >>> mask, chosen = select_foreground(np.where(disc, 2, 1), np.where(disc, 0.2, 0.8), target="lesion")
+    >>> chosen, bool(mask[32, 32]), bool(mask[0, 0])
+    ('lesion', True, False)
+    """
+    look_up_option(target, TARGETS, name="target")
+    check_shape("image", image, labels.shape, (*labels.shape, "C"))
+    grey = image if image.ndim == 2 else image.mean(axis=2)
+    scale = min(1.0, work_size / max(labels.shape))
+    small = (max(2, round(labels.shape[0] * scale)), max(2, round(labels.shape[1] * scale)))
+    if small != labels.shape:
+        labels_small = nearest_resize(labels, small)
+        grey = resize(grey, small, order=1, anti_aliasing=True)
+    else:
+        labels_small = labels
+    chosen = resolve_target(image) if target == "auto" else target
+    mask = lungs_mask(labels_small, grey) if chosen == "lungs" else np.zeros(small, dtype=bool)
+    if chosen == "lungs" and target == "auto" and not mask.any():
+        chosen = "lesion"
+    if chosen == "lesion":
+        mask = lesion_mask(labels_small, grey)
+    if small != labels.shape:
+        mask = nearest_resize(mask, labels.shape)
+    if chosen == "lesion" and mask.any():
+        mask = convex_hull(mask)
+    return mask, chosen
+
+
+def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) -> np.ndarray:
+    """The papers' protocol, which needs the ground truth: NOT a segmentation method. (H, W) bool.
+
+    Returns the cluster with the largest overlap with ``truth`` ((H, W) bool). With ``crop``, it is
+    also multiplied by ``truth`` dilated twice with a 5x5 square (the released S3-Net code's
+    ``create_mask``; its MS-Former code uses 7x7). An empty ``truth`` gives an empty mask.
+    """
+    check_shape("truth", truth, labels.shape)
+    truth = truth.astype(bool)
+    if not truth.any():
+        return np.zeros(labels.shape, dtype=bool)
+    mask = labels == np.bincount(labels[truth]).argmax()
+    if crop:
+        mask &= ndimage.binary_dilation(truth, structure=np.ones((5, 5), dtype=bool), iterations=2)
+    return mask
+
+
+def most_agreed(masks: list[np.ndarray]) -> int:
+    """Index of the mask with the highest mean Dice with the others (ties: the first); 0 for a single mask.
+
+    The medoid of masks chosen from several cluster maps of one image: a choice that only one map makes
+    (a lesion cluster merged with the skin, a cluster cut in two) is outvoted by those the maps agree on.
+    """
+    if not masks:
+        raise ValueError("most_agreed needs at least one mask")
+    agreement = [sum(dice(mask, other) for other in masks) for mask in masks]
+    return int(np.argmax(agreement))
+
+
+def check_rule(
+    *,
+    foreground: str = "auto",
+    target: str = "auto",
+    point: tuple[int, int] | None = None,
+    truth: np.ndarray | bool | None = None,
+    oracle_crop: bool = False,
+    shape: tuple[int, ...] | None = None,
+) -> None:
+    """Raise ValueError unless ``choose_mask`` can apply these arguments (to an image of ``shape``, (H, W, ...)).
+
+    ``truth`` may be True to say that a ground truth will be given; the point and the truth are checked
+    against ``shape`` when it is given.
+    """
+    truth = None if truth is False else truth
+    look_up_option(foreground, FOREGROUNDS, name="foreground")
+    look_up_option(target, TARGETS, name="target")
+    if (foreground == "oracle") != (truth is not None):
+        raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
+    if oracle_crop and foreground != "oracle":
+        raise ValueError("oracle_crop needs foreground='oracle'")
+    if point is not None and foreground != "auto":
+        raise ValueError("point picks the mask itself; it cannot be combined with foreground='oracle'")
+    if shape is None:
+        return
+    if point is not None and not (0 <= point[0] < shape[1] and 0 <= point[1] < shape[0]):
+        raise ValueError(f"point {tuple(point)} is outside the {shape[1]}x{shape[0]} image (x < {shape[1]}, y < {shape[0]})")
+    if truth is not None and truth is not True:
+        check_shape("truth", np.asarray(truth), shape[:2])
+
+
+def choose_mask(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    foreground: str = "auto",
+    target: str = "auto",
+    point: tuple[int, int] | None = None,
+    truth: np.ndarray | None = None,
+    oracle_crop: bool = False,
+) -> tuple[np.ndarray, str]:
+    """The mask under one selection rule, and the name of what chose it. The engine's and runner's entry point.
+
+    ``foreground="auto"``: ``point_mask`` when ``point`` is given (named "point"), else
+    ``select_foreground`` with ``target`` (named by the prior used, "lesion" or "lungs").
+    ``foreground="oracle"``: ``oracle_mask`` with ``truth`` (named "oracle" or "oracle+crop").
+
+    Raises:
+        ValueError: see ``check_rule``.
+    """
+    check_rule(
+        foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop, shape=labels.shape
+    )
+    if foreground == "oracle":
+        return oracle_mask(labels, np.asarray(truth), crop=oracle_crop), "oracle+crop" if oracle_crop else "oracle"
+    if point is not None:
+        return point_mask(labels, point), "point"
+    return select_foreground(labels, image, target=target)

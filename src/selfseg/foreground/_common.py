@@ -1,0 +1,75 @@
+"""Helpers the target priors share: bands, disks, regions, contrasts."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import convex_hull_image, disk
+
+EIGHT = np.ones((3, 3), dtype=bool)
+"""8-connectivity."""
+
+
+def frame_band(shape: tuple[int, int], width: float = 0.02) -> np.ndarray:
+    """Boolean (H, W) map of the band along the image frame, ``width`` of the shorter side wide (>= 1 px).
+
+    A band rather than the outermost ring, so that a thin border artefact (networks often give the
+    outermost pixels a cluster of their own) does not hide that a region reaches the frame.
+    """
+    w = disk_radius(width, shape)
+    frame = np.ones(shape, dtype=bool)
+    frame[w:-w, w:-w] = False
+    return frame
+
+
+def disk_radius(fraction: float, shape: tuple[int, ...]) -> int:
+    """A structuring-element radius: ``fraction`` of the shorter side, at least 1 pixel."""
+    return max(1, round(fraction * min(shape[:2])))
+
+
+def closing_padded(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing with a disk, padded so that regions at the frame are not eaten."""
+    padded = ndimage.binary_closing(np.pad(mask, radius), disk(radius))
+    return padded[radius:-radius, radius:-radius]
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """``convex_hull_image`` of a non-empty (H, W) mask, computed on its bounding box: the same pixels,
+    without testing every pixel of the image against the hull."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    hull = np.zeros(mask.shape, dtype=bool)
+    hull[box] = convex_hull_image(mask[box])
+    return hull
+
+
+def regions_of(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
+    """Connected regions (8-connectivity) of ``mask`` with at least ``min_pixels`` pixels, holes filled."""
+    components, count = ndimage.label(mask, structure=EIGHT)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    keep = np.flatnonzero(sizes >= max(1.0, min_pixels))
+    return [ndimage.binary_fill_holes(components == index) for index in keep if index != 0]
+
+
+def clusters_by_grey(labels: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster ids of ``labels`` sorted from darkest to brightest mean ``grey``, and those means."""
+    ids = np.unique(labels)
+    means = ndimage.mean(grey, labels, ids)
+    order = np.argsort(means)
+    return ids[order], means[order]
+
+
+def grey_contrast(region: np.ndarray, grey: np.ndarray, width: int, within: np.ndarray | None = None) -> float:
+    """Mean grey of the band of ``width`` pixels around ``region`` (inside ``within``) minus the region's."""
+    # ``width`` dilations by the 3x3 square are one (2 width + 1)-square maximum filter, run separably
+    band = ndimage.maximum_filter(region, size=2 * width + 1, mode="constant") & ~region
+    if within is not None:
+        band &= within
+    return float(grey[band].mean() - grey[region].mean()) if band.any() else 0.0
+
+
+def nearest_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of the first two axes of ``array`` to ``shape`` (pixel centres aligned)."""
+    rows = ((np.arange(shape[0]) + 0.5) * array.shape[0] / shape[0]).astype(np.intp)
+    cols = ((np.arange(shape[1]) + 0.5) * array.shape[1] / shape[1]).astype(np.intp)
+    return array[rows[:, None], cols[None, :]]

@@ -1,0 +1,59 @@
+"""The ``"lesion"`` prior: one compact blob, usually darker than its surroundings (dermoscopy)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import disk
+
+from selfseg.foreground._common import (
+    clusters_by_grey,
+    convex_hull,
+    disk_radius,
+    frame_band,
+    grey_contrast,
+    regions_of,
+)
+
+
+def lesion_mask(
+    labels: np.ndarray, grey: np.ndarray, *, opening: float = 0.012, min_area: float = 0.005, max_area: float = 0.95
+) -> np.ndarray:
+    """The most lesion-like region of the cluster map (see the module docstring). (H, W) bool.
+
+    Args:
+        labels: (H, W) int cluster map.
+        grey: (H, W) float image in [0, 1].
+        opening: radius of the opening that removes thin structures, as a fraction of the shorter side.
+        min_area, max_area: candidate regions outside these fractions of the image are ignored.
+
+    Returns the region with holes filled (not yet hull-smoothed); empty if no candidate qualifies.
+    """
+    frame = frame_band(labels.shape)
+    band = max(1, round(0.03 * float(np.hypot(*labels.shape))))
+    element = disk(disk_radius(opening, labels.shape))
+    height, width = labels.shape
+    order, _ = clusters_by_grey(labels, grey)
+    candidates = [np.isin(labels, order[:k]) for k in range(1, len(order))]
+    candidates += [labels == label for label in order[1:-1]]
+    best, best_score, source = np.zeros(labels.shape, dtype=bool), -np.inf, None
+    for candidate in candidates:
+        for region in regions_of(ndimage.binary_opening(candidate, element), min_area * labels.size):
+            area = float(region.mean())
+            if area > max_area:
+                continue
+            rows, cols = np.nonzero(region)
+            offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
+            centrality = 1 - offset / np.hypot(0.5, 0.5)
+            touch = float((region & frame).sum()) / float(frame.sum())
+            solidity = float(region.sum()) / float(convex_hull(region).sum())
+            score = (
+                max(grey_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality
+                * solidity
+            )
+            if score > best_score:
+                best, best_score, source = region, score, candidate
+    if source is None:
+        return best
+    # give back what the opening shaved off the chosen region (corners, a rough rim), not what it cut away
+    return ndimage.binary_fill_holes(best | (source & ndimage.binary_dilation(best, element)))

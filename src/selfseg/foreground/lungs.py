@@ -1,0 +1,99 @@
+"""The ``"lungs"`` prior: two large dark regions inside the body, left and right (CT, chest X-ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import disk
+
+from selfseg.foreground._common import (
+    EIGHT,
+    closing_padded,
+    clusters_by_grey,
+    disk_radius,
+    frame_band,
+    grey_contrast,
+    regions_of,
+)
+
+
+def lungs_mask(
+    labels: np.ndarray,
+    grey: np.ndarray,
+    *,
+    margin: float = 0.05,
+    opening: float = 0.012,
+    min_area: float = 0.01,
+    pair: float = 0.2,
+    closing: float = 0.04,
+    dark_tolerance: float = 0.05,
+    outside_scales: tuple[float, ...] = (1, 4, 8),
+    prefer_darker: float = 0.05,
+) -> np.ndarray:
+    """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
+    (also when the darkest cluster does not reach the frame: no dark surround, no body).
+
+    Args:
+        labels: (H, W) int cluster map.
+        grey: (H, W) float image in [0, 1].
+        margin: body erosion (and regrowth) distance, as a fraction of the shorter side.
+        opening, closing: radii of the clean-up disks, as fractions of the shorter side.
+        min_area: lung candidates smaller than this fraction of the image are ignored.
+        pair: the second region counts as the other lung if it has at least this fraction of the
+            first one's area and lies on the other side of the vertical midline; the largest region alone
+            counts as both lungs (joined in front of the heart on CT, or across the mediastinum) if its
+            part on either side of the midline has at least this fraction of the other part.
+        dark_tolerance: clusters whose mean grey is within this of the darkest one's count as darkest
+            when finding the outside (a network may split flat black air into two striped clusters).
+        outside_scales: the outside is the darkest clusters' frame-connected part after an opening of
+            ``opening`` times each of these, in turn, until a left/right pair is found: a larger one
+            cuts the narrow bridges (the neck on an X-ray, a dark fat layer on CT) through which lungs
+            sharing the outside air's cluster would count as outside.
+        prefer_darker: a candidate of more (brighter) clusters must score this fraction higher than the
+            darker one before it: the lungs are the darkest structure in the body, and a near tie means a
+            fat or partial-volume cluster joining them (CT).
+    """
+    height, width = labels.shape
+    frame = frame_band(labels.shape)
+    order, means = clusters_by_grey(labels, grey)
+    element = disk(disk_radius(opening, labels.shape))
+    darkest = np.isin(labels, order[means <= means[0] + dark_tolerance])
+    band = max(1, round(0.03 * float(np.hypot(height, width))))
+    grow = disk_radius(margin, labels.shape)
+    best, best_score, best_k, best_body, best_pair = None, -np.inf, 0, None, False
+    for scale in outside_scales:
+        opened = ndimage.binary_opening(darkest, disk(disk_radius(opening * scale, labels.shape)))
+        components, _ = ndimage.label(opened, structure=EIGHT)
+        outside = np.isin(components, np.unique(components[frame & (components > 0)]))
+        if not outside.any():  # no dark surround: no body to look inside
+            break
+        body = ~outside
+        inner = ndimage.binary_erosion(body, disk(grow))
+        for k in range(1, len(order)):
+            candidate = ndimage.binary_opening(np.isin(labels, order[:k]) & inner, element)
+            regions = [r for r in regions_of(candidate, min_area * labels.size) if not (r & frame).any()]
+            if not regions:
+                continue
+            regions.sort(key=lambda r: -int(r.sum()))
+            halves = np.array([regions[0][:, : width // 2].sum(), regions[0][:, width // 2 :].sum()])
+            lungs, paired = regions[0], bool(halves.min() >= pair * halves.max())  # both lungs joined
+            if len(regions) > 1 and regions[1].sum() >= pair * regions[0].sum():
+                sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
+                if sides[0] * sides[1] < 0:
+                    lungs, paired = regions[0] | regions[1], True
+            score = max(grey_contrast(lungs, grey, band, within=body), 0.005) * np.sqrt(lungs.mean())
+            score *= 1.0 if paired else 0.5
+            if score > best_score * (1 + prefer_darker):
+                best, best_score, best_k, best_body, best_pair = lungs, score, k, body, paired
+        if best_pair:
+            break
+    if best is None:
+        return np.zeros(labels.shape, dtype=bool)
+    near = ndimage.distance_transform_edt(~best) <= grow
+    grown = best | (np.isin(labels, order[:best_k]) & best_body & near)
+    components, _ = ndimage.label(grown, structure=EIGHT)
+    radius = disk_radius(closing, labels.shape)
+    mask = np.zeros(labels.shape, dtype=bool)
+    for index in np.unique(components[best]):  # best lies inside grown: no background label here
+        mask |= ndimage.binary_fill_holes(closing_padded(components == index, radius))
+    return mask
