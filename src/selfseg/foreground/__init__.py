@@ -15,7 +15,10 @@ Without ground truth (``select_foreground``), under a target prior:
   (lungs joined at the front), the darker of two near-equal candidates kept, then grown back by the
   margin inside their clusters, closed and hole-filled one connected region at a time (so that the
   closing does not bridge a thin mediastinum and fill it in).
-- ``"auto"`` (``resolve_target``): lungs on grey images when the lung rule finds them, else lesion.
+- ``"polyp"`` (``polyp.polyp_mask``): one compact region of the endoscope's field, brighter, redder or
+  yellower than the mucosa around it and near the centre (colonoscopy; see ``selfseg.foreground.polyp``).
+- ``"auto"`` (``resolve_target``): polyp on endoscope frames (black corners around a red-orange field),
+  lungs on grey images when the lung rule finds them, else lesion.
 
 ``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
 ``oracle_mask`` is the papers' protocol with the ground truth, for reproducing their figures only.
@@ -33,6 +36,7 @@ from selfseg.checks import check_shape, look_up_option
 from selfseg.foreground._common import EIGHT, convex_hull, nearest_resize
 from selfseg.foreground.lesion import lesion_mask
 from selfseg.foreground.lungs import lungs_mask
+from selfseg.foreground.polyp import looks_endoscopic, polyp_mask
 from selfseg.metrics import dice
 
 __all__ = [
@@ -46,12 +50,13 @@ __all__ = [
     "most_agreed",
     "oracle_mask",
     "point_mask",
+    "polyp_mask",
     "resolve_target",
     "select_foreground",
 ]
 
-TARGETS = ("auto", "lesion", "lungs")
-"""Target priors of ``select_foreground``."""
+TARGETS = ("auto", "lesion", "lungs", "polyp")
+"""Target priors of ``select_foreground`` (one module of this package each, except "auto")."""
 
 FOREGROUNDS = ("auto", "oracle")
 """How ``choose_mask`` chooses: without ground truth, or the papers' protocol with it."""
@@ -72,8 +77,10 @@ def is_grey(image: np.ndarray) -> bool:
 
 
 def resolve_target(image: np.ndarray) -> str:
-    """The target prior ``"auto"`` tries first: ``"lungs"`` for grey images (``is_grey``: CT, X-ray), else
-    ``"lesion"``."""
+    """The target prior ``"auto"`` tries first: ``"polyp"`` for endoscope frames (``polyp.looks_endoscopic``),
+    ``"lungs"`` for grey images (``is_grey``: CT, X-ray), else ``"lesion"``."""
+    if looks_endoscopic(image):
+        return "polyp"
     return "lungs" if is_grey(image) else "lesion"
 
 
@@ -85,12 +92,12 @@ def select_foreground(
     Args:
         labels: (H, W) int cluster map.
         image: (H, W) or (H, W, C) float image in [0, 1], same height and width.
-        target: "lesion", "lungs" or "auto" (``resolve_target``; falls back to lesion when the lung
-            rule finds no lungs).
+        target: one of ``TARGETS``: "lesion", "lungs", "polyp" or "auto" (``resolve_target``; falls back
+            to lesion when the lung rule finds no lungs).
         work_size: the rules run on copies whose longer side is at most this (cost stays bounded).
 
     Returns:
-        (H, W) bool mask and the prior that made it ("lesion" or "lungs").
+        (H, W) bool mask and the prior that made it ("lesion", "lungs" or "polyp").
 
     A dark disc (cluster 2) on bright skin (cluster 1):
 
@@ -103,24 +110,24 @@ def select_foreground(
     """
     look_up_option(target, TARGETS, name="target")
     check_shape("image", image, labels.shape, (*labels.shape, "C"))
-    grey = image if image.ndim == 2 else image.mean(axis=2)
+    chosen = resolve_target(image) if target == "auto" else target
     scale = min(1.0, work_size / max(labels.shape))
     small = (max(2, round(labels.shape[0] * scale)), max(2, round(labels.shape[1] * scale)))
-    if small != labels.shape:
-        labels_small = nearest_resize(labels, small)
-        grey = resize(grey, small, order=1, anti_aliasing=True)
+    shrink = (lambda a: resize(a, small, order=1, anti_aliasing=True)) if small != labels.shape else (lambda a: a)
+    labels_small = nearest_resize(labels, small) if small != labels.shape else labels
+    if chosen == "polyp":
+        mask = polyp_mask(labels_small, shrink(image))
     else:
-        labels_small = labels
-    chosen = resolve_target(image) if target == "auto" else target
-    mask = lungs_mask(labels_small, grey) if chosen == "lungs" else np.zeros(small, dtype=bool)
-    if chosen == "lungs" and target == "auto" and not mask.any():
-        chosen = "lesion"
-    if chosen == "lesion":
-        mask = lesion_mask(labels_small, grey)
+        grey = shrink(image if image.ndim == 2 else image.mean(axis=2))
+        mask = lungs_mask(labels_small, grey) if chosen == "lungs" else np.zeros(small, dtype=bool)
+        if chosen == "lungs" and target == "auto" and not mask.any():
+            chosen = "lesion"
+        if chosen == "lesion":
+            mask = lesion_mask(labels_small, grey)
     if small != labels.shape:
         mask = nearest_resize(mask, labels.shape)
-    if chosen == "lesion" and mask.any():
-        mask = convex_hull(mask)
+    if chosen in ("lesion", "polyp") and mask.any():
+        mask = convex_hull(mask)  # annotators outline the whole lesion or polyp
     return mask, chosen
 
 

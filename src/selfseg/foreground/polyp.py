@@ -1,0 +1,100 @@
+"""The ``"polyp"`` prior: one compact region of the endoscope's field that stands out from the mucosa.
+
+Colonoscopy frames show the mucosa inside a black frame (an octagon, often with text and a thumbnail
+inset on it). A polyp is a raised region that the endoscope's light makes brighter and the tissue
+redder or yellower than the mucosa around it, and that the endoscopist keeps near the centre. Candidates
+are the connected regions of each cluster inside the field (opened to cut vessels and folds); each is
+scored by ``(1 + its positive CIELAB excess over a band around it) * sqrt(area) * centrality**2``.
+Colour clusters rarely separate a polyp from the mucosa it grows from, so this prior is far less
+reliable than the lesion and lung priors (docs/results.md gives its figures and ceiling).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.color import rgb2lab
+from skimage.morphology import disk
+
+from selfseg.foreground._common import EIGHT, disk_radius, regions_of
+
+__all__ = ["endoscope_field", "looks_endoscopic", "polyp_mask"]
+
+BLACK = 0.12
+"""Pixels whose brightest channel is below this belong to the endoscope's black frame."""
+
+
+def endoscope_field(image: np.ndarray) -> np.ndarray:
+    """The (H, W) bool field of view of an (H, W, C) image: its largest region brighter than ``BLACK``, holes
+    filled (text and insets on the frame are left out), less a thin rim."""
+    bright = image.max(axis=2) >= BLACK
+    bright = ndimage.binary_opening(bright, disk(disk_radius(0.015, bright.shape)))
+    components, count = ndimage.label(bright, structure=EIGHT)
+    if count == 0:
+        return np.ones(bright.shape, dtype=bool)
+    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+    field = ndimage.binary_fill_holes(components == largest)
+    return ndimage.binary_erosion(field, disk(disk_radius(0.01, field.shape)))
+
+
+def looks_endoscopic(image: np.ndarray, *, corner: float = 0.05, black_share: float = 0.8) -> bool:
+    """True for an endoscope frame: all four corners black (squares of ``corner`` of the shorter side, each at
+    least ``black_share`` black) around a red-orange field (median CIELAB a* and b* above 12).
+
+    Dermoscopy vignettes also darken the corners, but their skin is far less saturated; grey images
+    (CT, X-ray) are never endoscopic.
+    """
+    if image.ndim == 2 or image.shape[2] < 3:
+        return False
+    step = max(1, max(image.shape[:2]) // 256)  # a subsample: the test need not see every pixel
+    small = image[::step, ::step, :3]
+    side = max(2, round(corner * min(small.shape[:2])))
+    black = small.max(axis=2) < BLACK
+    corners = (black[:side, :side], black[:side, -side:], black[-side:, :side], black[-side:, -side:])
+    if min(float(c.mean()) for c in corners) < black_share or black.all():
+        return False
+    _, a, b = np.median(rgb2lab(small)[~black], axis=0)
+    return bool(a > 12 and b > 12)
+
+
+def polyp_mask(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    opening: float = 0.012,
+    band: float = 0.03,
+    min_area: float = 0.005,
+    max_area: float = 0.6,
+) -> np.ndarray:
+    """The most polyp-like region of the cluster map (see the module docstring). (H, W) bool, holes filled.
+
+    Args:
+        labels: (H, W) int cluster map.
+        image: (H, W, 3) float RGB image in [0, 1] (a grey image is scored on its brightness alone).
+        opening: radius of the opening that cuts thin structures, as a fraction of the shorter side.
+        band: width of the surround a candidate is compared with, as a fraction of the shorter side.
+        min_area, max_area: candidates outside these fractions of the field are ignored.
+
+    Returns an empty mask when no candidate qualifies.
+    """
+    field = endoscope_field(np.atleast_3d(image))
+    colour = np.atleast_3d(image)[..., :3]
+    lab = rgb2lab(np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour)
+    height, width = labels.shape
+    element = disk(disk_radius(opening, labels.shape))
+    surround = disk(disk_radius(band, labels.shape))
+    field_area = float(field.sum())
+    best, best_score = np.zeros(labels.shape, dtype=bool), -np.inf
+    for label in np.unique(labels[field]):
+        for region in regions_of(ndimage.binary_opening((labels == label) & field, element), min_area * field_area):
+            area = float(region.sum()) / field_area
+            ring = ndimage.binary_dilation(region, surround) & ~region & field
+            if area > max_area or not ring.any():
+                continue
+            excess = np.clip(lab[region].mean(axis=0) - lab[ring].mean(axis=0), 0, None).sum()
+            rows, cols = np.nonzero(region)
+            offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
+            score = (1 + excess) * np.sqrt(area) * (1 - offset / np.hypot(0.5, 0.5)) ** 2
+            if score > best_score:
+                best, best_score = region, score
+    return best
