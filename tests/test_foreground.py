@@ -201,7 +201,7 @@ def test_choose_mask_checks_its_arguments() -> None:
     truth = np.zeros((10, 20), dtype=bool)
     with pytest.raises(ValueError, match=r"^point \(20, 3\) is outside the 20x10 image \(x < 20, y < 10\)$"):
         choose_mask(labels, image, point=(20, 3))
-    with pytest.raises(ValueError, match="target must be one of auto, lesion, lungs, got 'liver'"):
+    with pytest.raises(ValueError, match="target must be one of auto, lesion, lungs, polyp, got 'liver'"):
         choose_mask(labels, image, target="liver")
     with pytest.raises(ValueError, match="cannot be combined with foreground='oracle'"):
         choose_mask(labels, image, foreground="oracle", truth=truth, point=(1, 1))

@@ -53,6 +53,7 @@ __all__ = [
     "polyp_mask",
     "resolve_target",
     "select_foreground",
+    "working_copies",
 ]
 
 TARGETS = ("auto", "lesion", "lungs", "polyp")
@@ -84,6 +85,21 @@ def resolve_target(image: np.ndarray) -> str:
     return "lungs" if is_grey(image) else "lesion"
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) mean of the channels of an (H, W) or (H, W, C) image."""
+    return image if image.ndim == 2 else image.mean(axis=2)
+
+
+def working_copies(labels: np.ndarray, image: np.ndarray, work_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """``labels`` (nearest) and ``image`` (bilinear, antialiased) resized so that the longer side is at most
+    ``work_size``: what the target priors run on. Unchanged when already small enough."""
+    scale = min(1.0, work_size / max(labels.shape))
+    small = (max(2, round(labels.shape[0] * scale)), max(2, round(labels.shape[1] * scale)))
+    if small == labels.shape:
+        return labels, image
+    return nearest_resize(labels, small), resize(image, small, order=1, anti_aliasing=True)
+
+
 def select_foreground(
     labels: np.ndarray, image: np.ndarray, *, target: str = "auto", work_size: int = 256
 ) -> tuple[np.ndarray, str]:
@@ -111,20 +127,17 @@ def select_foreground(
     look_up_option(target, TARGETS, name="target")
     check_shape("image", image, labels.shape, (*labels.shape, "C"))
     chosen = resolve_target(image) if target == "auto" else target
-    scale = min(1.0, work_size / max(labels.shape))
-    small = (max(2, round(labels.shape[0] * scale)), max(2, round(labels.shape[1] * scale)))
-    shrink = (lambda a: resize(a, small, order=1, anti_aliasing=True)) if small != labels.shape else (lambda a: a)
-    labels_small = nearest_resize(labels, small) if small != labels.shape else labels
-    if chosen == "polyp":
-        mask = polyp_mask(labels_small, shrink(image))
+    colour = chosen == "polyp"  # the other priors look at the grey levels only
+    labels_small, pixels = working_copies(labels, np.atleast_3d(image) if colour else _grey(image), work_size)
+    if colour:
+        mask = polyp_mask(labels_small, pixels)
     else:
-        grey = shrink(image if image.ndim == 2 else image.mean(axis=2))
-        mask = lungs_mask(labels_small, grey) if chosen == "lungs" else np.zeros(small, dtype=bool)
+        mask = lungs_mask(labels_small, pixels) if chosen == "lungs" else np.zeros(labels_small.shape, dtype=bool)
         if chosen == "lungs" and target == "auto" and not mask.any():
             chosen = "lesion"
         if chosen == "lesion":
-            mask = lesion_mask(labels_small, grey)
-    if small != labels.shape:
+            mask = lesion_mask(labels_small, pixels)
+    if labels_small.shape != labels.shape:
         mask = nearest_resize(mask, labels.shape)
     if chosen in ("lesion", "polyp") and mask.any():
         mask = convex_hull(mask)  # annotators outline the whole lesion or polyp

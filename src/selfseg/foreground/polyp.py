@@ -18,7 +18,7 @@ from skimage.morphology import disk
 
 from selfseg.foreground._common import EIGHT, disk_radius, regions_of
 
-__all__ = ["endoscope_field", "looks_endoscopic", "polyp_mask"]
+__all__ = ["endoscope_field", "looks_endoscopic", "polyp_candidates", "polyp_mask"]
 
 BLACK = 0.12
 """Pixels whose brightest channel is below this belong to the endoscope's black frame."""
@@ -57,7 +57,7 @@ def looks_endoscopic(image: np.ndarray, *, corner: float = 0.05, black_share: fl
     return bool(a > 12 and b > 12)
 
 
-def polyp_mask(
+def polyp_candidates(
     labels: np.ndarray,
     image: np.ndarray,
     *,
@@ -65,26 +65,26 @@ def polyp_mask(
     band: float = 0.03,
     min_area: float = 0.005,
     max_area: float = 0.6,
-) -> np.ndarray:
-    """The most polyp-like region of the cluster map (see the module docstring). (H, W) bool, holes filled.
+) -> list[tuple[np.ndarray, float]]:
+    """The candidate regions of the polyp prior and their scores (see the module docstring).
 
     Args:
         labels: (H, W) int cluster map.
-        image: (H, W, 3) float RGB image in [0, 1] (a grey image is scored on its brightness alone).
+        image: (H, W, C) float image in [0, 1], C in {1, 3} (a grey image is scored on its brightness alone).
         opening: radius of the opening that cuts thin structures, as a fraction of the shorter side.
         band: width of the surround a candidate is compared with, as a fraction of the shorter side.
-        min_area, max_area: candidates outside these fractions of the field are ignored.
+        min_area, max_area: candidates outside these fractions of the field are left out.
 
-    Returns an empty mask when no candidate qualifies.
+    Returns:
+        (region (H, W) bool with holes filled, score) for every candidate.
     """
-    field = endoscope_field(np.atleast_3d(image))
-    colour = np.atleast_3d(image)[..., :3]
-    lab = rgb2lab(np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour)
+    field = endoscope_field(image)
+    lab = rgb2lab(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3])
     height, width = labels.shape
     element = disk(disk_radius(opening, labels.shape))
     surround = disk(disk_radius(band, labels.shape))
     field_area = float(field.sum())
-    best, best_score = np.zeros(labels.shape, dtype=bool), -np.inf
+    candidates = []
     for label in np.unique(labels[field]):
         for region in regions_of(ndimage.binary_opening((labels == label) & field, element), min_area * field_area):
             area = float(region.sum()) / field_area
@@ -94,7 +94,13 @@ def polyp_mask(
             excess = np.clip(lab[region].mean(axis=0) - lab[ring].mean(axis=0), 0, None).sum()
             rows, cols = np.nonzero(region)
             offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
-            score = (1 + excess) * np.sqrt(area) * (1 - offset / np.hypot(0.5, 0.5)) ** 2
-            if score > best_score:
-                best, best_score = region, score
-    return best
+            candidates.append((region, float((1 + excess) * np.sqrt(area) * (1 - offset / np.hypot(0.5, 0.5)) ** 2)))
+    return candidates
+
+
+def polyp_mask(labels: np.ndarray, image: np.ndarray, **options) -> np.ndarray:
+    """The best-scoring of ``polyp_candidates(labels, image, **options)``: (H, W) bool, empty if there is none."""
+    candidates = polyp_candidates(labels, image, **options)
+    if not candidates:
+        return np.zeros(labels.shape, dtype=bool)
+    return max(candidates, key=lambda candidate: candidate[1])[0]
