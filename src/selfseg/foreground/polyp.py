@@ -4,7 +4,8 @@ Colonoscopy frames show the mucosa inside a black frame (an octagon, often with 
 inset on it). A polyp is a raised region that the endoscope's light makes brighter and the tissue
 redder or yellower than the mucosa around it, and that the endoscopist keeps near the centre. Candidates
 are the connected regions of each cluster inside the field (opened to cut vessels and folds); each is
-scored by ``(1 + its positive CIELAB excess over a band around it) * sqrt(area) * centrality**2``.
+scored by ``(1 + its positive CIELAB excess over a band around it) * size prior * centrality**2`` (the size
+prior is log-normal around 8 % of the field).
 Colour clusters rarely separate a polyp from the mucosa it grows from, so this prior is far less
 reliable than the lesion and lung priors (docs/results.md gives its figures and ceiling).
 """
@@ -65,6 +66,8 @@ def polyp_candidates(
     band: float = 0.03,
     min_area: float = 0.005,
     max_area: float = 0.6,
+    typical_area: float = 0.08,
+    area_spread: float = 1.5,
 ) -> list[tuple[np.ndarray, float]]:
     """The candidate regions of the polyp prior and their scores (see the module docstring).
 
@@ -74,6 +77,8 @@ def polyp_candidates(
         opening: radius of the opening that cuts thin structures, as a fraction of the shorter side.
         band: width of the surround a candidate is compared with, as a fraction of the shorter side.
         min_area, max_area: candidates outside these fractions of the field are left out.
+        typical_area, area_spread: the size prior, log-normal in the fraction of the field: its median and the
+            standard deviation of its logarithm (polyps cover from under 1 % to over 30 % of the field).
 
     Returns:
         (region (H, W) bool with holes filled, score) for every candidate.
@@ -94,7 +99,8 @@ def polyp_candidates(
             excess = np.clip(lab[region].mean(axis=0) - lab[ring].mean(axis=0), 0, None).sum()
             rows, cols = np.nonzero(region)
             offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
-            candidates.append((region, float((1 + excess) * np.sqrt(area) * (1 - offset / np.hypot(0.5, 0.5)) ** 2)))
+            size = np.exp(-0.5 * (np.log(area / typical_area) / area_spread) ** 2)
+            candidates.append((region, float((1 + excess) * size * (1 - offset / np.hypot(0.5, 0.5)) ** 2)))
     return candidates
 
 
