@@ -276,6 +276,10 @@ def _records(terms: dict[str, Tensor], total: Tensor, n_labels: Tensor, changed:
     return records
 
 
+MOMENTUM = 0.9
+"""Momentum of every fit's SGD (no dampening, no weight decay)."""
+
+
 def _fit(
     model: nn.Module,
     objective: nn.Module,
@@ -285,9 +289,9 @@ def _fit(
     seed: int,
     callback: Callable[[int, dict[str, float]], None] | None,
 ) -> list[dict[str, float]]:
-    """SGD (momentum 0.9) on ``objective`` until ``training.stop``; one record per iteration."""
+    """SGD (``MOMENTUM``) on ``objective`` until ``training.stop``; one record per iteration."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=MOMENTUM)
     history: list[dict[str, float]] = []
     previous = torch.full((1, *x.shape[-2:]), -1, dtype=torch.long, device=x.device)
     for iteration in range(training.max_iter):
