@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, stack_module_state, vmap
 
+from selfseg import engine
 from selfseg.engine import (
     BASELINES,
     MOMENTUM,
@@ -228,6 +229,8 @@ def _fit_group(
 _SETUP_ARGUMENTS = ("size", "device", "readout", "max_iter", "min_labels", "min_iter", "tol", "patience", "lr", "precision")
 """The arguments of ``segment`` that ``engine._network_setup`` takes by name."""
 
+_SEGMENT_SIGNATURE = inspect.signature(segment)
+
 _Item = tuple[int, np.ndarray, dict, int]
 """An image of a ``segment_many`` call: (its index, its pixels, its foreground rule, its seed)."""
 
@@ -247,7 +250,7 @@ def _one_by_one(
     """(index, ``segment`` of the image) of each item, in order."""
     for index, pixels, rule, seed in items:
         each = None if callback is None else functools.partial(callback, index)
-        yield index, segment(pixels, method, seed=seed, callback=each, **(arguments | rule))
+        yield index, engine.segment(pixels, method, seed=seed, callback=each, **(arguments | rule))
 
 
 def _seeds(seed: int | Sequence[int], count: int) -> list[int]:
@@ -262,7 +265,7 @@ def _seeds(seed: int | Sequence[int], count: int) -> list[int]:
 
 def _segment_arguments(method: str, arguments: dict) -> dict:
     """``engine.segment``'s arguments of a ``segment_many`` call, its defaults filled in (``options``: the rest)."""
-    bound = inspect.signature(segment).bind(None, method, **arguments)
+    bound = _SEGMENT_SIGNATURE.bind(None, method, **arguments)
     bound.apply_defaults()
     return {name: value for name, value in bound.arguments.items() if name not in ("image", "method")}
 
