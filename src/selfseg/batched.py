@@ -79,6 +79,10 @@ def default_batch_images(method: str, device: str | torch.device, height: int, w
     return max(1, min(MAX_BATCH_IMAGES, int(free / 2 / per_image)))
 
 
+_Item = tuple[int, np.ndarray, dict, int]
+"""An image of a ``segment_many`` call: (its index, its pixels, its foreground rule, its seed)."""
+
+
 @dataclass
 class _Slot:
     """One image in a batch: its place in the call, its input and network, and its fit so far."""
@@ -230,10 +234,6 @@ _SETUP_ARGUMENTS = ("size", "device", "readout", "max_iter", "min_labels", "min_
 """The arguments of ``segment`` that ``engine._network_setup`` takes by name."""
 
 _SEGMENT_SIGNATURE = inspect.signature(segment)
-
-_Item = tuple[int, np.ndarray, dict, int]
-"""An image of a ``segment_many`` call: (its index, its pixels, its foreground rule, its seed)."""
-
 
 def _groups(items: list[_Item], size: int | None) -> dict[tuple[int, int, int], list[_Item]]:
     """The items by (channels, working height, working width), in the order of their first image."""
