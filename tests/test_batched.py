@@ -126,3 +126,11 @@ def test_segment_many_rejects_bad_input() -> None:
 def test_default_batch_images() -> None:
     assert default_batch_images("s3net", "cpu", 96, 96) == 1
     assert default_batch_images("dfc", "cpu", 512, 512) == 1
+
+
+def test_segment_many_runs_in_bfloat16() -> None:
+    images = _images()[:2]
+    arguments = FAST | SMALL["msformer"] | {"precision": "bfloat16"}
+    results = segment_many(images, "msformer", batch_images=2, **arguments)
+    assert [result.iterations for result in results] == [3, 3]
+    assert all(np.isfinite(record["total"]) for result in results for record in result.history)

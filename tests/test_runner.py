@@ -610,8 +610,8 @@ def test_plan_batch_images(monkeypatch):
     assert plan(None, method="otsu", device="cuda", size=96) == 1
     assert plan(8, method="s3net", device="cpu", size=None) == 8
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (8 * 2**30, 16 * 2**30))
-    # half of 8 GiB at 150 MiB per 96-px S3-Net image; a quarter as many at 192 px
-    assert plan(None, method="s3net", device="cuda", size=96) == 27
-    assert plan(None, method="s3net", device="cuda", size=192) == 6
+    # half of 8 GiB at 220 MiB per 96-px S3-Net image; a quarter as many at 192 px
+    assert plan(None, method="s3net", device="cuda", size=96) == 18
+    assert plan(None, method="s3net", device="cuda", size=192) == 4
     with pytest.raises(ValueError, match=r"^batch_images must be None \(auto\) or at least 1, got 0$"):
         plan(0, method="s3net", device="cpu", size=96)

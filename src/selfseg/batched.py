@@ -53,10 +53,10 @@ CPU_BATCH_IMAGES = 1
 """Default ``batch_images`` on the CPU: batching does not pay there at the default working size
 (docs/speed.md, "Many images per pass"), and 1 runs ``engine.segment`` itself."""
 
-CUDA_MEMORY_PER_IMAGE_MIB: dict[str, float] = {"s3net": 150.0, "msformer": 230.0, "dfc": 40.0}
+CUDA_MEMORY_PER_IMAGE_MIB: dict[str, float] = {"s3net": 220.0, "msformer": 230.0, "dfc": 40.0}
 """Memory one more image of a batch takes at a 96 x 96 working size and the default widths, per method, in
-MiB: the growth of the peak resident memory per image between N = 2, 4 and 8 measured on the CPU
-(benchmarks/batch.py, docs/speed.md: 140, 220 and 35), rounded up. ``default_batch_images`` scales it by the
+MiB: the largest growth of the peak resident memory per image between N = 2, 4 and 8 measured on the CPU
+(benchmarks/batch.py, docs/speed.md: 212, 225 and 37), rounded up. ``default_batch_images`` scales it by the
 working pixels; no GPU figure has been measured yet (``torch.cuda.max_memory_allocated`` in the benchmark)."""
 
 MAX_BATCH_IMAGES = 256
