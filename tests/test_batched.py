@@ -134,3 +134,19 @@ def test_segment_many_runs_in_bfloat16() -> None:
     results = segment_many(images, "msformer", batch_images=2, **arguments)
     assert [result.iterations for result in results] == [3, 3]
     assert all(np.isfinite(record["total"]) for result in results for record in result.history)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_real_images_at_the_defaults_within_tolerance(shared_data) -> None:
+    # two ssct-samples dermoscopy images of 257 and 256 px (one working shape at 96 px), S3-Net at the defaults
+    # with one torch thread: the fits drift by rounding (docs/methods.md); measured 0.2 % and 0 % of the
+    # masks' pixels differ and 9 against 10 iterations (0-3.7 % on all five samples with other seeds); bounded at 5 %
+    from selfseg.io import read_image
+
+    names = ("Test_2.bmp", "Test_4.png")
+    images = [read_image(shared_data / "ssct-samples" / "images" / name) for name in names]
+    together = segment_many(images, seed=0, batch_images=2, device="cpu")
+    alone = _alone(images, "s3net", 0, device="cpu")
+    differ = [float((a.mask != b.mask).mean()) for a, b in zip(together, alone)]
+    assert max(differ) <= 0.05
+    assert all(abs(a.iterations - b.iterations) <= 2 for a, b in zip(together, alone))
