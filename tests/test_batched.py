@@ -7,6 +7,7 @@ import pytest
 
 from selfseg.batched import default_batch_images, segment_many
 from selfseg.engine import segment
+from selfseg.io import read_image
 
 from helpers import disc_image
 
@@ -141,8 +142,6 @@ def test_real_images_at_the_defaults_within_tolerance(shared_data) -> None:
     # two ssct-samples dermoscopy images of 257 and 256 px (one working shape at 96 px), S3-Net at the defaults
     # with one torch thread: the fits drift by rounding (docs/methods.md); measured 0.2 % and 0 % of the
     # masks' pixels differ and 9 against 10 iterations (0-3.7 % on all five samples with other seeds); bounded at 5 %
-    from selfseg.io import read_image
-
     names = ("Test_2.bmp", "Test_4.png")
     images = [read_image(shared_data / "ssct-samples" / "images" / name) for name in names]
     together = segment_many(images, seed=0, batch_images=2, device="cpu")
