@@ -199,12 +199,14 @@ def test_new_batch_options_reach_run_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "run_batch", lambda *args, **kwargs: calls.append(kwargs) or BatchReport())
     assert cli.main(["segment", "@list.txt", "--out", "o", "--quiet"]) == 0
     assert calls[0]["resume"] is True and calls[0]["workers"] == "auto" and calls[0]["threads"] == 1
+    assert calls[0]["batch_images"] is None  # auto
     assert calls[0]["pattern"] is None and calls[0]["axis"] is None
     argv = ["segment", "d", "--out", "o", "--glob", "*.dcm", "--axis", "0", "--workers", "3", "--threads", "2", "--overwrite"]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--batch-images", "8"]) == 0
     assert calls[1]["resume"] is False and calls[1]["workers"] == 3 and calls[1]["threads"] == 2
+    assert calls[1]["batch_images"] == 8
     assert calls[1]["pattern"] == "*.dcm" and calls[1]["axis"] == 0
-    for bad in (["--workers", "0"], ["--workers", "many"], ["--threads", "0"], ["--axis", "3"]):
+    for bad in (["--workers", "0"], ["--workers", "many"], ["--threads", "0"], ["--axis", "3"], ["--batch-images", "0"]):
         with pytest.raises(SystemExit):
             cli.main(["segment", "d", "--out", "o", *bad])
 

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
-from selfseg.transforms import random_affine_matrix, warp_affine
+from selfseg.transforms import affine_grid, random_affine_matrix, warp_affine
 
 IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 ROT90 = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]])
@@ -142,3 +143,12 @@ def test_right_angle_rotation_rotates_content_on_non_square_image() -> None:
     expected = torch.zeros_like(blob)
     expected[..., 8:12, 12:16] = 1.0
     assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 24, 32), (3, 13, 7), (2, 1, 5)])
+def test_affine_grid_equals_torch_and_runs_under_vmap(batch: int, height: int, width: int) -> None:
+    theta = random_affine_matrix(batch, height, width, generator=torch.Generator().manual_seed(batch))
+    expected = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    assert torch.equal(affine_grid(theta, (height, width)), expected)
+    batched = torch.func.vmap(lambda one: affine_grid(one[None], (height, width))[0])(theta)
+    assert torch.equal(batched, expected)

@@ -1,7 +1,8 @@
 """selfseg: label-free, per-image medical image segmentation.
 
 ``segment`` fits a fresh network to one image and returns its clusters and foreground mask;
-``run_batch`` does so for many files into an output folder. Names are imported on first use, so
+``segment_many`` does so for many arrays, fitting several networks in one pass; ``run_batch`` for many
+files into an output folder. Names are imported on first use, so
 ``import selfseg`` does not load torch.
 """
 
@@ -12,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from selfseg.batched import segment_many
     from selfseg.engine import SegmentationResult, segment
     from selfseg.foreground import select_foreground
     from selfseg.io import ImageReadError, read_image
@@ -24,6 +26,7 @@ except PackageNotFoundError:
 
 _EXPORTS = {
     "segment": "selfseg.engine",
+    "segment_many": "selfseg.batched",
     "SegmentationResult": "selfseg.engine",
     "ImageReadError": "selfseg.io",
     "read_image": "selfseg.io",

@@ -91,6 +91,10 @@ def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
 
+def _batch_images(text: str) -> int | None:
+    return None if text == "auto" else _positive_int(text)
+
+
 def _size(text: str) -> int | None:
     value = int(text)
     if value < 0:
@@ -201,6 +205,15 @@ def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seed
         default=1,
         metavar="T",
         help="torch threads per fit; CPU results depend on T, not on --workers (default: %(default)s)",
+    )
+    performance.add_argument(
+        "--batch-images",
+        type=_batch_images,
+        default="auto",
+        metavar="N",
+        help="networks fitted at once in one pass, each on its own image (the same results up to rounding); "
+        "auto: 1 on the CPU, where batching does not pay, as many as half the free memory holds on a GPU "
+        "(default: %(default)s)",
     )
     performance.add_argument(
         "--backend",
@@ -370,6 +383,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             readout_clusters=args.readout_clusters,
             workers=args.workers,
             threads=args.threads,
+            batch_images=args.batch_images,
             **_backend(args),
             progress=not args.quiet,
         )
@@ -445,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=not args.overwrite,
             workers=args.workers,
             threads=args.threads,
+            batch_images=args.batch_images,
             **_backend(args),
             progress=not args.quiet,
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),

@@ -258,6 +258,28 @@ def _build_model(spec: MethodSpec, x: Tensor, seed: int, options: dict) -> nn.Mo
     return model.to(x.device, memory_format=torch.channels_last).train()
 
 
+def _iteration_stats(current: Tensor, previous: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+    """Bookkeeping of one iteration of N fits: (N, h, w) argmax maps now and before (-1: no iteration yet)
+    -> (clusters in use (N,), fraction of pixels that changed cluster (N,), 1 on the first iteration)."""
+    used = torch.zeros(current.shape[0], n_classes, dtype=torch.bool, device=current.device)
+    used.scatter_(1, current.flatten(1), True)
+    return used.sum(dim=1), (current != previous).flatten(1).float().mean(dim=1)
+
+
+def _records(terms: dict[str, Tensor], total: Tensor, n_labels: Tensor, changed: Tensor) -> list[dict[str, float]]:
+    """One iteration's ``history`` record of each of N fits, from (N,) tensors, with one host sync."""
+    columns = [value.detach().float() for value in (*terms.values(), total, n_labels, changed)]
+    names = [*terms, "total", "n_labels", "changed"]
+    records = [dict(zip(names, row)) for row in torch.stack(columns, dim=1).tolist()]
+    for record in records:
+        record["n_labels"] = int(record["n_labels"])
+    return records
+
+
+MOMENTUM = 0.9
+"""Momentum of every fit's SGD (no dampening, no weight decay)."""
+
+
 def _fit(
     model: nn.Module,
     objective: nn.Module,
@@ -267,11 +289,11 @@ def _fit(
     seed: int,
     callback: Callable[[int, dict[str, float]], None] | None,
 ) -> list[dict[str, float]]:
-    """SGD (momentum 0.9) on ``objective`` until ``training.stop``; one record per iteration."""
+    """SGD (``MOMENTUM``) on ``objective`` until ``training.stop``; one record per iteration."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=MOMENTUM)
     history: list[dict[str, float]] = []
-    previous = None
+    previous = torch.full((1, *x.shape[-2:]), -1, dtype=torch.long, device=x.device)
     for iteration in range(training.max_iter):
         optimizer.zero_grad(set_to_none=True)
         with _autocast(x.device, training.precision):
@@ -280,11 +302,9 @@ def _fit(
         total.backward()
         optimizer.step()
         current = scores.detach().argmax(dim=1)
-        n_labels = int(torch.unique(current).numel())
-        changed = 1.0 if previous is None else float((current != previous).float().mean())
+        stats = _iteration_stats(current, previous, scores.shape[1])
+        (record,) = _records({name: value[None] for name, value in terms.items()}, total[None], *stats)
         previous = current
-        record = {name: float(value.detach()) for name, value in terms.items()}
-        record.update(total=float(total.detach()), n_labels=n_labels, changed=changed)
         history.append(record)
         if callback is not None:
             callback(iteration, record)
@@ -298,6 +318,107 @@ def _choose(maps: list[np.ndarray], pixels: np.ndarray, rule: dict) -> tuple[np.
     choices = [choose_mask(labels, pixels, **rule) for labels in maps]
     best = most_agreed([mask for mask, _ in choices])
     return maps[best], *choices[best]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every image of a ``segment`` call with a network is fitted and read out with: checked arguments."""
+
+    method: str
+    training: _Training
+    model_options: dict
+    objective_options: dict
+    readout: str
+    counts: tuple[int, ...] | None  # None: default_readout_clusters of each image
+    size: int | None
+    device: torch.device
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method's entry of ``METHODS``."""
+        return METHODS[self.method]
+
+    def objective(self) -> nn.Module:
+        """A new objective module of the method, with the call's options."""
+        return self.spec.objective(**self.objective_options)
+
+
+def _check_arguments(
+    method: str, *, readout: str, precision: str, readout_clusters: int | Sequence[int] | None, min_labels: int | None
+) -> tuple[int, ...] | None:
+    """``segment``'s checks that hold for any method; the readout's cluster counts (None: each image's default)."""
+    check_method(method)
+    look_up_option(readout, READOUTS, name="readout")
+    look_up_option(precision, PRECISIONS, name="precision")
+    counts = None if readout_clusters is None else readout_counts(readout_clusters)
+    if min_labels is not None and min_labels < 1:
+        raise ValueError(f"min_labels must be at least 1, got {min_labels}")
+    return counts
+
+
+def _check_image(image: np.ndarray, rule: dict) -> np.ndarray:
+    """The image as ``as_float_image`` converts it, after checking the foreground ``rule`` against it."""
+    pixels = as_float_image(image)
+    check_rule(**rule, shape=pixels.shape)
+    return pixels
+
+
+def _network_setup(
+    method: str,
+    options: dict,
+    *,
+    size: int | None,
+    device: str | torch.device,
+    readout: str,
+    counts: tuple[int, ...] | None,
+    max_iter: int | None,
+    min_labels: int | None,
+    min_iter: int | None,
+    lr: float | None,
+    **stop: float | int | str,
+) -> _Setup:
+    """The ``_Setup`` of a network ``method``: its defaults filled in, ``options`` split, ``max_iter`` checked.
+    ``stop``: ``tol``, ``patience`` and ``precision`` as ``_Training`` takes them."""
+    spec = METHODS[method]
+    model_options, objective_options = _split_options(spec, options)
+    training = _Training(
+        max_iter=spec.max_iter if max_iter is None else max_iter,
+        min_labels=spec.min_labels if min_labels is None else min_labels,
+        min_iter=spec.min_iter if min_iter is None else min_iter,
+        lr=spec.lr if lr is None else lr,
+        **stop,
+    )
+    if training.max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {training.max_iter}")
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        _keep_freed_memory()
+    return _Setup(method, training, model_options, objective_options, readout, counts, size, dev)
+
+
+def _finish(
+    model: nn.Module, x: Tensor, pixels: np.ndarray, setup: _Setup, *, seed: int, rule: dict,
+    history: list[dict[str, float]], start: float,
+) -> SegmentationResult:
+    """The result of a fitted ``model`` on its working input ``x`` ((1, C, h, w)) and image ``pixels``:
+    the final prediction, the readout at the native size, the mask; ``seconds`` counted from ``start``."""
+    with torch.no_grad(), _autocast(x.device, setup.training.precision):
+        scores = model.predict(x).float()
+        counts = setup.counts or default_readout_clusters(pixels, setup.training.min_labels)
+        maps = cluster_maps(scores, x, pixels.shape[:2], readout=setup.readout, counts=counts, seed=seed)
+    seconds = time.perf_counter() - start
+    labels, mask, chosen = _choose(maps, pixels, rule)
+    return SegmentationResult(
+        labels=labels,
+        mask=mask,
+        method=setup.method,
+        seed=seed,
+        iterations=len(history),
+        seconds=seconds,
+        history=history,
+        confidence=mask_confidence(mask, pixels),
+        foreground=chosen,
+    )
 
 
 def segment(
@@ -378,49 +499,18 @@ def segment(
     >>> bool(result.mask[24, 32]), bool(result.mask[0, 0])
     (True, False)
     """
-    check_method(method)
-    look_up_option(readout, READOUTS, name="readout")
-    look_up_option(precision, PRECISIONS, name="precision")
-    counts = None if readout_clusters is None else readout_counts(readout_clusters)
-    if min_labels is not None and min_labels < 1:
-        raise ValueError(f"min_labels must be at least 1, got {min_labels}")
-    pixels = as_float_image(image)
+    counts = _check_arguments(method, readout=readout, precision=precision, readout_clusters=readout_clusters,
+                              min_labels=min_labels)
     rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
-    check_rule(**rule, shape=pixels.shape)
+    pixels = _check_image(image, rule)
     if method in BASELINES:
         return _segment_baseline(pixels, method, seed=seed, n_clusters=min_labels or 3, rule=rule, **options)
-    spec = METHODS[method]
-    model_options, objective_options = _split_options(spec, options)
-    training = _Training(
-        max_iter=spec.max_iter if max_iter is None else max_iter,
-        min_labels=spec.min_labels if min_labels is None else min_labels,
-        min_iter=spec.min_iter if min_iter is None else min_iter,
-        tol=tol, patience=patience, lr=spec.lr if lr is None else lr, precision=precision,
+    setup = _network_setup(
+        method, options, size=size, device=device, readout=readout, counts=counts, max_iter=max_iter,
+        min_labels=min_labels, min_iter=min_iter, tol=tol, patience=patience, lr=lr, precision=precision,
     )
-    if training.max_iter < 1:
-        raise ValueError(f"max_iter must be at least 1, got {training.max_iter}")
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        _keep_freed_memory()
-
     start = time.perf_counter()
-    x = _prepare_input(pixels, size, dev)
-    model = _build_model(spec, x, seed, model_options)
-    history = _fit(model, spec.objective(**objective_options), x, training, seed=seed, callback=callback)
-    with torch.no_grad(), _autocast(dev, precision):
-        scores = model.predict(x).float()
-        counts = counts or default_readout_clusters(pixels, training.min_labels)
-        maps = cluster_maps(scores, x, pixels.shape[:2], readout=readout, counts=counts, seed=seed)
-    seconds = time.perf_counter() - start
-    labels, mask, chosen = _choose(maps, pixels, rule)
-    return SegmentationResult(
-        labels=labels,
-        mask=mask,
-        method=method,
-        seed=seed,
-        iterations=len(history),
-        seconds=seconds,
-        history=history,
-        confidence=mask_confidence(mask, pixels),
-        foreground=chosen,
-    )
+    x = _prepare_input(pixels, size, setup.device)
+    model = _build_model(setup.spec, x, seed, setup.model_options)
+    history = _fit(model, setup.objective(), x, setup.training, seed=seed, callback=callback)
+    return _finish(model, x, pixels, setup, seed=seed, rule=rule, history=history, start=start)

@@ -128,7 +128,23 @@ class IntraScaleStabilityLoss(nn.Module):
         return intra_scale_stability_loss(attention)
 
 
-class S3NetObjective(nn.Module):
+class _Objective(nn.Module):
+    """An objective for one iteration in two steps, so that a batched fit can draw each model's randomness
+    from that model's generator and run the deterministic rest under ``torch.func.vmap``:
+    ``forward(model, image, generator) == terms(model, image, draw(height, width, generator))``."""
+
+    def draw(self, height: int, width: int, generator: torch.Generator) -> Tensor | None:
+        """The iteration's random draws for an (height, width) image, on the CPU; None: nothing is drawn."""
+        return None
+
+    def forward(
+        self, model: nn.Module, image: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms)."""
+        return self.terms(model, image, self.draw(*image.shape[-2:], generator))
+
+
+class S3NetObjective(_Objective):
     """The S3-Net training objective for one iteration.
 
     Draws a random affine T, runs the network on x (main head) and on T(x) (auxiliary head), and
@@ -152,12 +168,14 @@ class S3NetObjective(nn.Module):
         self.spatial_weight = spatial_weight
         self.transform_resolution = transform_resolution
 
-    def forward(
-        self, model: nn.Module, image: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms)."""
+    def draw(self, height: int, width: int, generator: torch.Generator) -> Tensor:
+        """The iteration's random affine T: (1, 2, 3), ``random_affine_matrix`` on the CPU."""
+        return random_affine_matrix(1, height, width, generator=generator)
+
+    def terms(self, model: nn.Module, image: Tensor, theta: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``image`` (1, C, H, W) and T from ``draw`` -> (scores (1, K, H, W), weighted loss terms)."""
         height, width = image.shape[-2:]
-        theta = random_affine_matrix(1, height, width, generator=generator).to(image.device)
+        theta = theta.to(image.device)
         size_t = (max(2, round(height * self.transform_resolution)), max(2, round(width * self.transform_resolution)))
         image_t = warp_affine(image, theta, size=size_t, padding_mode="reflection")
         scores = model.predict(image)
@@ -170,7 +188,7 @@ class S3NetObjective(nn.Module):
         return scores, terms
 
 
-class MSFormerObjective(nn.Module):
+class MSFormerObjective(_Objective):
     """The MS-Former training objective for one iteration.
 
     Returns the weighted terms ``ce`` (scores against their argmax), ``inter`` (fine against coarse
@@ -187,10 +205,8 @@ class MSFormerObjective(nn.Module):
         self.intra_weight = intra_weight
         self.shift = shift
 
-    def forward(
-        self, model: nn.Module, image: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms); ``generator`` unused."""
+    def terms(self, model: nn.Module, image: Tensor, drawn: None) -> tuple[Tensor, dict[str, Tensor]]:
+        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms); nothing is drawn."""
         scores, context_fine, context_coarse = model(image)
         terms = {
             "ce": self.ce_weight * self_label_cross_entropy(scores),
@@ -200,13 +216,13 @@ class MSFormerObjective(nn.Module):
         return scores, terms
 
 
-class DFCObjective(nn.Module):
+class DFCObjective(_Objective):
     """The training objective of DFC (Kim & Kanezaki, IEEE TIP 2020) for one iteration.
 
     Returns the weighted terms ``similarity`` (cross-entropy of the response map against its own
     per-pixel argmax, ``stepsize_sim`` in the authors' ``demo.py``) and ``continuity`` (mean absolute
     vertical plus mean absolute horizontal difference of the response map, their L1 losses against
-    zero, ``stepsize_con``). Both weights are 1 in the released code. ``generator`` is unused.
+    zero, ``stepsize_con``). Both weights are 1 in the released code.
     """
 
     def __init__(self, similarity_weight: float = 1.0, continuity_weight: float = 1.0) -> None:
@@ -214,10 +230,8 @@ class DFCObjective(nn.Module):
         self.similarity_weight = similarity_weight
         self.continuity_weight = continuity_weight
 
-    def forward(
-        self, model: nn.Module, image: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms); ``generator`` unused."""
+    def terms(self, model: nn.Module, image: Tensor, drawn: None) -> tuple[Tensor, dict[str, Tensor]]:
+        """``image`` (1, C, H, W) -> (scores (1, K, H, W), weighted loss terms); nothing is drawn."""
         scores = model.predict(image)
         terms = {
             "similarity": self.similarity_weight * self_label_cross_entropy(scores),

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from selfseg.checks import check_shape
 
-__all__ = ["random_affine_matrix", "warp_affine"]
+__all__ = ["affine_grid", "random_affine_matrix", "warp_affine"]
 
 
 def random_affine_matrix(
@@ -59,6 +59,27 @@ def random_affine_matrix(
     return theta
 
 
+def _normalised_coordinates(steps: int, like: Tensor) -> Tensor:
+    """Pixel centres of ``steps`` pixels in [-1, 1] coordinates (align_corners=False), as ``F.affine_grid``
+    computes them."""
+    return torch.linspace(-1, 1, steps, dtype=like.dtype, device=like.device) * (steps - 1) / steps
+
+
+def affine_grid(theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.affine_grid(theta, (B, *, *size), align_corners=False)``, the same numbers, in operations that
+    ``torch.func.vmap`` batches (it has no rule for ``affine_grid_generator``). (B, 2, 3) -> (B, H, W, 2).
+
+    >>> theta = torch.tensor([[[0.5, 0.1, 0.2], [-0.3, 0.9, 0.0]]])
+    >>> torch.equal(affine_grid(theta, (5, 7)), F.affine_grid(theta, [1, 1, 5, 7], align_corners=False))
+    True
+    """
+    height, width = size
+    base = torch.ones(1, height, width, 3, dtype=theta.dtype, device=theta.device)
+    base[..., 0] = _normalised_coordinates(width, theta)
+    base[..., 1] = _normalised_coordinates(height, theta)[:, None]
+    return (base.view(1, height * width, 3) @ theta.transpose(1, 2)).view(theta.shape[0], height, width, 2)
+
+
 def warp_affine(
     x: Tensor,
     theta: Tensor,
@@ -71,5 +92,5 @@ def warp_affine(
     check_shape("x", x, ("B", "C", "H", "W"))
     check_shape("theta", theta, (x.shape[0], 2, 3))
     out_size = tuple(x.shape[-2:]) if size is None else tuple(size)
-    grid = F.affine_grid(theta.to(x), [x.shape[0], x.shape[1], *out_size], align_corners=False)
+    grid = affine_grid(theta.to(x), out_size)
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=False)

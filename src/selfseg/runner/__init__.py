@@ -44,6 +44,7 @@ from selfseg.runner.workers import (
     available_cores,
     available_memory_gib,
     check_workers,
+    plan_batch_images,
     plan_workers,
     run_ray_tasks,
     run_tasks,
@@ -63,6 +64,7 @@ __all__ = [
     "check_workers",
     "evaluate_outputs",
     "image_seed",
+    "plan_batch_images",
     "plan_workers",
     "run_batch",
     "slice_seed",
@@ -182,6 +184,7 @@ def run_batch(
     resume: bool = False,
     workers: int | str = 1,
     threads: int = 1,
+    batch_images: int | None = None,
     backend: str = "local",
     ray_address: str | None = None,
     ray_cpus: float = 1.0,
@@ -227,12 +230,13 @@ def run_batch(
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: two inputs share a stem, ``method``, ``workers``, ``threads`` or the selection
+        ValueError: two inputs share a stem, ``method``, ``workers``, ``threads``, ``batch_images`` or the selection
             arguments are invalid, or ``out_dir`` holds a ``results.csv`` that is not a results table. Nothing is written.
         KeyboardInterrupt: Ctrl-C; the worker processes (``workers`` > 1) stop at once.
     """
     engine.check_method(method)
     check_workers(workers, threads)
+    batch_images = plan_batch_images(batch_images, method=method, device=device, size=size)
     look_up_option(backend, BACKENDS, name="backend")
     if not ray_cpus > 0 or not ray_gpus >= 0:
         raise ValueError(f"ray_cpus must be > 0 and ray_gpus >= 0, got {ray_cpus} and {ray_gpus}")
@@ -266,11 +270,15 @@ def run_batch(
             else:
                 tasks.append(planned)
         if backend == "ray":
-            outcomes = run_ray_tasks(tasks, threads=threads, address=ray_address, cpus=ray_cpus, gpus=ray_gpus)
+            outcomes = run_ray_tasks(
+                tasks, threads=threads, address=ray_address, cpus=ray_cpus, gpus=ray_gpus, batch_images=batch_images
+            )
         else:
             workers = plan_workers(workers, threads, method=method, device=device, inputs=len(tasks))
             on_start = lambda task: bar.set_postfix_str(task.path.name)  # noqa: E731
-            outcomes = run_tasks(tasks, workers=workers, threads=threads, device=device, on_start=on_start)
+            outcomes = run_tasks(
+                tasks, workers=workers, threads=threads, device=device, on_start=on_start, batch_images=batch_images
+            )
         for task, (wanted, previous), outcome in outcomes:
             bar.update()
             batch.finish(task, wanted, previous, outcome)

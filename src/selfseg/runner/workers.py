@@ -15,8 +15,9 @@ from typing import TypeVar
 import torch
 
 from selfseg import engine
+from selfseg.batched import default_batch_images
 from selfseg.optional import optional_import
-from selfseg.runner.task import Task, run_task
+from selfseg.runner.task import Task, run_tasks_together
 
 __all__ = [
     "BACKENDS",
@@ -24,6 +25,7 @@ __all__ = [
     "available_cores",
     "available_memory_gib",
     "check_workers",
+    "plan_batch_images",
     "plan_workers",
     "run_ray_tasks",
     "run_tasks",
@@ -88,6 +90,29 @@ def plan_workers(workers: int | str, threads: int, *, method: str, device: str, 
     return max(1, min(available_cores() // threads, by_memory, inputs))
 
 
+NATIVE_SIDE = 512
+"""The working side ``plan_batch_images`` budgets GPU memory for when fits run at the native size (``size=None``)."""
+
+
+def plan_batch_images(batch_images: int | None, *, method: str, device: str, size: int | None) -> int:
+    """The networks fitted at once (``batched.segment_many``): ``batch_images`` itself (at least 1), or for
+    None ``batched.default_batch_images`` at a square working size of ``size`` (None: ``NATIVE_SIDE``); 1 for the
+    baselines."""
+    if batch_images is not None:
+        if not isinstance(batch_images, int) or batch_images < 1:
+            raise ValueError(f"batch_images must be None (auto) or at least 1, got {batch_images!r}")
+        return batch_images
+    if method in engine.BASELINES:
+        return 1
+    side = size or NATIVE_SIDE
+    return default_batch_images(method, device, side, side)
+
+
+def _groups(tasks: Sequence[tuple[Task, T]], size: int) -> list[list[tuple[Task, T]]]:
+    """``tasks`` in consecutive groups of ``size``, fitted together by ``run_tasks_together``."""
+    return [list(tasks[start : start + size]) for start in range(0, len(tasks), size)]
+
+
 def _init_worker(threads: int, parent: int) -> None:
     """Worker process start: ``threads`` torch threads, so that workers x threads fits the cores. Ctrl-C
     ends a worker at once: its files are written atomically, so only complete ones exist, and the main
@@ -118,39 +143,49 @@ def _start_method(device: str) -> str:
 
 
 def run_tasks(
-    tasks: Sequence[tuple[Task, T]], *, workers: int, threads: int, device: str, on_start: Callable[[Task], None]
+    tasks: Sequence[tuple[Task, T]],
+    *,
+    workers: int,
+    threads: int,
+    device: str,
+    on_start: Callable[[Task], None],
+    batch_images: int = 1,
 ) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
-    """Run each ``(task, context)`` with ``run_task``; yield ``(task, context, outcome)`` as each finishes.
+    """Run each ``(task, context)``; yield ``(task, context, outcome)`` as each finishes. Consecutive groups of
+    ``batch_images`` tasks run together (``run_tasks_together``: their networks fitted ``batch_images`` at once).
 
     One worker: in this process, in order, with ``threads`` torch threads (restored after), calling
-    ``on_start`` before each. More: a pool of ``workers`` processes (``_start_method``, ``_init_worker``),
+    ``on_start`` before each group. More: a pool of ``workers`` processes (``_start_method``, ``_init_worker``),
     in the order they finish; an exception (Ctrl-C) cancels what has not started.
     """
+    groups = _groups(tasks, batch_images)
     if workers == 1:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            for task, context in tasks:
-                on_start(task)
-                yield task, context, run_task(task)
+            for group in groups:
+                on_start(group[0][0])
+                for (task, context), outcome in zip(group, run_tasks_together([t for t, _ in group], batch_images)):
+                    yield task, context, outcome
         finally:
             torch.set_num_threads(before)
         return
     mp_context = multiprocessing.get_context(_start_method(device))
     with ProcessPoolExecutor(workers, mp_context=mp_context, initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
-        futures = {pool.submit(run_task, task): (task, context) for task, context in tasks}
+        futures = {pool.submit(run_tasks_together, [t for t, _ in group], batch_images): group for group in groups}
         try:
             for future in as_completed(futures):
-                yield *futures[future], future.result()
+                for (task, context), outcome in zip(futures[future], future.result()):
+                    yield task, context, outcome
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 
-def _ray_task(task: Task, threads: int) -> tuple[dict, str | None]:
-    """``run_task`` in a Ray worker process, with ``threads`` torch threads (results depend on them)."""
+def _ray_task(tasks: list[Task], threads: int, batch_images: int) -> list[tuple[dict, str | None]]:
+    """``run_tasks_together`` in a Ray worker process, with ``threads`` torch threads (results depend on them)."""
     torch.set_num_threads(threads)
-    return run_task(task)
+    return run_tasks_together(tasks, batch_images)
 
 
 def _died(error: Exception) -> str:
@@ -160,10 +195,17 @@ def _died(error: Exception) -> str:
 
 
 def run_ray_tasks(
-    tasks: Sequence[tuple[Task, T]], *, threads: int, address: str | None, cpus: float, gpus: float
+    tasks: Sequence[tuple[Task, T]],
+    *,
+    threads: int,
+    address: str | None,
+    cpus: float,
+    gpus: float,
+    batch_images: int = 1,
 ) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
-    """Run each ``(task, context)`` as a Ray task (``cpus`` CPUs and ``gpus`` GPUs each, fractions allowed);
-    yield ``(task, context, outcome)`` in the order they finish.
+    """Run each group of ``batch_images`` consecutive ``(task, context)`` as a Ray task (``run_tasks_together``;
+    ``cpus`` CPUs and ``gpus`` GPUs each, fractions allowed); yield ``(task, context, outcome)`` in the order
+    the groups finish.
 
     Uses the Ray of this process if it is initialised, else connects to ``address`` (None: starts a local
     Ray on this machine's cores, shut down at the end). A task whose worker dies is run again by Ray
@@ -177,16 +219,17 @@ def run_ray_tasks(
         local = {"num_cpus": available_cores()} if address is None else {}
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(_ray_task)
-    contexts = {remote.remote(task, threads): (task, context) for task, context in tasks}
-    pending = list(contexts)
+    groups = {remote.remote([t for t, _ in group], threads, batch_images): group for group in _groups(tasks, batch_images)}
+    pending = list(groups)
     try:
         while pending:
             (ref,), pending = ray.wait(pending, num_returns=1)
             try:
-                outcome = ray.get(ref)
+                outcomes = ray.get(ref)
             except ray.exceptions.RayError as err:  # the worker died every time (a task's own errors are outcomes)
-                outcome = {}, _died(err)
-            yield *contexts[ref], outcome
+                outcomes = [({}, _died(err))] * len(groups[ref])
+            for (task, context), outcome in zip(groups[ref], outcomes):
+                yield task, context, outcome
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
