@@ -7,6 +7,7 @@ import pytest
 
 from selfseg.batched import default_batch_images, segment_many
 from selfseg.engine import segment
+from selfseg.foreground import most_agreed
 from selfseg.io import read_image
 
 from helpers import disc_image
@@ -149,3 +150,21 @@ def test_real_images_at_the_defaults_within_tolerance(shared_data) -> None:
     differ = [float((a.mask != b.mask).mean()) for a, b in zip(together, alone)]
     assert max(differ) <= 0.05
     assert all(abs(a.iterations - b.iterations) <= 2 for a, b in zip(together, alone))
+
+
+def test_fits_keep_the_mask_the_seeds_agree_on() -> None:
+    """Three fits per image: the result of the seed whose mask the other two agree with most, each fit
+    exactly ``segment``'s with its seed (one by one on the CPU); its seconds those of all three."""
+    images = _images()[:2]
+    results = segment_many(images, seed=4, fits=3, **FAST)
+    for index, (image, result) in enumerate(zip(images, results)):
+        fits = [segment(image, seed=4 + index + k, **FAST) for k in range(3)]
+        best = fits[most_agreed([fit.mask for fit in fits])]
+        assert result.seed == best.seed
+        np.testing.assert_array_equal(result.labels, best.labels)
+        np.testing.assert_array_equal(result.mask, best.mask)
+        assert result.seconds >= best.seconds
+    with pytest.raises(ValueError, match="image 1: image must be at least 2x2 pixels"):
+        segment_many([images[0], np.zeros((1, 1))], fits=2, **FAST)
+    with pytest.raises(ValueError, match="fits must be an integer of at least 1, got 0"):
+        segment_many(images, fits=0, **FAST)

@@ -615,3 +615,19 @@ def test_plan_batch_images(monkeypatch):
     assert plan(None, method="s3net", device="cuda", size=192) == 4
     with pytest.raises(ValueError, match=r"^batch_images must be None \(auto\) or at least 1, got 0$"):
         plan(0, method="s3net", device="cpu", size=96)
+
+
+def test_fits_are_an_option_of_the_fit(tmp_path, monkeypatch):
+    calls = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
+    run_batch([image], out, fits=2, progress=False)
+    assert [call["seed"] for call in calls] == [calls[0]["seed"], calls[0]["seed"] + 1]
+    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
+    assert row["options"] == '{"fits": 2, "readout": "kmeans", "readout_clusters": "auto"}'
+    assert run_batch([image], out, fits=2, resume=True, progress=False).skipped == ["a"]
+    run_batch([image], out, resume=True, progress=False)  # one fit: a different fit, fitted again
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match="fits must be an integer of at least 1, got 0"):
+        run_batch([image], out, fits=0, progress=False)

@@ -15,8 +15,10 @@ path's ``engine._finish`` reads out, and the group's next image takes the slot.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import inspect
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +48,7 @@ from selfseg.engine import (
     resolve_device,
     segment,
 )
+from selfseg.foreground import most_agreed
 
 __all__ = ["CPU_BATCH_IMAGES", "CUDA_MEMORY_PER_IMAGE_MIB", "default_batch_images", "segment_many"]
 
@@ -58,6 +61,8 @@ CUDA_MEMORY_PER_IMAGE_MIB: dict[str, float] = {"s3net": 220.0, "msformer": 230.0
 MiB: the largest growth of the peak resident memory per image between N = 2, 4 and 8 measured on the CPU
 (benchmarks/batch.py, docs/speed.md: 212, 225 and 37), rounded up. ``default_batch_images`` scales it by the
 working pixels; no GPU figure has been measured yet (``torch.cuda.max_memory_allocated`` in the benchmark)."""
+
+_MESSAGE_INDEX = re.compile(r"^image (\d+):")
 
 MAX_BATCH_IMAGES = 256
 """Upper bound of the default ``batch_images`` on a GPU."""
@@ -271,11 +276,17 @@ def _segment_arguments(method: str, arguments: dict) -> dict:
     return {name: value for name, value in bound.arguments.items() if name not in ("image", "method")}
 
 
+def _truths(truth: Sequence[np.ndarray | None] | None, count: int) -> list[np.ndarray | None]:
+    """One ground-truth mask (or None) per image; ValueError unless ``truth`` is None or holds ``count``."""
+    truths = [None] * count if truth is None else list(truth)
+    if len(truths) != count:
+        raise ValueError(f"truth must be None or one mask (or None) per image ({count}), got {len(truths)}")
+    return truths
+
+
 def _checked_images(images: Sequence[np.ndarray], truth: Sequence[np.ndarray | None] | None, args: dict) -> list:
     """(pixels, rule) of each image, checked as ``segment`` checks one; ValueError or TypeError naming the index."""
-    truths = [None] * len(images) if truth is None else list(truth)
-    if len(truths) != len(images):
-        raise ValueError(f"truth must be None or one mask (or None) per image ({len(images)}), got {len(truths)}")
+    truths = _truths(truth, len(images))
     checked = []
     for index, (image, mask) in enumerate(zip(images, truths)):
         rule = {name: args[name] for name in ("foreground", "target", "point", "oracle_crop")} | {"truth": mask}
@@ -294,6 +305,7 @@ def segment_many(
     batch_images: int | None = None,
     truth: Sequence[np.ndarray | None] | None = None,
     callback: Callable[[int, int, dict[str, float]], None] | None = None,
+    fits: int = 1,
     **arguments,
 ) -> list[SegmentationResult]:
     """``engine.segment`` of each image, up to ``batch_images`` networks fitted in one pass (this module's docstring).
@@ -307,6 +319,9 @@ def segment_many(
             ``segment`` on each image.
         truth: None, or one ground-truth mask (or None) per image, for ``foreground="oracle"``.
         callback: called after every iteration with (image index, iteration, record of its ``history``).
+        fits: networks fitted to each image, with seeds ``s, s + 1, ...`` from the image's seed ``s``; the
+            result whose mask agrees most with the others' is kept (``foreground.most_agreed``), its
+            ``seconds`` the sum over the fits: a consensus that costs ``fits`` times one fit.
         **arguments: any other argument of ``segment`` (``size``, ``max_iter``, ``device``, ``readout``,
             ``foreground``, ``n_channels``, ...), the same for every image.
 
@@ -329,6 +344,9 @@ def segment_many(
     >>> [bool((a.labels == b.labels).all()) for a, b in zip(together, alone)]
     [True, True]
     """
+    if fits != 1:
+        return _consensus(images, method, fits=fits, seed=seed, batch_images=batch_images, truth=truth,
+                          callback=callback, **arguments)
     args = _segment_arguments(method, arguments)
     counts = _check_arguments(method, readout=args["readout"], precision=args["precision"],
                               readout_clusters=args["readout_clusters"], min_labels=args["min_labels"])
@@ -344,3 +362,33 @@ def segment_many(
         n = batch_images or default_batch_images(method, setup.device, height, width)
         results.update(_fit_group(group, setup, n, callback) if n > 1 else _one_by_one(group, method, arguments, callback))
     return [results[index] for index in range(len(images))]
+
+
+def _consensus(
+    images: Sequence[np.ndarray],
+    method: str,
+    *,
+    fits: int,
+    seed: int | Sequence[int],
+    truth: Sequence[np.ndarray | None] | None,
+    callback: Callable[[int, int, dict[str, float]], None] | None,
+    **arguments,
+) -> list[SegmentationResult]:
+    """``segment_many`` with ``fits`` networks per image (see its ``fits``): every fit in one call, then per
+    image the result that the others agree with most."""
+    if not isinstance(fits, (int, np.integer)) or fits < 1:
+        raise ValueError(f"fits must be an integer of at least 1, got {fits!r}")
+    seeds = [s + k for s in _seeds(seed, len(images)) for k in range(fits)]
+    truths = [mask for mask in _truths(truth, len(images)) for _ in range(fits)]
+    each = None if callback is None else (lambda index, iteration, record: callback(index // fits, iteration, record))
+    repeated = [image for image in images for _ in range(fits)]
+    try:
+        results = segment_many(repeated, method, seed=seeds, truth=truths, callback=each, **arguments)
+    except (ValueError, TypeError) as err:  # name the caller's image, not its copy
+        raise type(err)(_MESSAGE_INDEX.sub(lambda m: f"image {int(m.group(1)) // fits}:", str(err), count=1)) from None
+    kept = []
+    for start in range(0, len(results), fits):
+        group = results[start : start + fits]
+        best = group[most_agreed([result.mask for result in group])]
+        kept.append(dataclasses.replace(best, seconds=sum(result.seconds for result in group)))
+    return kept

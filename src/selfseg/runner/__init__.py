@@ -185,6 +185,7 @@ def run_batch(
     workers: int | str = 1,
     threads: int = 1,
     batch_images: int | None = None,
+    fits: int = 1,
     backend: str = "local",
     ray_address: str | None = None,
     ray_cpus: float = 1.0,
@@ -226,6 +227,8 @@ def run_batch(
     With ``backend="ray"`` each input is a Ray task instead (``workers.run_ray_tasks``: the Ray of this
     process, the cluster at ``ray_address``, or a local one; ``ray_cpus`` and ``ray_gpus`` per task, fractions
     allowed): the same files, rows, resume and failures; ``workers`` is then unused.
+    ``fits`` > 1 fits that many networks to each input and keeps the mask they agree on most
+    (``batched.segment_many``; recorded in the row's options).
     ``on_result`` is called with each finished input's row; ``progress`` shows a progress bar on stderr.
 
     Raises:
@@ -236,6 +239,10 @@ def run_batch(
     """
     engine.check_method(method)
     check_workers(workers, threads)
+    if not isinstance(fits, int) or fits < 1:
+        raise ValueError(f"fits must be an integer of at least 1, got {fits!r}")
+    if fits != 1:  # an option of the fit, so that resume refits when it changes
+        options = options | {"fits": fits}
     batch_images = plan_batch_images(batch_images, method=method, device=device, size=size)
     look_up_option(backend, BACKENDS, name="backend")
     if not ray_cpus > 0 or not ray_gpus >= 0:
