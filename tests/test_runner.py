@@ -62,6 +62,14 @@ def batch(tmp_path_factory):
     return src, out, report, rows, stderr.getvalue()
 
 
+
+def _record_segment(monkeypatch) -> list[dict]:
+    """Replace ``engine.segment`` with ``_fake_segment``; the keyword arguments of each call land in the list returned."""
+    calls: list[dict] = []
+    fake = _fake_segment()
+    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    return calls
+
 def test_batch_outputs(batch):
     _, out, report, _, _ = batch
     assert [row["image"] for row in report.results] == ["colour", "grey"]
@@ -138,9 +146,7 @@ def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
 
 
 def test_resume_skips_refits_or_rechooses(tmp_path, monkeypatch):
-    calls = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    calls = _record_segment(monkeypatch)
     a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "b.png")
     out = tmp_path / "out"
     run_batch([a, b], out, progress=False)
@@ -383,9 +389,7 @@ def test_dicom_series_round_trip_and_resume(tmp_path, monkeypatch):
 
 
 def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch):
-    calls = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(1) or fake(*a, **k))
+    calls = _record_segment(monkeypatch)
     src = tmp_path / "in"
     src.mkdir()
     a, b, c = (_disc(src / f"{n}.png") for n in "abc")
@@ -413,9 +417,7 @@ def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch)
 
 
 def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
-    calls = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    calls = _record_segment(monkeypatch)
     image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
     run_batch([image], out, n_channels=8, progress=False)
     assert calls[0]["n_channels"] == 8
@@ -435,9 +437,7 @@ def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
 def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     """selfseg 0.4 and older named no readout at its default, argmax: such rows resume an argmax run
     only; a baseline's row never names one (baselines ignore it)."""
-    calls = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    calls = _record_segment(monkeypatch)
     image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
     run_batch([image], out, readout="argmax", progress=False)
     table = _read_csv(out / "results.csv")
@@ -618,9 +618,7 @@ def test_plan_batch_images(monkeypatch):
 
 
 def test_fits_are_an_option_of_the_fit(tmp_path, monkeypatch):
-    calls = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    calls = _record_segment(monkeypatch)
     image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
     run_batch([image], out, fits=2, progress=False)
     assert [call["seed"] for call in calls] == [calls[0]["seed"], calls[0]["seed"] + 1]
