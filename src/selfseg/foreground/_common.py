@@ -51,6 +51,14 @@ def regions_of(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
     return [ndimage.binary_fill_holes(components == index) for index in keep if index != 0]
 
 
+def centrality(region: np.ndarray) -> float:
+    """1 minus the distance of the (H, W) region's centroid from the image centre, over the half-diagonal
+    (both in fractions of the sides): 1 at the centre, 0 in a corner."""
+    rows, cols = np.nonzero(region)
+    offset = np.hypot(rows.mean() / region.shape[0] - 0.5, cols.mean() / region.shape[1] - 0.5)
+    return float(1 - offset / np.hypot(0.5, 0.5))
+
+
 def clusters_by_grey(labels: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cluster ids of ``labels`` sorted from darkest to brightest mean ``grey``, and those means."""
     ids = np.unique(labels)

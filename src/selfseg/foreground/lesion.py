@@ -7,6 +7,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 
 from selfseg.foreground._common import (
+    centrality,
     clusters_by_grey,
     convex_hull,
     disk_radius,
@@ -32,7 +33,6 @@ def lesion_mask(
     frame = frame_band(labels.shape)
     band = max(1, round(0.03 * float(np.hypot(*labels.shape))))
     element = disk(disk_radius(opening, labels.shape))
-    height, width = labels.shape
     order, _ = clusters_by_grey(labels, grey)
     candidates = [np.isin(labels, order[:k]) for k in range(1, len(order))]
     candidates += [labels == label for label in order[1:-1]]
@@ -42,13 +42,10 @@ def lesion_mask(
             area = float(region.mean())
             if area > max_area:
                 continue
-            rows, cols = np.nonzero(region)
-            offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
-            centrality = 1 - offset / np.hypot(0.5, 0.5)
             touch = float((region & frame).sum()) / float(frame.sum())
             solidity = float(region.sum()) / float(convex_hull(region).sum())
             score = (
-                max(grey_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality
+                max(grey_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality(region)
                 * solidity
             )
             if score > best_score:

@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage.color import rgb2lab
 from skimage.morphology import disk
 
-from selfseg.foreground._common import EIGHT, disk_radius, regions_of
+from selfseg.foreground._common import EIGHT, centrality, disk_radius, regions_of
 
 __all__ = ["endoscope_field", "looks_endoscopic", "polyp_candidates", "polyp_mask"]
 
@@ -85,7 +85,6 @@ def polyp_candidates(
     """
     field = endoscope_field(image)
     lab = rgb2lab(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3])
-    height, width = labels.shape
     element = disk(disk_radius(opening, labels.shape))
     surround = disk(disk_radius(band, labels.shape))
     field_area = float(field.sum())
@@ -97,10 +96,8 @@ def polyp_candidates(
             if area > max_area or not ring.any():
                 continue
             excess = np.clip(lab[region].mean(axis=0) - lab[ring].mean(axis=0), 0, None).sum()
-            rows, cols = np.nonzero(region)
-            offset = np.hypot(rows.mean() / height - 0.5, cols.mean() / width - 0.5)
             size = np.exp(-0.5 * (np.log(area / typical_area) / area_spread) ** 2)
-            candidates.append((region, float((1 + excess) * size * (1 - offset / np.hypot(0.5, 0.5)) ** 2)))
+            candidates.append((region, float((1 + excess) * size * centrality(region) ** 2)))
     return candidates
 
 
