@@ -50,7 +50,7 @@ from selfseg.engine import (
 )
 from selfseg.foreground import most_agreed
 
-__all__ = ["CPU_BATCH_IMAGES", "CUDA_MEMORY_PER_IMAGE_MIB", "default_batch_images", "segment_many"]
+__all__ = ["CPU_BATCH_IMAGES", "CUDA_MEMORY_PER_IMAGE_MIB", "check_fits", "default_batch_images", "segment_many"]
 
 CPU_BATCH_IMAGES = 1
 """Default ``batch_images`` on the CPU: batching does not pay there at the default working size
@@ -364,6 +364,13 @@ def segment_many(
     return [results[index] for index in range(len(images))]
 
 
+def check_fits(fits: int) -> None:
+    """ValueError unless ``fits`` (networks per image) is an integer of at least 1 (``segment_many``'s and
+    ``run_batch``'s check)."""
+    if not isinstance(fits, (int, np.integer)) or fits < 1:
+        raise ValueError(f"fits must be an integer of at least 1, got {fits!r}")
+
+
 def _consensus(
     images: Sequence[np.ndarray],
     method: str,
@@ -376,8 +383,7 @@ def _consensus(
 ) -> list[SegmentationResult]:
     """``segment_many`` with ``fits`` networks per image (see its ``fits``): every fit in one call, then per
     image the result that the others agree with most."""
-    if not isinstance(fits, (int, np.integer)) or fits < 1:
-        raise ValueError(f"fits must be an integer of at least 1, got {fits!r}")
+    check_fits(fits)
     seeds = [s + k for s in _seeds(seed, len(images)) for k in range(fits)]
     truths = [mask for mask in _truths(truth, len(images)) for _ in range(fits)]
     each = None if callback is None else (lambda index, iteration, record: callback(index // fits, iteration, record))

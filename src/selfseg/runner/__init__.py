@@ -23,6 +23,7 @@ from tqdm import tqdm
 import selfseg
 from selfseg import datasets, engine, io, volumes
 from selfseg.batch_inputs import find_inputs, input_stem
+from selfseg.batched import check_fits
 from selfseg.checks import look_up_option
 from selfseg.foreground import check_rule
 from selfseg.runner.manifest import RESULT_COLUMNS, Manifest, cell, decide, options_cell, read_manifest, typed
@@ -239,8 +240,7 @@ def run_batch(
     """
     engine.check_method(method)
     check_workers(workers, threads)
-    if not isinstance(fits, int) or fits < 1:
-        raise ValueError(f"fits must be an integer of at least 1, got {fits!r}")
+    check_fits(fits)
     if fits != 1:  # an option of the fit, so that resume refits when it changes
         options = options | {"fits": fits}
     batch_images = plan_batch_images(batch_images, method=method, device=device, size=size)
