@@ -20,6 +20,7 @@ from selfseg.foreground import (
     select_foreground,
 )
 from selfseg.foreground._common import convex_hull, grey_contrast
+from selfseg.foreground.lungs import below_shoulders, is_radiograph, snap_to_edges
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
@@ -134,12 +135,54 @@ def test_lungs_close_to_each_other_are_not_bridged() -> None:
 def test_a_near_tie_goes_to_the_darker_lungs() -> None:
     """A 2-px rim of a mid-grey cluster (fat, partial volume) around each lung: the lungs with the rim score
     less than 5 % above the lungs alone, so the darker candidate is kept; without the preference the
-    rim joins."""
+    rim joins. (The choice among clusters is tested, so without the edge snap, which moves the boundary
+    into such a rim.)"""
     labels, lungs = _chest()
     labels[ndimage.binary_dilation(lungs, iterations=2) & ~lungs] = 3
     grey = _paint(labels, {1: 0.05, 2: 0.6, 3: 0.45}, tint=False).mean(axis=2)
-    np.testing.assert_array_equal(lungs_mask(labels, grey), lungs)
-    assert _iou(lungs_mask(labels, grey, prefer_darker=0.0), lungs) < 0.85
+    np.testing.assert_array_equal(lungs_mask(labels, grey, snap_iterations=0), lungs)
+    assert _iou(lungs_mask(labels, grey, prefer_darker=0.0, snap_iterations=0), lungs) < 0.85
+
+
+def _xray(shape=(96, 128)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chest-X-ray-like cluster map: black air (1) above the shoulders, a body (2) wide from row 30 down and a
+    neck (2) above it to the top edge, two lungs (3) whose cluster also covers the neck's middle
+    (a leak into the neck, as on many real X-rays). Returns (labels, lungs, grey) with grey lungs between
+    the air and the body."""
+    labels = np.ones(shape, dtype=np.int32)
+    labels[30:, 8:-8] = 2
+    labels[:30, 44:84] = 2
+    lungs = _disc(shape, (64, 40), 20) | _disc(shape, (64, 88), 20)
+    labels[lungs] = 3
+    labels[10:52, 52:76] = 3  # the neck leak, joining both lungs from above
+    grey = _paint(labels, {1: 0.02, 2: 0.8, 3: 0.35}, tint=False).mean(axis=2)
+    return labels, lungs, grey
+
+
+def test_on_a_radiograph_the_neck_above_the_shoulders_is_cut() -> None:
+    labels, lungs, grey = _xray()
+    body = labels != 1
+    assert is_radiograph(lungs, body, grey)
+    assert not is_radiograph(lungs, body, np.where(lungs, 0.02, grey))  # CT: lungs as dark as the air
+    np.testing.assert_array_equal(below_shoulders(labels == 3, body), (labels == 3) & (np.arange(96) >= 30)[:, None])
+    below = (labels == 3) & (np.arange(96) >= 30)[:, None]  # the lungs and the part of the leak below the neck
+    mask = lungs_mask(labels, grey, snap_iterations=0)
+    assert not mask[:30].any() and _iou(mask, below) > 0.97
+    assert lungs_mask(labels, grey, shoulders=0.0, snap_iterations=0)[:30].any()  # the leak, without the cut
+
+
+def test_snap_to_edges_moves_the_boundary_to_the_edge() -> None:
+    """A dark disc (radius 20) whose rim fades to the background over its outer 5 px: a mask of the 15-px core
+    grows to the disc's edge and no further."""
+    yy, xx = np.mgrid[:96, :96]
+    distance = np.hypot(yy - 48, xx - 48)
+    grey = np.clip((distance - 15) / 5, 0, 1) * 0.3 + 0.1
+    grey[distance >= 20] = 0.9
+    core, disc = distance < 15, distance < 20
+    snapped = snap_to_edges(core, grey, iterations=8)
+    assert _iou(snapped, disc) > 0.95 and _iou(core, disc) < 0.6
+    np.testing.assert_array_equal(snap_to_edges(core, grey, iterations=0), core)
+    assert not snap_to_edges(np.zeros_like(core), grey).any()
 
 
 def test_lungs_joined_in_front_count_as_a_pair() -> None:

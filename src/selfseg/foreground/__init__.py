@@ -14,7 +14,9 @@ Without ground truth (``select_foreground``), under a target prior:
   contrast and area with a bonus for a left/right pair, or for one region with a large part on each side
   (lungs joined at the front), the darker of two near-equal candidates kept, then grown back by the
   margin inside their clusters, closed and hole-filled one connected region at a time (so that the
-  closing does not bridge a thin mediastinum and fill it in).
+  closing does not bridge a thin mediastinum and fill it in). On a radiograph (``lungs.is_radiograph``) the
+  mask is cut above the shoulders (``lungs.below_shoulders``); last, its boundary is moved outward to the
+  image's edges (``lungs.snap_to_edges``, a geodesic active contour).
 - ``"polyp"`` (``polyp.polyp_mask``): one compact region of the endoscope's field, brighter, redder or
   yellower than the mucosa around it and near the centre (colonoscopy; see ``selfseg.foreground.polyp``).
 - ``"auto"`` (``resolve_target``): polyp on endoscope frames (black corners around a red-orange field),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk
+from skimage.segmentation import inverse_gaussian_gradient, morphological_geodesic_active_contour
 
 from selfseg.foreground._common import (
     EIGHT,
@@ -29,6 +30,9 @@ def lungs_mask(
     dark_tolerance: float = 0.05,
     outside_scales: tuple[float, ...] = (1, 4, 8),
     prefer_darker: float = 0.05,
+    shoulders: float = 0.85,
+    radiograph_contrast: float = 0.15,
+    snap_iterations: int = 4,
 ) -> np.ndarray:
     """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
     (also when the darkest cluster does not reach the frame: no dark surround, no body).
@@ -52,6 +56,14 @@ def lungs_mask(
         prefer_darker: a candidate of more (brighter) clusters must score this fraction higher than the
             darker one before it: the lungs are the darkest structure in the body, and a near tie means a
             fat or partial-volume cluster joining them (CT).
+        shoulders: on a radiograph (``is_radiograph``), the mask is cut above the first row where the body
+            is this fraction of its widest: the lung apices lie at the shoulders, and the neck and the
+            air or soft tissue above the shoulders are as dark as the lungs on many chest X-rays.
+        radiograph_contrast: the ``is_radiograph`` threshold.
+        snap_iterations: steps of a morphological geodesic active contour (scikit-image) that move the
+            mask's boundary outward, at most one pixel a step, until it meets an edge of ``grey``: the
+            darkest clusters stop short of the brighter lung rims and bases that annotators include.
+            0 turns it off.
     """
     height, width = labels.shape
     frame = frame_band(labels.shape)
@@ -96,4 +108,41 @@ def lungs_mask(
     mask = np.zeros(labels.shape, dtype=bool)
     for index in np.unique(components[best]):  # best lies inside grown: no background label here
         mask |= ndimage.binary_fill_holes(closing_padded(components == index, radius))
-    return mask
+    if is_radiograph(mask, best_body, grey, radiograph_contrast):
+        mask = below_shoulders(mask, best_body, shoulders)
+    return snap_to_edges(mask, grey, snap_iterations)
+
+
+def is_radiograph(lungs: np.ndarray, body: np.ndarray, grey: np.ndarray, threshold: float = 0.15) -> bool:
+    """True when the ``lungs`` lie clearly between the air outside the ``body`` and the rest of the body in
+    grey: (lungs - outside) / (rest - outside) of the median greys above ``threshold``. A projection (chest
+    X-ray) adds the chest wall to every lung pixel (0.28-0.82 on the shared X-rays); on CT the lung
+    parenchyma is nearly air (0.0 on the shared slices). All three are (H, W); False for an empty mask."""
+    rest = body & ~lungs
+    if not (lungs.any() and rest.any() and (~body).any()):
+        return False
+    outside = float(np.median(grey[~body]))
+    spread = float(np.median(grey[rest])) - outside
+    return spread > 0 and (float(np.median(grey[lungs])) - outside) / spread > threshold
+
+
+def below_shoulders(mask: np.ndarray, body: np.ndarray, fraction: float = 0.85) -> np.ndarray:
+    """``mask`` without the rows above the first row where ``body`` (both (H, W) bool) covers ``fraction`` of
+    its widest row: on a chest X-ray that row is the shoulders, and what lies above it is neck."""
+    widths = body.sum(axis=1)
+    shoulder_row = int(np.argmax(widths >= fraction * widths.max()))
+    cut = mask.copy()
+    cut[:shoulder_row] = False
+    return cut
+
+
+def snap_to_edges(mask: np.ndarray, grey: np.ndarray, iterations: int = 4) -> np.ndarray:
+    """``mask`` grown by ``iterations`` steps of ``skimage.segmentation.morphological_geodesic_active_contour``
+    (a balloon force outward, stopped by the edges of ``grey``, one smoothing pass a step). (H, W) bool."""
+    if iterations == 0 or not mask.any():
+        return mask
+    edges = inverse_gaussian_gradient(grey, alpha=100, sigma=1)
+    snapped = morphological_geodesic_active_contour(
+        edges, iterations, init_level_set=mask.astype(np.int8), smoothing=1, balloon=1, threshold="auto"
+    )
+    return snapped.astype(bool)
