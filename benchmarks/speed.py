@@ -61,6 +61,8 @@ CONFIGS: dict[str, list[tuple[str, dict, bool]]] = {
         ("0.9.0 defaults: 128 px, 32 channels", {"size": 128}, False),
         ("new defaults: 96 px, 32 channels (`selfseg segment`)", {}, False),
     ],
+    # no network: what the networks' cost is weighed against (README, "Which method to use")
+    "kmeans": [("colour k-means (`selfseg segment --method kmeans`)", {}, False)],
 }
 
 _CHILD = """
