@@ -74,9 +74,7 @@ def lungs_mask(
     grow = disk_radius(margin, labels.shape)
     best, best_score, best_k, best_body, best_pair = None, -np.inf, 0, None, False
     for scale in outside_scales:
-        opened = ndimage.binary_opening(darkest, disk(disk_radius(opening * scale, labels.shape)))
-        components, _ = ndimage.label(opened, structure=EIGHT)
-        outside = np.isin(components, np.unique(components[frame & (components > 0)]))
+        outside = _outside(darkest, frame, disk_radius(opening * scale, labels.shape))
         if not outside.any():  # no dark surround: no body to look inside
             break
         body = ~outside
@@ -86,13 +84,7 @@ def lungs_mask(
             regions = [r for r in regions_of(candidate, min_area * labels.size) if not (r & frame).any()]
             if not regions:
                 continue
-            regions.sort(key=lambda r: -int(r.sum()))
-            halves = np.array([regions[0][:, : width // 2].sum(), regions[0][:, width // 2 :].sum()])
-            lungs, paired = regions[0], bool(halves.min() >= pair * halves.max())  # both lungs joined
-            if len(regions) > 1 and regions[1].sum() >= pair * regions[0].sum():
-                sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
-                if sides[0] * sides[1] < 0:
-                    lungs, paired = regions[0] | regions[1], True
+            lungs, paired = _pair_of(regions, pair)
             score = max(grey_contrast(lungs, grey, band, within=body), 0.005) * np.sqrt(lungs.mean())
             score *= 1.0 if paired else 0.5
             if score > best_score * (1 + prefer_darker):
@@ -101,16 +93,41 @@ def lungs_mask(
             break
     if best is None:
         return np.zeros(labels.shape, dtype=bool)
-    near = ndimage.distance_transform_edt(~best) <= grow
-    grown = best | (np.isin(labels, order[:best_k]) & best_body & near)
-    components, _ = ndimage.label(grown, structure=EIGHT)
-    radius = disk_radius(closing, labels.shape)
-    mask = np.zeros(labels.shape, dtype=bool)
-    for index in np.unique(components[best]):  # best lies inside grown: no background label here
-        mask |= ndimage.binary_fill_holes(closing_padded(components == index, radius))
+    mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, disk_radius(closing, labels.shape))
     if is_radiograph(mask, best_body, grey, radiograph_contrast):
         mask = below_shoulders(mask, best_body, shoulders)
     return snap_to_edges(mask, grey, snap_iterations)
+
+
+def _outside(darkest: np.ndarray, frame: np.ndarray, radius: int) -> np.ndarray:
+    """The regions of ``darkest`` (opened with a disk of ``radius``) that reach the ``frame`` band. (H, W) bool."""
+    components, _ = ndimage.label(ndimage.binary_opening(darkest, disk(radius)), structure=EIGHT)
+    return np.isin(components, np.unique(components[frame & (components > 0)]))
+
+
+def _pair_of(regions: list[np.ndarray], pair: float) -> tuple[np.ndarray, bool]:
+    """The lungs among candidate ``regions`` (see ``lungs_mask``'s ``pair``) and whether they make a pair."""
+    regions = sorted(regions, key=lambda r: -int(r.sum()))
+    width = regions[0].shape[1]
+    halves = np.array([regions[0][:, : width // 2].sum(), regions[0][:, width // 2 :].sum()])
+    lungs, paired = regions[0], bool(halves.min() >= pair * halves.max())  # both lungs joined
+    if len(regions) > 1 and regions[1].sum() >= pair * regions[0].sum():
+        sides = [np.nonzero(r)[1].mean() / width - 0.5 for r in regions[:2]]
+        if sides[0] * sides[1] < 0:
+            lungs, paired = regions[0] | regions[1], True
+    return lungs, paired
+
+
+def _regrow(lungs: np.ndarray, allowed: np.ndarray, grow: int, radius: int) -> np.ndarray:
+    """``lungs`` grown by ``grow`` pixels inside ``allowed`` (their clusters in the body), then each connected
+    region closed with a disk of ``radius`` and hole-filled on its own (closing both together could bridge a
+    thin mediastinum and fill it in). (H, W) bool."""
+    grown = lungs | (allowed & (ndimage.distance_transform_edt(~lungs) <= grow))
+    components, _ = ndimage.label(grown, structure=EIGHT)
+    mask = np.zeros(lungs.shape, dtype=bool)
+    for index in np.unique(components[lungs]):  # lungs lie inside grown: no background label here
+        mask |= ndimage.binary_fill_holes(closing_padded(components == index, radius))
+    return mask
 
 
 def is_radiograph(lungs: np.ndarray, body: np.ndarray, grey: np.ndarray, threshold: float = 0.15) -> bool:
