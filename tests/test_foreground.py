@@ -164,8 +164,8 @@ def test_on_a_radiograph_the_neck_above_the_shoulders_is_cut() -> None:
     body = labels != 1
     assert is_radiograph(lungs, body, grey)
     assert not is_radiograph(lungs, body, np.where(lungs, 0.02, grey))  # CT: lungs as dark as the air
-    np.testing.assert_array_equal(below_shoulders(labels == 3, body), (labels == 3) & (np.arange(96) >= 30)[:, None])
     below = (labels == 3) & (np.arange(96) >= 30)[:, None]  # the lungs and the part of the leak below the neck
+    np.testing.assert_array_equal(below_shoulders(labels == 3, body), below)
     mask = lungs_mask(labels, grey, snap_iterations=0)
     assert not mask[:30].any() and _iou(mask, below) > 0.97
     assert lungs_mask(labels, grey, shoulders=0.0, snap_iterations=0)[:30].any()  # the leak, without the cut

@@ -154,8 +154,9 @@ def below_shoulders(mask: np.ndarray, body: np.ndarray, fraction: float = 0.85) 
 
 
 def snap_to_edges(mask: np.ndarray, grey: np.ndarray, iterations: int = 4) -> np.ndarray:
-    """``mask`` grown by ``iterations`` steps of ``skimage.segmentation.morphological_geodesic_active_contour``
-    (a balloon force outward, stopped by the edges of ``grey``, one smoothing pass a step). (H, W) bool."""
+    """``mask`` after ``iterations`` steps of ``skimage.segmentation.morphological_geodesic_active_contour``
+    (a balloon force outward, stopped by the edges of ``grey``, one smoothing pass a step, which may also
+    take off single-pixel spurs). (H, W) bool."""
     if iterations == 0 or not mask.any():
         return mask
     edges = inverse_gaussian_gradient(grey, alpha=100, sigma=1)
