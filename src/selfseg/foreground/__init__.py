@@ -14,9 +14,10 @@ Without ground truth (``select_foreground``), under a target prior:
   contrast and area with a bonus for a left/right pair, or for one region with a large part on each side
   (lungs joined at the front), the darker of two near-equal candidates kept, then grown back by the
   margin inside their clusters, closed and hole-filled one connected region at a time (so that the
-  closing does not bridge a thin mediastinum and fill it in). On a radiograph (``lungs.is_radiograph``) the
-  mask is cut above the shoulders (``lungs.below_shoulders``); last, its boundary is moved outward to the
-  image's edges (``lungs.snap_to_edges``, a geodesic active contour).
+  closing does not bridge a thin mediastinum and fill it in). On a radiograph (``radiograph.is_radiograph``)
+  the mask is cut above the shoulders, a band over the neck and each lung's waist (``radiograph``); then its
+  boundary is moved outward to the image's edges (``lungs.snap_to_edges``, a geodesic active contour), and
+  on a radiograph each lung's outer side is filled out to its convex hull (``radiograph.fill_lateral``).
 - ``"polyp"`` (``polyp.polyp_mask``): one compact region of the endoscope's field, brighter, redder or
   yellower than the mucosa around it and near the centre (colonoscopy; see ``selfseg.foreground.polyp``).
 - ``"auto"`` (``resolve_target``): polyp on endoscope frames (black corners around a red-orange field),

@@ -16,6 +16,7 @@ from selfseg.foreground._common import (
     grey_contrast,
     regions_of,
 )
+from selfseg.foreground.radiograph import below_neck, below_shoulders, below_waist, fill_lateral, is_radiograph
 
 
 def lungs_mask(
@@ -31,6 +32,8 @@ def lungs_mask(
     outside_scales: tuple[float, ...] = (1, 4, 8),
     prefer_darker: float = 0.05,
     shoulders: float = 0.85,
+    neck: float = 0.3,
+    waist: float = 1.5,
     radiograph_contrast: float = 0.15,
     snap_iterations: int = 4,
 ) -> np.ndarray:
@@ -56,14 +59,20 @@ def lungs_mask(
         prefer_darker: a candidate of more (brighter) clusters must score this fraction higher than the
             darker one before it: the lungs are the darkest structure in the body, and a near tie means a
             fat or partial-volume cluster joining them (CT).
-        shoulders: on a radiograph (``is_radiograph``), the mask is cut above the first row where the body
-            is this fraction of its widest: the lung apices lie at the shoulders, and the neck and the
-            air or soft tissue above the shoulders are as dark as the lungs on many chest X-rays.
-        radiograph_contrast: the ``is_radiograph`` threshold.
+        shoulders: on a radiograph (``radiograph.is_radiograph``), the mask is cut above the first row
+            where the body is this fraction of its widest: the lung apices lie at the shoulders, and the
+            neck and the air or soft tissue above the shoulders are as dark as the lungs on many chest
+            X-rays.
+        neck: on a radiograph, a band across the mask's top that joins both lungs is cut if it is at most
+            this fraction of the mask's height (``radiograph.below_neck``; 0 turns it off).
+        waist: on a radiograph, each lung is cut above a narrowest row over which it widens again to more
+            than this many times that width (``radiograph.below_waist``; ``math.inf`` turns it off).
+        radiograph_contrast: the ``radiograph.is_radiograph`` threshold.
         snap_iterations: steps of a morphological geodesic active contour (scikit-image) that move the
             mask's boundary outward, at most one pixel a step, until it meets an edge of ``grey``: the
             darkest clusters stop short of the brighter lung rims and bases that annotators include.
-            0 turns it off.
+            0 turns it off. On a radiograph each lung's outer side is then filled out to its convex hull
+            (``radiograph.fill_lateral``).
     """
     height, width = labels.shape
     frame = frame_band(labels.shape)
@@ -94,9 +103,11 @@ def lungs_mask(
     if best is None:
         return np.zeros(labels.shape, dtype=bool)
     mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, disk_radius(closing, labels.shape))
-    if is_radiograph(mask, best_body, grey, radiograph_contrast):
-        mask = below_shoulders(mask, best_body, shoulders)
-    return snap_to_edges(mask, grey, snap_iterations)
+    radiograph = is_radiograph(mask, best_body, grey, radiograph_contrast)
+    if radiograph:
+        mask = below_waist(below_neck(below_shoulders(mask, best_body, shoulders), neck), waist)
+    mask = snap_to_edges(mask, grey, snap_iterations)
+    return fill_lateral(mask) if radiograph else mask
 
 
 def _outside(darkest: np.ndarray, frame: np.ndarray, radius: int) -> np.ndarray:
@@ -128,29 +139,6 @@ def _regrow(lungs: np.ndarray, allowed: np.ndarray, grow: int, radius: int) -> n
     for index in np.unique(components[lungs]):  # lungs lie inside grown: no background label here
         mask |= ndimage.binary_fill_holes(closing_padded(components == index, radius))
     return mask
-
-
-def is_radiograph(lungs: np.ndarray, body: np.ndarray, grey: np.ndarray, threshold: float = 0.15) -> bool:
-    """True when the ``lungs`` lie clearly between the air outside the ``body`` and the rest of the body in
-    grey: (lungs - outside) / (rest - outside) of the median greys above ``threshold``. A projection (chest
-    X-ray) adds the chest wall to every lung pixel (0.28-0.82 on the shared X-rays); on CT the lung
-    parenchyma is nearly air (0.0 on the shared slices). All three are (H, W); False for an empty mask."""
-    rest = body & ~lungs
-    if not (lungs.any() and rest.any() and (~body).any()):
-        return False
-    outside = float(np.median(grey[~body]))
-    spread = float(np.median(grey[rest])) - outside
-    return spread > 0 and (float(np.median(grey[lungs])) - outside) / spread > threshold
-
-
-def below_shoulders(mask: np.ndarray, body: np.ndarray, fraction: float = 0.85) -> np.ndarray:
-    """``mask`` without the rows above the first row where ``body`` (both (H, W) bool) covers ``fraction`` of
-    its widest row: on a chest X-ray that row is the shoulders, and what lies above it is neck."""
-    widths = body.sum(axis=1)
-    shoulder_row = int(np.argmax(widths >= fraction * widths.max()))
-    cut = mask.copy()
-    cut[:shoulder_row] = False
-    return cut
 
 
 def snap_to_edges(mask: np.ndarray, grey: np.ndarray, iterations: int = 4) -> np.ndarray:

@@ -1,0 +1,124 @@
+"""Steps of the lung rule for projection radiographs (chest X-rays) only.
+
+On an X-ray the neck and the air or soft tissue above the shoulders are often as dark as the lungs and
+join their clusters, and the lateral rims, where the ribs' shadows cross the lung, fall out of the darkest
+clusters in a saw-tooth. ``lungs_mask`` runs these steps when ``is_radiograph`` holds: the cuts
+(``below_shoulders``, ``below_neck``, ``below_waist``) before its edge snap, ``fill_lateral`` after it. On CT
+the lungs are nearly air, the test fails and none of them runs (the shoulder cut would take the lungs'
+front there: a body ellipse is narrow at the top).
+
+All masks are (H, W) bool; the image's left and right lungs are the mask's parts on either side of the
+gap between them (``gap_column``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from selfseg.foreground._common import convex_hull
+
+
+def is_radiograph(lungs: np.ndarray, body: np.ndarray, grey: np.ndarray, threshold: float = 0.15) -> bool:
+    """True when the ``lungs`` lie clearly between the air outside the ``body`` and the rest of the body in
+    grey: (lungs - outside) / (rest - outside) of the median greys above ``threshold``. A projection (chest
+    X-ray) adds the chest wall to every lung pixel (0.28-0.82 on the shared X-rays); on CT the lung
+    parenchyma is nearly air (0.0 on the shared slices). All three are (H, W); False for an empty mask."""
+    rest = body & ~lungs
+    if not (lungs.any() and rest.any() and (~body).any()):
+        return False
+    outside = float(np.median(grey[~body]))
+    spread = float(np.median(grey[rest])) - outside
+    return spread > 0 and (float(np.median(grey[lungs])) - outside) / spread > threshold
+
+
+def below_shoulders(mask: np.ndarray, body: np.ndarray, fraction: float = 0.85) -> np.ndarray:
+    """``mask`` without the rows above the first row where ``body`` covers ``fraction`` of its widest row: on
+    a chest X-ray that row is the shoulders, and what lies above it is neck."""
+    widths = body.sum(axis=1)
+    shoulder_row = int(np.argmax(widths >= fraction * widths.max()))
+    cut = mask.copy()
+    cut[:shoulder_row] = False
+    return cut
+
+
+def gap_column(mask: np.ndarray) -> int:
+    """The column between the two lungs: the one of the middle third of ``mask`` with the fewest mask pixels."""
+    third = mask.shape[1] // 3
+    return third + int(np.argmin(mask[:, third : 2 * third].sum(axis=0)))
+
+
+def below_neck(mask: np.ndarray, max_height: float = 0.3) -> np.ndarray:
+    """``mask`` without the band across its top that joins both lungs over ``gap_column`` (the neck, or the
+    air above the shoulders where the body fills the film's width and ``below_shoulders`` finds no
+    shoulders), if that band is at most ``max_height`` of the mask's height; 0 turns the cut off. A taller
+    joined part is left alone: lungs joined further down are not a band over the neck."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return mask
+    column = gap_column(mask)
+    crossing = mask[rows[0] :, max(column - 1, 0) : column + 2].any(axis=1)
+    band = int(np.argmin(crossing))  # rows from the top down to the first that does not cross; 0 if none
+    if band == 0 or band > max_height * (rows[-1] - rows[0] + 1):
+        return mask
+    cut = mask.copy()
+    cut[: rows[0] + band] = False
+    return cut
+
+
+def below_waist(mask: np.ndarray, ratio: float = 1.5, smooth: int = 3) -> np.ndarray:
+    """Each lung cut above its waist (``_waist_row``): a lung narrows from its widest row up to the apex, so a
+    part that widens again above a narrowest row, to more than ``ratio`` times its width, is a leak into the
+    neck or the shoulder. ``smooth``: rows of the moving average of the widths. ``math.inf`` turns it off."""
+    column = gap_column(mask)
+    cut = mask.copy()
+    for side in (np.s_[:, :column], np.s_[:, column:]):
+        waist = _waist_row(mask[side], ratio, smooth)
+        if waist is not None:
+            cut[side][:waist] = False
+    return cut
+
+
+def fill_lateral(mask: np.ndarray) -> np.ndarray:
+    """Each lung's outer side filled out to its convex hull, row by row: the rib cage bounds the lungs from
+    outside in a convex curve, while the darkest clusters stop short of it between the ribs' shadows. The
+    inner side (heart, hilum, mediastinum) is left as it is."""
+    if not mask.any():
+        return mask
+    column = gap_column(mask)
+    filled = mask.copy()
+    for side, outer_is_left in ((np.s_[:, :column], True), (np.s_[:, column:], False)):
+        lung = mask[side]
+        if not lung.any():
+            continue
+        first, last = _row_ends(lung)
+        cols = np.arange(lung.shape[1])
+        outside = cols < first[:, None] if outer_is_left else cols > last[:, None]
+        filled[side] |= convex_hull(lung) & outside & lung.any(axis=1)[:, None]
+    return filled
+
+
+def _row_ends(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and last column of ``mask`` in each row, (H,) each (0 and W - 1 in empty rows)."""
+    first = mask.argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+    return first, last
+
+
+def _waist_row(lung: np.ndarray, ratio: float, smooth: int) -> int | None:
+    """The row above which one ``lung`` (H, W) widens again (``below_waist``), or None. Widths are the row's
+    extent, first to last mask column."""
+    rows = np.flatnonzero(lung.any(axis=1))
+    if rows.size == 0:
+        return None
+    first, last = _row_ends(lung)
+    widths = np.where(lung.any(axis=1), last - first + 1, 0)
+    widths = ndimage.uniform_filter1d(widths.astype(float), smooth)
+    widest = rows[0] + int(np.argmax(widths[rows[0] : rows[-1] + 1]))
+    upward = widths[rows[0] : widest + 1][::-1]  # from the widest row up to the top
+    narrowest = np.minimum.accumulate(upward)
+    widening = np.flatnonzero((narrowest > 0) & (upward > ratio * narrowest))
+    if widening.size == 0:
+        return None
+    top = widening[-1]  # the highest row that is wider than the waist below it
+    return int(widest - np.argmax(upward[: top + 1] == narrowest[top]))

@@ -1,0 +1,68 @@
+"""The chest X-ray steps of the lung rule, on synthetic lung masks with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from selfseg.foreground.radiograph import below_neck, below_waist, fill_lateral, gap_column
+
+SHAPE = (96, 128)
+
+
+def _disc(centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
+
+
+def _lungs() -> np.ndarray:
+    """Two lungs, rows 31-65 and 32-64, with a gap between columns 57 and 72."""
+    return _disc((48, 38), 18) | _disc((48, 90), 17)
+
+
+def test_gap_column_lies_between_the_lungs() -> None:
+    lungs = _lungs()
+    column = gap_column(lungs)
+    assert 56 <= column <= 73 and not lungs[:, column].any()
+
+
+def test_below_neck_cuts_a_band_joining_the_lungs_over_the_gap() -> None:
+    lungs = _lungs()
+    mask = lungs.copy()
+    mask[22:28, 30:100] = True  # the band across the neck
+    mask[22:40, 30:36] = mask[22:40, 94:100] = True  # joined to each lung's apex
+    cut = below_neck(mask)
+    expected = mask.copy()
+    expected[:28] = False
+    np.testing.assert_array_equal(cut, expected)
+    np.testing.assert_array_equal(below_neck(mask, max_height=0.1), mask)  # 6 of 44 rows: taller than 10 %
+    np.testing.assert_array_equal(below_neck(mask, max_height=0), mask)
+    np.testing.assert_array_equal(below_neck(lungs), lungs)  # nothing crosses the gap
+    assert not below_neck(np.zeros(SHAPE, dtype=bool)).any()
+
+
+def test_below_waist_cuts_a_leak_that_widens_above_the_apex() -> None:
+    lungs = _lungs()
+    mask = lungs.copy()
+    mask[24:32, 36:40] = True  # a narrow neck above the left lung's apex ...
+    mask[10:24, 26:50] = True  # ... widening into the shoulder
+    cut = below_waist(mask)
+    assert not cut[:24].any() and cut[24:].sum() >= lungs.sum()
+    np.testing.assert_array_equal(cut[:, 64:], mask[:, 64:])  # the right lung has no waist
+    np.testing.assert_array_equal(below_waist(mask, ratio=math.inf), mask)
+    np.testing.assert_array_equal(below_waist(lungs), lungs)  # lungs that narrow up to their apex stay whole
+
+
+def test_fill_lateral_fills_the_outer_side_only() -> None:
+    lungs = _lungs()
+    mask = lungs.copy()
+    mask[40:43, 18:26] = False  # a notch in the left lung's outer (left) side: a rib's shadow
+    mask[50:53, 100:108] = False  # and in the right lung's outer side
+    mask[44:47, 48:57] = False  # a notch in the left lung's inner side: the hilum
+    filled = fill_lateral(mask)
+    expected = fill_lateral(lungs)  # the discs' own hull adds a few pixels on their stepped outer rims
+    assert 0 < (expected & ~lungs).sum() <= 30 and not (expected & ~lungs)[:, 50:80].any()
+    expected[44:47, 48:57] = False
+    np.testing.assert_array_equal(filled, expected)
+    assert not fill_lateral(np.zeros(SHAPE, dtype=bool)).any()
