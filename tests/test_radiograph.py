@@ -25,6 +25,13 @@ def test_gap_column_lies_between_the_lungs() -> None:
     lungs = _lungs()
     column = gap_column(lungs)
     assert 56 <= column <= 73 and not lungs[:, column].any()
+    assert gap_column(np.ones((4, 2), dtype=bool)) == 1  # too narrow for thirds
+
+
+def test_the_steps_keep_a_mask_too_narrow_for_two_lungs() -> None:
+    narrow = np.ones((4, 2), dtype=bool)
+    for step in (below_neck, below_waist, fill_lateral):
+        np.testing.assert_array_equal(step(narrow), narrow)
 
 
 def test_below_neck_cuts_a_band_joining_the_lungs_over_the_gap() -> None:

@@ -43,8 +43,11 @@ def below_shoulders(mask: np.ndarray, body: np.ndarray, fraction: float = 0.85) 
 
 
 def gap_column(mask: np.ndarray) -> int:
-    """The column between the two lungs: the one of the middle third of ``mask`` with the fewest mask pixels."""
+    """The column between the two lungs: the one of the middle third of ``mask`` with the fewest mask pixels
+    (the middle column of a mask less than 3 pixels wide)."""
     third = mask.shape[1] // 3
+    if third == 0:
+        return mask.shape[1] // 2
     return third + int(np.argmin(mask[:, third : 2 * third].sum(axis=0)))
 
 
