@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from selfseg.foreground.radiograph import below_neck, below_waist, fill_lateral, gap_column
+from selfseg.foreground.radiograph import below_neck, fill_lateral, gap_column
 
 SHAPE = (96, 128)
 
@@ -30,7 +28,7 @@ def test_gap_column_lies_between_the_lungs() -> None:
 
 def test_the_steps_keep_a_mask_too_narrow_for_two_lungs() -> None:
     narrow = np.ones((4, 2), dtype=bool)
-    for step in (below_neck, below_waist, fill_lateral):
+    for step in (below_neck, fill_lateral):
         np.testing.assert_array_equal(step(narrow), narrow)
 
 
@@ -49,27 +47,18 @@ def test_below_neck_cuts_a_band_joining_the_lungs_over_the_gap() -> None:
     assert not below_neck(np.zeros(SHAPE, dtype=bool)).any()
 
 
-def test_below_waist_cuts_a_leak_that_widens_above_the_apex() -> None:
-    lungs = _lungs()
-    mask = lungs.copy()
-    mask[24:32, 36:40] = True  # a narrow neck above the left lung's apex ...
-    mask[10:24, 26:50] = True  # ... widening into the shoulder
-    cut = below_waist(mask)
-    assert not cut[:24].any() and cut[24:].sum() >= lungs.sum()
-    np.testing.assert_array_equal(cut[:, 64:], mask[:, 64:])  # the right lung has no waist
-    np.testing.assert_array_equal(below_waist(mask, ratio=math.inf), mask)
-    np.testing.assert_array_equal(below_waist(lungs), lungs)  # lungs that narrow up to their apex stay whole
-
-
-def test_fill_lateral_fills_the_outer_side_only() -> None:
+def test_fill_lateral_fills_the_outer_side_only_and_at_most_depth_deep() -> None:
     lungs = _lungs()
     mask = lungs.copy()
     mask[40:43, 18:26] = False  # a notch in the left lung's outer (left) side: a rib's shadow
     mask[50:53, 100:108] = False  # and in the right lung's outer side
     mask[44:47, 48:57] = False  # a notch in the left lung's inner side: the hilum
-    filled = fill_lateral(mask)
-    expected = fill_lateral(lungs)  # the discs' own hull adds a few pixels on their stepped outer rims
+    filled = fill_lateral(mask, depth=8)
+    expected = fill_lateral(lungs, depth=8)  # the discs' own hull adds a few pixels on their stepped outer rims
     assert 0 < (expected & ~lungs).sum() <= 30 and not (expected & ~lungs)[:, 50:80].any()
     expected[44:47, 48:57] = False
     np.testing.assert_array_equal(filled, expected)
+    shallow = fill_lateral(mask, depth=3)  # the notches are 4-5 pixels deep to the hull here
+    np.testing.assert_array_equal((shallow & ~mask)[40:43, :64].sum(axis=1), [3, 3, 3])
+    np.testing.assert_array_equal((shallow & ~mask)[40:43, :23], False)
     assert not fill_lateral(np.zeros(SHAPE, dtype=bool)).any()

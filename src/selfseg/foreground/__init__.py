@@ -15,7 +15,7 @@ Without ground truth (``select_foreground``), under a target prior:
   (lungs joined at the front), the darker of two near-equal candidates kept, then grown back by the
   margin inside their clusters, closed and hole-filled one connected region at a time (so that the
   closing does not bridge a thin mediastinum and fill it in). On a radiograph (``radiograph.is_radiograph``)
-  the mask is cut above the shoulders, a band over the neck and each lung's waist (``radiograph``); then its
+  the mask is cut above the shoulders and below a band over the neck (``radiograph``); then its
   boundary is moved outward to the image's edges (``lungs.snap_to_edges``, a geodesic active contour), and
   on a radiograph each lung's outer side is filled out to its convex hull (``radiograph.fill_lateral``).
 - ``"polyp"`` (``polyp.polyp_mask``): one compact region of the endoscope's field, brighter, redder or

@@ -16,7 +16,7 @@ from selfseg.foreground._common import (
     grey_contrast,
     regions_of,
 )
-from selfseg.foreground.radiograph import below_neck, below_shoulders, below_waist, fill_lateral, is_radiograph
+from selfseg.foreground.radiograph import below_neck, below_shoulders, fill_lateral, is_radiograph
 
 
 def lungs_mask(
@@ -33,7 +33,7 @@ def lungs_mask(
     prefer_darker: float = 0.05,
     shoulders: float = 0.85,
     neck: float = 0.3,
-    waist: float = 1.5,
+    lateral_depth: float = 0.016,
     radiograph_contrast: float = 0.15,
     snap_iterations: int = 4,
 ) -> np.ndarray:
@@ -65,14 +65,14 @@ def lungs_mask(
             X-rays.
         neck: on a radiograph, a band across the mask's top that joins both lungs is cut if it is at most
             this fraction of the mask's height (``radiograph.below_neck``; 0 turns it off).
-        waist: on a radiograph, each lung is cut above a narrowest row over which it widens again to more
-            than this many times that width (``radiograph.below_waist``; ``math.inf`` turns it off).
         radiograph_contrast: the ``radiograph.is_radiograph`` threshold.
         snap_iterations: steps of a morphological geodesic active contour (scikit-image) that move the
             mask's boundary outward, at most one pixel a step, until it meets an edge of ``grey``: the
             darkest clusters stop short of the brighter lung rims and bases that annotators include.
-            0 turns it off. On a radiograph each lung's outer side is then filled out to its convex hull
-            (``radiograph.fill_lateral``).
+            0 turns it off.
+        lateral_depth: on a radiograph, each lung's outer side is then filled towards its convex hull by at
+            most this fraction of the shorter side in each row (``radiograph.fill_lateral``; 4 pixels of the
+            256-pixel working copy).
     """
     height, width = labels.shape
     frame = frame_band(labels.shape)
@@ -105,9 +105,9 @@ def lungs_mask(
     mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, disk_radius(closing, labels.shape))
     radiograph = is_radiograph(mask, best_body, grey, radiograph_contrast)
     if radiograph:
-        mask = below_waist(below_neck(below_shoulders(mask, best_body, shoulders), neck), waist)
+        mask = below_neck(below_shoulders(mask, best_body, shoulders), neck)
     mask = snap_to_edges(mask, grey, snap_iterations)
-    return fill_lateral(mask) if radiograph else mask
+    return fill_lateral(mask, disk_radius(lateral_depth, labels.shape)) if radiograph else mask
 
 
 def _outside(darkest: np.ndarray, frame: np.ndarray, radius: int) -> np.ndarray:

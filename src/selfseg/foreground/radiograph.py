@@ -3,7 +3,7 @@
 On an X-ray the neck and the air or soft tissue above the shoulders are often as dark as the lungs and
 join their clusters, and the lateral rims, where the ribs' shadows cross the lung, fall out of the darkest
 clusters in a saw-tooth. ``lungs_mask`` runs these steps when ``is_radiograph`` holds: the cuts
-(``below_shoulders``, ``below_neck``, ``below_waist``) before its edge snap, ``fill_lateral`` after it. On CT
+(``below_shoulders``, ``below_neck``) before its edge snap, ``fill_lateral`` after it. On CT
 the lungs are nearly air, the test fails and none of them runs (the shoulder cut would take the lungs'
 front there: a body ellipse is narrow at the top).
 
@@ -14,7 +14,6 @@ gap between them (``gap_column``).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from selfseg.foreground._common import convex_hull
 
@@ -69,23 +68,12 @@ def below_neck(mask: np.ndarray, max_height: float = 0.3) -> np.ndarray:
     return cut
 
 
-def below_waist(mask: np.ndarray, ratio: float = 1.5, smooth: int = 3) -> np.ndarray:
-    """Each lung cut above its waist (``_waist_row``): a lung narrows from its widest row up to the apex, so a
-    part that widens again above a narrowest row, to more than ``ratio`` times its width, is a leak into the
-    neck or the shoulder. ``smooth``: rows of the moving average of the widths. ``math.inf`` turns it off."""
-    column = gap_column(mask)
-    cut = mask.copy()
-    for side in (np.s_[:, :column], np.s_[:, column:]):
-        waist = _waist_row(mask[side], ratio, smooth)
-        if waist is not None:
-            cut[side][:waist] = False
-    return cut
-
-
-def fill_lateral(mask: np.ndarray) -> np.ndarray:
-    """Each lung's outer side filled out to its convex hull, row by row: the rib cage bounds the lungs from
-    outside in a convex curve, while the darkest clusters stop short of it between the ribs' shadows. The
-    inner side (heart, hilum, mediastinum) is left as it is."""
+def fill_lateral(mask: np.ndarray, depth: int = 4) -> np.ndarray:
+    """Each lung's outer side filled towards its convex hull, row by row, by at most ``depth`` pixels: the rib
+    cage bounds the lungs from outside in a convex curve, while the darkest clusters stop short of it in
+    shallow notches between the ribs' shadows. A deeper gap to the hull is a wedge under a leak above the
+    apex, not a notch, and is filled only ``depth`` deep. The inner side (heart, hilum, mediastinum) is left
+    as it is."""
     if not mask.any():
         return mask
     column = gap_column(mask)
@@ -96,7 +84,10 @@ def fill_lateral(mask: np.ndarray) -> np.ndarray:
             continue
         first, last = _row_ends(lung)
         cols = np.arange(lung.shape[1])
-        outside = cols < first[:, None] if outer_is_left else cols > last[:, None]
+        if outer_is_left:
+            outside = (cols < first[:, None]) & (cols >= first[:, None] - depth)
+        else:
+            outside = (cols > last[:, None]) & (cols <= last[:, None] + depth)
         filled[side] |= convex_hull(lung) & outside & lung.any(axis=1)[:, None]
     return filled
 
@@ -106,22 +97,3 @@ def _row_ends(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = mask.argmax(axis=1)
     last = mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
     return first, last
-
-
-def _waist_row(lung: np.ndarray, ratio: float, smooth: int) -> int | None:
-    """The row above which one ``lung`` (H, W) widens again (``below_waist``), or None. Widths are the row's
-    extent, first to last mask column."""
-    rows = np.flatnonzero(lung.any(axis=1))
-    if rows.size == 0:
-        return None
-    first, last = _row_ends(lung)
-    widths = np.where(lung.any(axis=1), last - first + 1, 0)
-    widths = ndimage.uniform_filter1d(widths.astype(float), smooth)
-    widest = rows[0] + int(np.argmax(widths[rows[0] : rows[-1] + 1]))
-    upward = widths[rows[0] : widest + 1][::-1]  # from the widest row up to the top
-    narrowest = np.minimum.accumulate(upward)
-    widening = np.flatnonzero((narrowest > 0) & (upward > ratio * narrowest))
-    if widening.size == 0:
-        return None
-    top = widening[-1]  # the highest row that is wider than the waist below it
-    return int(widest - np.argmax(upward[: top + 1] == narrowest[top]))
