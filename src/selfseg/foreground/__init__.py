@@ -17,7 +17,8 @@ Without ground truth (``select_foreground``), under a target prior:
   closing does not bridge a thin mediastinum and fill it in). On a radiograph (``radiograph.is_radiograph``)
   the mask is cut above the shoulders and below a band over the neck (``radiograph``); then its
   boundary is moved outward to the image's edges (``lungs.snap_to_edges``, a geodesic active contour), and
-  on a radiograph each lung's outer side is filled out to its convex hull (``radiograph.fill_lateral``).
+  on a radiograph each lung's outer side is filled a few pixels towards its convex hull
+  (``radiograph.fill_lateral``).
 - ``"polyp"`` (``polyp.polyp_mask``): one compact region of the endoscope's field, brighter, redder or
   yellower than the mucosa around it and near the centre (colonoscopy; see ``selfseg.foreground.polyp``).
 - ``"auto"`` (``resolve_target``): polyp on endoscope frames (black corners around a red-orange field),

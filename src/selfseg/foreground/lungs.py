@@ -65,14 +65,14 @@ def lungs_mask(
             X-rays.
         neck: on a radiograph, a band across the mask's top that joins both lungs is cut if it is at most
             this fraction of the mask's height (``radiograph.below_neck``; 0 turns it off).
+        lateral_depth: on a radiograph, after the edge snap, each lung's outer side is filled towards its
+            convex hull by at most this fraction of the shorter side in each row (``radiograph.fill_lateral``;
+            4 pixels of the 256-pixel working copy).
         radiograph_contrast: the ``radiograph.is_radiograph`` threshold.
         snap_iterations: steps of a morphological geodesic active contour (scikit-image) that move the
             mask's boundary outward, at most one pixel a step, until it meets an edge of ``grey``: the
             darkest clusters stop short of the brighter lung rims and bases that annotators include.
             0 turns it off.
-        lateral_depth: on a radiograph, each lung's outer side is then filled towards its convex hull by at
-            most this fraction of the shorter side in each row (``radiograph.fill_lateral``; 4 pixels of the
-            256-pixel working copy).
     """
     height, width = labels.shape
     frame = frame_band(labels.shape)
