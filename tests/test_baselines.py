@@ -7,8 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
+from selfseg import engine
 from selfseg.baselines import kmeans_labels, otsu_labels
 from selfseg.engine import segment
+from selfseg.foreground import choose_mask, most_agreed
+from selfseg.readout import relabel_by_area
 
 
 def _two_tone() -> np.ndarray:
@@ -59,3 +62,39 @@ def test_engine_runs_baselines_through_the_foreground_step(method: str) -> None:
     assert result.iterations == 0 and result.history == [] and result.method == method
     with pytest.raises(TypeError, match="takes none"):
         segment(_two_tone(), method=method, n_channels=4)
+
+
+def _noisy_lesion(channels: int) -> np.ndarray:
+    """A dark disc with a paler rim on noisy skin, (40, 48, channels) in [0, 1]."""
+    yy, xx = np.mgrid[:40, :48]
+    radius = np.hypot(yy - 20, xx - 24)
+    grey = np.where(radius < 8, 0.2, np.where(radius < 12, 0.45, 0.8))
+    noisy = grey + np.random.default_rng(0).normal(0, 0.04, grey.shape)
+    tint = np.array([1.0, 0.8, 0.7])[:channels]
+    return np.clip(noisy[..., None] * tint, 0, 1).astype(np.float32)
+
+
+def _most_agreed_map(image: np.ndarray, counts: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k-means map (one per count) whose mask the others' masks agree with most, and that mask."""
+    maps = [relabel_by_area(kmeans_labels(image, n_clusters=k, seed=seed)) for k in counts]
+    masks = [choose_mask(labels, image)[0] for labels in maps]
+    best = most_agreed(masks)
+    return maps[best], masks[best]
+
+
+def test_kmeans_clusters_with_the_networks_readout_counts(monkeypatch) -> None:
+    """Colour: one k-means per count of the networks' default readout (``min_labels`` to ``min_labels`` + 2), the
+    map whose mask the others agree with most kept; grey: ``min_labels`` clusters; ``readout_clusters``
+    overrides both; Otsu ignores it."""
+    colour, grey = _noisy_lesion(3), _noisy_lesion(1)
+    for min_labels, counts in ((None, (3, 4, 5)), (2, (2, 3, 4))):
+        result = segment(colour, method="kmeans", seed=7, min_labels=min_labels)
+        labels, mask = _most_agreed_map(colour, counts, seed=7)
+        np.testing.assert_array_equal(result.labels, labels)
+        np.testing.assert_array_equal(result.mask, mask)
+    masks_seen: list[int] = []
+    monkeypatch.setattr(engine, "most_agreed", lambda masks: masks_seen.append(len(masks)) or len(masks) - 1)
+    assert segment(colour, method="kmeans", seed=7).n_labels == 5 and masks_seen == [3]  # the vote decides
+    assert segment(grey, method="kmeans", seed=7).n_labels == 3 and masks_seen == [3, 1]
+    assert segment(colour, method="kmeans", seed=7, readout_clusters=2).n_labels == 2
+    assert segment(colour, method="otsu", readout_clusters=(4, 5)).n_labels == 2

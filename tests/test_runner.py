@@ -454,8 +454,10 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     io.write_csv(out / "results.csv", table[0], table[1:])
     assert run_batch([image], out, resume=True, progress=False).skipped == [] and len(calls) == 3
     run_batch([image], out, method="kmeans", readout="kmeans", progress=False)
-    assert _read_csv(out / "results.csv")[1][column] == ""
+    assert _read_csv(out / "results.csv")[1][column] == '{"readout_clusters": "auto"}'
     assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
+    run_batch([image], out, method="otsu", readout_clusters=4, progress=False)
+    assert _read_csv(out / "results.csv")[1][column] == ""
 
 
 def _grey_and_colour(tmp_path: Path, monkeypatch) -> tuple[list[dict], Path, Path]:
@@ -490,6 +492,23 @@ def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkey
     assert len(calls) == 3 and "readout_clusters" not in calls[2]
     assert run_batch([grey, colour], out, readout_clusters=(3, 4, 5), resume=True, progress=False).skipped == ["colour"]
     assert run_batch([colour], out, min_labels=2, resume=True, progress=False).skipped == []
+
+
+def test_kmeans_rows_without_clusters_resume_where_they_mean_the_same(tmp_path, monkeypatch):
+    """k-means rows written before it took the readout's cluster counts name none (one k-means of min_labels
+    clusters): they resume a default run on a grey image (auto = 3) and are fitted again on a colour one
+    (auto = 3, 4 and 5)."""
+    calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    run_batch([grey, colour], out, method="kmeans", progress=False)
+    table = _read_csv(out / "results.csv")
+    column = RESULT_COLUMNS.index("options")
+    assert {row[column] for row in table[1:]} == {'{"readout_clusters": "auto"}'}
+    for row in table[1:]:
+        row[column] = ""  # as written before
+    io.write_csv(out / "results.csv", table[0], table[1:])
+    report = run_batch([grey, colour], out, method="kmeans", resume=True, progress=False)
+    assert report.skipped == ["grey"] and [row["image"] for row in report.results] == ["colour"] and len(calls) == 3
 
 
 def test_network_rows_before_09_are_fitted_again(tmp_path, monkeypatch):

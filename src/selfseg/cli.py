@@ -11,7 +11,7 @@ from tqdm import tqdm
 from selfseg import __version__
 from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
 from selfseg.datasets import DatasetError, load_masks
-from selfseg.engine import ALL_METHODS, DEFAULT_SIZE, METHODS, PRECISIONS
+from selfseg.engine import ALL_METHODS, BASELINE_CLUSTERS, DEFAULT_SIZE, METHODS, PRECISIONS
 from selfseg.foreground import FOREGROUNDS, TARGETS
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.optional import MissingDependencyError
@@ -171,9 +171,10 @@ def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seed
         "--readout-clusters",
         type=_counts,
         metavar="K[,K...]",
-        help="clusters of the kmeans readout; several counts (e.g. 3,4,5) read out once each and keep the "
-        "readout whose mask the others agree with most (default: --min-labels, 3, on grey images such as CT "
-        "and X-rays; --min-labels to --min-labels + 2, 3,4,5, on colour images such as dermoscopy)",
+        help="clusters of the kmeans readout and of --method kmeans; several counts (e.g. 3,4,5) read out once "
+        "each and keep the readout whose mask the others agree with most (default: --min-labels, 3, on grey "
+        "images such as CT and X-rays; --min-labels to --min-labels + 2, 3,4,5, on colour images such as "
+        "dermoscopy)",
     )
     method.add_argument(
         "--fits",
@@ -275,8 +276,8 @@ def _add_segment(commands: argparse._SubParsersAction) -> None:
         "--method",
         choices=ALL_METHODS,
         default="s3net",
-        help="network (s3net, msformer, dfc = Kim & Kanezaki 2020) or classical baseline (otsu, kmeans with "
-        "--min-labels clusters) "
+        help="network (s3net, msformer, dfc = Kim & Kanezaki 2020) or classical baseline (otsu; kmeans of the "
+        "colours with the --readout-clusters counts) "
         "(default: %(default)s)",
     )
     method.add_argument(
@@ -286,7 +287,8 @@ def _add_segment(commands: argparse._SubParsersAction) -> None:
         "--min-labels",
         type=_positive_int,
         metavar="K",
-        help=f"stop once at most K clusters remain (default: {_method_defaults('min_labels')})",
+        help=f"stop once at most K clusters remain; kmeans: its fewest clusters (default: "
+        f"{_method_defaults('min_labels')}, kmeans: {BASELINE_CLUSTERS['kmeans']})",
     )
     output = groups["output"]
     output.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")

@@ -33,6 +33,7 @@ from selfseg.readout import READOUTS, cluster_maps, default_readout_clusters, re
 __all__ = [
     "ALL_METHODS",
     "BASELINES",
+    "BASELINE_CLUSTERS",
     "DEFAULT_SIZE",
     "METHODS",
     "PRECISIONS",
@@ -40,6 +41,7 @@ __all__ = [
     "SegmentationResult",
     "as_float_image",
     "check_method",
+    "default_min_labels",
     "segment",
 ]
 
@@ -82,6 +84,10 @@ BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
     "kmeans": lambda pixels, n_clusters, seed: kmeans_labels(pixels, n_clusters=n_clusters, seed=seed),
 }
 """Methods without a network: (H, W, C) image, number of clusters, seed -> (H, W) cluster map."""
+
+BASELINE_CLUSTERS = {"otsu": None, "kmeans": 3}
+"""The ``min_labels`` of each baseline when none is given: k-means' number of clusters, read out like the networks'
+scores (``default_readout_clusters``); None for Otsu, which always splits in two and ignores it."""
 
 ALL_METHODS: tuple[str, ...] = (*METHODS, *BASELINES)
 
@@ -199,17 +205,30 @@ def _split_options(spec: MethodSpec, options: dict) -> tuple[dict, dict]:
 
 
 def _segment_baseline(
-    pixels: np.ndarray, method: str, *, seed: int, n_clusters: int, rule: dict, **options
+    pixels: np.ndarray, method: str, *, seed: int, counts: tuple[int, ...] | None, min_labels: int | None, rule: dict,
+    **options,
 ) -> SegmentationResult:
-    """``segment`` for a method of ``BASELINES``: cluster at native resolution, same foreground step."""
+    """``segment`` for a method of ``BASELINES``: cluster at native resolution, same foreground step. k-means
+    clusters once per count of ``counts`` (None: ``default_readout_clusters``) and keeps the map whose mask the
+    others agree with most, as the networks' kmeans readout does, so that both are compared like for like."""
     if options:
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))}; {method} takes none")
     start = time.perf_counter()
-    labels = relabel_by_area(BASELINES[method](pixels, n_clusters, seed))
+    if BASELINE_CLUSTERS[method] is None:  # Otsu: two classes, whatever is asked
+        counts = (2,)
+    else:
+        counts = counts or default_readout_clusters(pixels, min_labels or BASELINE_CLUSTERS[method])
+    maps = [relabel_by_area(BASELINES[method](pixels, k, seed)) for k in counts]
     seconds = time.perf_counter() - start
-    mask, chosen = choose_mask(labels, pixels, **rule)
+    labels, mask, chosen = _choose(maps, pixels, rule)
     confidence = mask_confidence(mask, pixels)
     return SegmentationResult(labels, mask, method, seed, 0, seconds, confidence=confidence, foreground=chosen)
+
+
+def default_min_labels(method: str) -> int | None:
+    """The ``min_labels`` ``method`` runs with when none is given: a network's ``MethodSpec.min_labels``, a
+    baseline's ``BASELINE_CLUSTERS`` (None for Otsu)."""
+    return METHODS[method].min_labels if method in METHODS else BASELINE_CLUSTERS[check_method(method)]
 
 
 def check_method(method: str) -> str:
@@ -449,8 +468,9 @@ def segment(
 
     Args:
         image: (H, W) or (H, W, C) array; see ``as_float_image``.
-        method: a key of ``METHODS`` (networks: ``s3net``, ``msformer``, ``dfc``) or ``BASELINES`` (``otsu``, ``kmeans`` with
-            ``min_labels`` clusters, default 3; they ignore the training options).
+        method: a key of ``METHODS`` (networks: ``s3net``, ``msformer``, ``dfc``) or ``BASELINES`` (``otsu``;
+            ``kmeans`` of the colours, with the cluster counts of the networks' kmeans readout, ``readout_clusters``,
+            and ``min_labels`` 3 by default; they ignore the training options).
         seed: seeds the weights and the random transforms; on CPU equal seeds give equal results.
         size: longer side of the working resolution (``DEFAULT_SIZE``; None: native); sides shorter than
             ``MIN_WORKING_SIDE`` are stretched to it. The clusters are read out at the native size.
@@ -469,7 +489,8 @@ def segment(
         readout_clusters: clusters of the "kmeans" readout, or several counts: one readout each, a mask
             chosen from each, and the readout whose mask agrees most with the others' is kept
             (``foreground.most_agreed``). None: ``readout.default_readout_clusters``, ``min_labels`` on grey
-            images and ``min_labels`` to ``min_labels + 2`` on colour ones.
+            images and ``min_labels`` to ``min_labels + 2`` on colour ones. The ``kmeans`` baseline clusters the
+            colours with the same counts; Otsu ignores them.
         foreground, target, point, truth, oracle_crop: how the mask is chosen from the clusters
             (``foreground.choose_mask``). "auto" needs no ground truth: ``target`` "lesion", "lungs"
             or "auto" picks the prior, ``point=(x, y)`` takes the region under that pixel instead.
@@ -504,7 +525,7 @@ def segment(
     rule = dict(foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
     pixels = _check_image(image, rule)
     if method in BASELINES:
-        return _segment_baseline(pixels, method, seed=seed, n_clusters=min_labels or 3, rule=rule, **options)
+        return _segment_baseline(pixels, method, seed=seed, counts=counts, min_labels=min_labels, rule=rule, **options)
     setup = _network_setup(
         method, options, size=size, device=device, readout=readout, counts=counts, max_iter=max_iter,
         min_labels=min_labels, min_iter=min_iter, tol=tol, patience=patience, lr=lr, precision=precision,

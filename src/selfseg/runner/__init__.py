@@ -255,11 +255,12 @@ def run_batch(
     truths = datasets.load_masks(ground_truth) if foreground == "oracle" else {}
     manifest = read_manifest(out_dir / "results.csv")
     _clear_leftovers(out_dir)
-    network_labels = None if method in engine.BASELINES else min_labels or engine.METHODS[method].min_labels
+    default_labels = engine.default_min_labels(method)  # None: Otsu, which counts no clusters
+    clustered_to = None if default_labels is None else min_labels or default_labels
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
         "device": device, "precision": precision, "axis": axis,
-        "options": options_cell(method, options, min_labels=network_labels),
+        "options": options_cell(method, options, min_labels=clustered_to),
         "foreground": "oracle+crop" if oracle_crop else foreground, "target": target,
         "point": None if point is None else f"{point[0]},{point[1]}", "version": selfseg.__version__,
     }

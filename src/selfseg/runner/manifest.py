@@ -105,28 +105,27 @@ def typed(cells: list[str]) -> dict:
 
 
 def options_cell(method: str, options: dict, *, min_labels: int | None, missing: dict = _NAMED) -> str:
-    """The ``options`` cell of a row of ``method`` fitted with ``options`` (``min_labels``: the network's, its
-    spec's default filled in; None for a baseline).
+    """The ``options`` cell of a row of ``method`` fitted with ``options`` (``min_labels``: what it clusters to,
+    its default filled in, ``engine.default_min_labels``; None for Otsu).
 
     Options at ``engine.segment``'s default are left out, except ``_NAMED``, which a network's row always
     names (``missing`` gives their value where ``options`` lacks them); ``readout_clusters`` is "auto" for
     the default, else a number or a list of them, and is left out with the argmax readout, which has no
-    clusters to count; baselines ignore the readout, so theirs never name it.
+    clusters to count. A k-means row names its ``readout_clusters`` only (it has no scores to read out),
+    an Otsu row neither.
     """
     options = dict(options)
     if method in engine.BASELINES:
         options.pop("readout", None)
-        options.pop("readout_clusters", None)
+        clusters = options.pop("readout_clusters", None)
+        if min_labels is not None:
+            options["readout_clusters"] = missing["readout_clusters"] if clusters is None else clusters
     else:
         options = {name: missing[name] for name in _NAMED} | options
         if options["readout"] == "argmax":
             del options["readout_clusters"]
-        elif options["readout_clusters"] is None:
-            options["readout_clusters"] = "auto"
-        elif options["readout_clusters"] == "min_labels":
-            options["readout_clusters"] = min_labels
-        elif isinstance(options["readout_clusters"], (list, tuple)) and len(options["readout_clusters"]) == 1:
-            options["readout_clusters"] = options["readout_clusters"][0]
+    if "readout_clusters" in options:
+        options["readout_clusters"] = _clusters_value(options["readout_clusters"], min_labels)
     kept = {
         name: value
         for name, value in options.items()
@@ -135,13 +134,26 @@ def options_cell(method: str, options: dict, *, min_labels: int | None, missing:
     return json.dumps(kept, sort_keys=True, default=str) if kept else ""
 
 
-def _network_labels(cells: list[str]) -> int | None:
-    """The ``min_labels`` a row's network stopped at (its spec's default for an empty cell); None for a baseline."""
+def _clusters_value(clusters: object, min_labels: int | None) -> object:
+    """The ``readout_clusters`` value an options cell names: "auto" for the default (None), ``min_labels`` for
+    ``_FORMER_DEFAULTS``' "min_labels", a single count for a one-count list."""
+    if clusters is None:
+        return "auto"
+    if clusters == "min_labels":
+        return min_labels
+    if isinstance(clusters, (list, tuple)) and len(clusters) == 1:
+        return clusters[0]
+    return clusters
+
+
+def _row_min_labels(cells: list[str]) -> int | None:
+    """The ``min_labels`` a row's clusters were counted from (``engine.default_min_labels`` for an empty
+    cell); None for Otsu, which counts none."""
     method = cells[_COLUMN["method"]]
-    if method not in engine.METHODS:
+    if method not in engine.ALL_METHODS:
         return None
     stored = cells[_COLUMN["min_labels"]]
-    return int(stored) if stored.isdigit() else engine.METHODS[method].min_labels
+    return int(stored) if stored.isdigit() else engine.default_min_labels(method)
 
 
 def _before_widths(version: str) -> bool:
@@ -158,10 +170,10 @@ def _upgrade(cells: list[str]) -> list[str] | None:
     """A stored row in today's terms, to compare with a new run's; None if its cluster map must be fitted
     again (a network fitted before 0.9, at the papers' widths). Old ``options`` cells get the readout they
     were made with (``_FORMER_DEFAULTS``); an edited cell that is not JSON is kept and matches nothing."""
-    labels = _network_labels(cells)
+    labels = _row_min_labels(cells)
     if labels is None:
         return cells
-    if _before_widths(cells[_COLUMN["version"]]):
+    if cells[_COLUMN["method"]] in engine.METHODS and _before_widths(cells[_COLUMN["version"]]):
         return None
     current = list(cells)
     try:
@@ -253,7 +265,7 @@ def decide(
     if previous is None:
         return "refit"
     stored = dict(zip(RESULT_COLUMNS, previous))
-    labels = _network_labels(previous)
+    labels = _row_min_labels(previous)
     if labels is not None and not volume and _same_clusters(stored["options"], wanted["options"], path, labels):
         stored["options"] = wanted["options"]
 
