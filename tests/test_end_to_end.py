@@ -50,3 +50,17 @@ def test_chest_xray_lungs_stop_at_the_shoulders(shared_data) -> None:
     truth = read_mask(folder / "masks" / "CHNCXR_0137_0.png")
     assert result.foreground == "lungs"
     assert dice(result.mask, truth) >= 0.85
+
+
+def test_kmeans_with_the_readout_vote_on_dermoscopy_samples(shared_data) -> None:
+    """Colour k-means with the networks' readout counts and vote (3, 4 and 5 clusters): Dice 0.85 / 0.91 / 0.96
+    on the S3-Net authors' samples (2026-12-05), against 0.81 / 0.88 / 0.96 with one k-means of 3 clusters."""
+    samples = shared_data / "ssct-samples"
+    scores = {}
+    for counts in (None, 3):
+        for stem in STEMS:
+            result = segment(read_image(samples / "images" / f"{stem}.bmp"), method="kmeans", readout_clusters=counts)
+            scores[counts, stem] = dice(result.mask, read_mask(samples / "masks" / f"{stem}.png"))
+    voted, single = ([scores[counts, stem] for stem in STEMS] for counts in (None, 3))
+    assert min(voted) >= 0.8 and np.mean(voted) >= 0.88, scores
+    assert np.mean(voted) > np.mean(single) + 0.01, scores
