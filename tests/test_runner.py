@@ -456,8 +456,10 @@ def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
     run_batch([image], out, method="kmeans", readout="kmeans", progress=False)
     assert _read_csv(out / "results.csv")[1][column] == '{"readout_clusters": "auto"}'
     assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
-    run_batch([image], out, method="otsu", readout_clusters=4, progress=False)
+    run_batch([image], out, method="otsu", readout_clusters=4, min_labels=4, progress=False)
     assert _read_csv(out / "results.csv")[1][column] == ""
+    # Otsu ignores min_labels: a run that gives one resumes (its row must not grow a readout_clusters)
+    assert run_batch([image], out, method="otsu", min_labels=4, resume=True, progress=False).skipped == ["a"]
 
 
 def _grey_and_colour(tmp_path: Path, monkeypatch) -> tuple[list[dict], Path, Path]:

@@ -41,7 +41,7 @@ __all__ = [
     "SegmentationResult",
     "as_float_image",
     "check_method",
-    "default_min_labels",
+    "min_labels_of",
     "segment",
 ]
 
@@ -214,10 +214,8 @@ def _segment_baseline(
     if options:
         raise TypeError(f"unknown option(s) {', '.join(sorted(options))}; {method} takes none")
     start = time.perf_counter()
-    if BASELINE_CLUSTERS[method] is None:  # Otsu: two classes, whatever is asked
-        counts = (2,)
-    else:
-        counts = counts or default_readout_clusters(pixels, min_labels or BASELINE_CLUSTERS[method])
+    fewest = min_labels_of(method, min_labels)
+    counts = (2,) if fewest is None else counts or default_readout_clusters(pixels, fewest)  # Otsu: always two
     maps = [relabel_by_area(BASELINES[method](pixels, k, seed)) for k in counts]
     seconds = time.perf_counter() - start
     labels, mask, chosen = _choose(maps, pixels, rule)
@@ -225,10 +223,11 @@ def _segment_baseline(
     return SegmentationResult(labels, mask, method, seed, 0, seconds, confidence=confidence, foreground=chosen)
 
 
-def default_min_labels(method: str) -> int | None:
-    """The ``min_labels`` ``method`` runs with when none is given: a network's ``MethodSpec.min_labels``, a
-    baseline's ``BASELINE_CLUSTERS`` (None for Otsu)."""
-    return METHODS[method].min_labels if method in METHODS else BASELINE_CLUSTERS[check_method(method)]
+def min_labels_of(method: str, min_labels: int | None = None) -> int | None:
+    """The ``min_labels`` ``method`` clusters to: ``min_labels`` if given, else a network's ``MethodSpec.min_labels``
+    or a baseline's ``BASELINE_CLUSTERS``; None for Otsu, which always splits in two and ignores it."""
+    default = METHODS[method].min_labels if method in METHODS else BASELINE_CLUSTERS[check_method(method)]
+    return None if default is None else min_labels or default
 
 
 def check_method(method: str) -> str:

@@ -255,8 +255,7 @@ def run_batch(
     truths = datasets.load_masks(ground_truth) if foreground == "oracle" else {}
     manifest = read_manifest(out_dir / "results.csv")
     _clear_leftovers(out_dir)
-    default_labels = engine.default_min_labels(method)  # None: Otsu, which counts no clusters
-    clustered_to = None if default_labels is None else min_labels or default_labels
+    clustered_to = engine.min_labels_of(method, min_labels)  # None: Otsu, which counts no clusters
     settings = {
         "method": method, "seed": seed, "size": size, "max_iter": max_iter, "min_labels": min_labels,
         "device": device, "precision": precision, "axis": axis,

@@ -106,7 +106,7 @@ def typed(cells: list[str]) -> dict:
 
 def options_cell(method: str, options: dict, *, min_labels: int | None, missing: dict = _NAMED) -> str:
     """The ``options`` cell of a row of ``method`` fitted with ``options`` (``min_labels``: what it clusters to,
-    its default filled in, ``engine.default_min_labels``; None for Otsu).
+    its default filled in, ``engine.min_labels_of``; None for Otsu).
 
     Options at ``engine.segment``'s default are left out, except ``_NAMED``, which a network's row always
     names (``missing`` gives their value where ``options`` lacks them); ``readout_clusters`` is "auto" for
@@ -147,13 +147,13 @@ def _clusters_value(clusters: object, min_labels: int | None) -> object:
 
 
 def _row_min_labels(cells: list[str]) -> int | None:
-    """The ``min_labels`` a row's clusters were counted from (``engine.default_min_labels`` for an empty
-    cell); None for Otsu, which counts none."""
+    """The ``min_labels`` a row's clusters were counted from (``engine.min_labels_of`` its cell; the method's
+    default for an empty one); None for Otsu, which counts none, whatever its cell says."""
     method = cells[_COLUMN["method"]]
     if method not in engine.ALL_METHODS:
         return None
     stored = cells[_COLUMN["min_labels"]]
-    return int(stored) if stored.isdigit() else engine.default_min_labels(method)
+    return engine.min_labels_of(method, int(stored) if stored.isdigit() else None)
 
 
 def _before_widths(version: str) -> bool:
