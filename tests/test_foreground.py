@@ -10,6 +10,7 @@ from skimage.morphology import convex_hull_image
 from selfseg.foreground import (
     check_rule,
     choose_mask,
+    implausible,
     is_grey,
     lesion_mask,
     lungs_mask,
@@ -20,7 +21,7 @@ from selfseg.foreground import (
     select_foreground,
 )
 from selfseg.foreground._common import convex_hull, grey_contrast
-from selfseg.foreground.lungs import snap_to_edges
+from selfseg.foreground.lungs import lies_low, snap_to_edges
 from selfseg.foreground.radiograph import below_shoulders, fill_lateral, is_radiograph
 
 
@@ -294,6 +295,22 @@ def test_most_agreed_outvotes_the_odd_mask() -> None:
     assert most_agreed([skin]) == 0
     with pytest.raises(ValueError, match="most_agreed needs at least one mask"):
         most_agreed([])
+
+
+def test_lungs_in_the_lowest_30_percent_are_implausible() -> None:
+    """The centroid row, weighted by the pixels, against 0.7 of the height (rows 0..99: row 69.3)."""
+    mask = np.zeros((100, 60), dtype=bool)
+    mask[20:60, 5:25] = True  # two lungs, centroid row 39.5
+    mask[20:60, 35:55] = True
+    assert not lies_low(mask) and not implausible(mask, "lungs")
+    gaps = np.zeros_like(mask)
+    gaps[65:95, :6] = gaps[65:95, -6:] = True  # the gaps between the arms and the chest, centroid row 79.5
+    assert lies_low(gaps) and implausible(gaps, "lungs")
+    assert not implausible(gaps, "lesion") and not implausible(gaps, "polyp")  # only the lungs prior has the check
+    band = np.zeros_like(mask)
+    band[69:71] = True  # centroid row 69.5: below 0.7 * 99, above 0.71 * 99
+    assert lies_low(band) and not lies_low(band, limit=0.71)
+    assert not lies_low(np.zeros_like(mask))
 
 
 def test_convex_hull_on_the_bounding_box_equals_skimage() -> None:

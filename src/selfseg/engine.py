@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from selfseg.baselines import kmeans_labels, otsu_labels
 from selfseg.checks import check_shape, look_up_option
 from selfseg.confidence import mask_confidence
-from selfseg.foreground import check_rule, choose_mask, most_agreed
+from selfseg.foreground import check_rule, choose_mask, implausible, most_agreed
 from selfseg.io import MIN_SIDE
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
@@ -104,7 +104,7 @@ class SegmentationResult:
         mask: (H, W) bool foreground; chosen without ground truth unless ``foreground`` says oracle.
         method, seed: what produced it.
         iterations: optimiser steps run.
-        seconds: wall time of the fit, including the final prediction.
+        seconds: wall time of the fit, including the final prediction and its readout (not the mask's choice).
         history: per iteration, the weighted loss terms, their ``total`` and ``n_labels``.
     """
 
@@ -216,9 +216,12 @@ def _segment_baseline(
     start = time.perf_counter()
     fewest = min_labels_of(method, min_labels)
     counts = (2,) if fewest is None else counts or default_readout_clusters(pixels, fewest)  # Otsu: always two
-    maps = [relabel_by_area(BASELINES[method](pixels, k, seed)) for k in counts]
+    def recluster(k: int) -> np.ndarray:
+        return relabel_by_area(BASELINES[method](pixels, k, seed))
+
+    maps = [recluster(k) for k in counts]
     seconds = time.perf_counter() - start
-    labels, mask, chosen = _choose(maps, pixels, rule)
+    labels, mask, chosen = _choose(maps, pixels, rule, recluster if fewest is not None else None)
     confidence = mask_confidence(mask, pixels)
     return SegmentationResult(labels, mask, method, seed, 0, seconds, confidence=confidence, foreground=chosen)
 
@@ -331,11 +334,21 @@ def _fit(
     return history
 
 
-def _choose(maps: list[np.ndarray], pixels: np.ndarray, rule: dict) -> tuple[np.ndarray, np.ndarray, str]:
-    """(labels, mask, what chose it) of the cluster map whose mask the others' masks agree with most."""
+def _choose(
+    maps: list[np.ndarray], pixels: np.ndarray, rule: dict, recluster: Callable[[int], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(labels, mask, what chose it) of the cluster map whose mask the others' masks agree with most. If that
+    mask is ``implausible``, ``recluster`` (a count -> a cluster map, as the maps were made) gives one map with
+    one cluster more than the most the maps have, and its mask is kept if the same prior finds a plausible one."""
     choices = [choose_mask(labels, pixels, **rule) for labels in maps]
     best = most_agreed([mask for mask, _ in choices])
-    return maps[best], *choices[best]
+    labels, (mask, chosen) = maps[best], choices[best]
+    if recluster is not None and implausible(mask, chosen):
+        more = recluster(max(int(m.max()) for m in maps) + 1)
+        other, named = choose_mask(more, pixels, **rule)
+        if named == chosen and other.any() and not implausible(other, named):
+            return more, other, named
+    return labels, mask, chosen
 
 
 @dataclass(frozen=True)
@@ -422,10 +435,15 @@ def _finish(
     the final prediction, the readout at the native size, the mask; ``seconds`` counted from ``start``."""
     with torch.no_grad(), _autocast(x.device, setup.training.precision):
         scores = model.predict(x).float()
-        counts = setup.counts or default_readout_clusters(pixels, setup.training.min_labels)
-        maps = cluster_maps(scores, x, pixels.shape[:2], readout=setup.readout, counts=counts, seed=seed)
+
+    def read_out(counts: Sequence[int]) -> list[np.ndarray]:
+        with torch.no_grad(), _autocast(x.device, setup.training.precision):
+            return cluster_maps(scores, x, pixels.shape[:2], readout=setup.readout, counts=counts, seed=seed)
+
+    maps = read_out(setup.counts or default_readout_clusters(pixels, setup.training.min_labels))
     seconds = time.perf_counter() - start
-    labels, mask, chosen = _choose(maps, pixels, rule)
+    recluster = (lambda k: read_out((k,))[0]) if setup.readout == "kmeans" else None  # argmax has no count to raise
+    labels, mask, chosen = _choose(maps, pixels, rule, recluster)
     return SegmentationResult(
         labels=labels,
         mask=mask,

@@ -27,7 +27,8 @@ Without ground truth (``select_foreground``), under a target prior:
 ``point=(x, y)`` takes the region of the cluster under that pixel instead (interactive use), and
 ``oracle_mask`` is the papers' protocol with the ground truth, for reproducing their figures only.
 ``choose_mask`` is the single entry point the engine and the batch runner use; ``most_agreed`` picks, among
-the masks chosen from several cluster maps of one image, the one the others agree with most.
+the masks chosen from several cluster maps of one image, the one the others agree with most; ``implausible``
+says when a chosen mask is one that the engine should try again with one more cluster.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from skimage.transform import resize
 from selfseg.checks import check_shape, look_up_option
 from selfseg.foreground._common import EIGHT, convex_hull, nearest_resize
 from selfseg.foreground.lesion import lesion_mask
-from selfseg.foreground.lungs import lungs_mask
+from selfseg.foreground.lungs import lies_low, lungs_mask
 from selfseg.foreground.polyp import looks_endoscopic, polyp_mask
 from selfseg.metrics import dice
 
@@ -48,6 +49,7 @@ __all__ = [
     "TARGETS",
     "check_rule",
     "choose_mask",
+    "implausible",
     "is_grey",
     "lesion_mask",
     "lungs_mask",
@@ -163,6 +165,13 @@ def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) ->
     if crop:
         mask &= ndimage.binary_dilation(truth, structure=np.ones((5, 5), dtype=bool), iterations=2)
     return mask
+
+
+def implausible(mask: np.ndarray, chosen: str) -> bool:
+    """True for a mask that its prior ``chosen`` (what ``choose_mask`` named) does not fit, and that one more
+    cluster may mend: lungs whose centroid lies in the image's lowest 30 % (``lungs.lies_low``), picked
+    where three clusters joined the lungs to the body of a chest X-ray."""
+    return chosen == "lungs" and lies_low(mask)
 
 
 def most_agreed(masks: list[np.ndarray]) -> int:
