@@ -1,4 +1,4 @@
-"""End to end on real images: `selfseg segment` on the S3-Net authors' dermoscopy demo images, and a chest X-ray.
+"""End to end on real images: `selfseg segment` on the S3-Net authors' dermoscopy demo images, a chest X-ray and a CT slice.
 
 The mask is chosen without ground truth; the expert masks are read only to score it.
 """
@@ -12,6 +12,8 @@ import pytest
 
 from selfseg import segment
 from selfseg.cli import main
+from selfseg.foreground import implausible
+from selfseg.foreground.lungs import lies_low
 from selfseg.io import read_image, read_mask
 from selfseg.metrics import dice
 
@@ -61,6 +63,17 @@ def test_chest_xray_whose_lungs_join_the_body_gets_one_more_cluster(shared_data)
     result = segment(image, method="kmeans", seed=506501920)
     assert result.foreground == "lungs" and result.n_labels == 4
     assert dice(result.mask, read_mask(folder / "masks" / "CHNCXR_0299_0.png")) >= 0.55
+
+
+def test_basal_ct_slice_keeps_its_low_lungs(shared_data) -> None:
+    """Slice 81 of lung-ct-lungsegdb: its lungs lie at 0.72 of the height, as low as the arm gaps of a chest
+    X-ray, but on CT the lung rule's radiograph test fails, so no second readout is tried (Dice 0.72)."""
+    folder = shared_data / "lung-ct-lungsegdb"
+    image = read_image(folder / "images" / "81.png")
+    result = segment(image, method="kmeans", seed=0)
+    assert result.foreground == "lungs" and result.n_labels == 3
+    assert lies_low(result.mask) and not implausible(result.mask, "lungs", result.labels, image)
+    assert dice(result.mask, read_mask(folder / "masks" / "81.png")) >= 0.7
 
 
 def test_kmeans_with_the_readout_vote_on_dermoscopy_samples(shared_data) -> None:

@@ -9,6 +9,7 @@ from scipy import ndimage
 from selfseg import engine
 from selfseg.engine import as_float_image, segment
 from selfseg.foreground import most_agreed
+from selfseg.foreground.lungs import lies_low
 
 from helpers import disc_image as _disc_image
 
@@ -73,6 +74,7 @@ def test_implausible_lungs_are_chosen_again_with_one_more_cluster(monkeypatch) -
     low[8:], high[2:5] = True, True
     masks = {3: low, 4: high}  # the mask the rule chooses from a map of n clusters
     monkeypatch.setattr(engine, "choose_mask", lambda labels, pixels, **rule: (masks[int(labels.max())], "lungs"))
+    monkeypatch.setattr(engine, "implausible", lambda mask, chosen, labels, pixels: lies_low(mask))  # a radiograph
     asked: list[int] = []
 
     def recluster(k: int) -> np.ndarray:

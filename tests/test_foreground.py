@@ -297,16 +297,27 @@ def test_most_agreed_outvotes_the_odd_mask() -> None:
         most_agreed([])
 
 
-def test_lungs_in_the_lowest_30_percent_are_implausible() -> None:
-    """The centroid row, weighted by the pixels, against 0.7 of the height (rows 0..99: row 69.3)."""
+def _low_chest(lung_grey: float) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, grey) 100x60: air around a body (grey 0.8) holding two dark regions low down (``lung_grey``)."""
+    labels = np.ones((100, 60), dtype=int)
+    labels[4:96, 3:57] = 3
+    labels[62:90, 8:26] = labels[62:90, 34:52] = 2
+    return labels, np.choose(labels - 1, [0.0, lung_grey, 0.8])
+
+
+def test_lungs_in_the_lowest_30_percent_of_a_radiograph_are_implausible() -> None:
+    """The centroid row against 0.7 of the height (rows 0..99: row 69.3); on a radiograph only."""
     mask = np.zeros((100, 60), dtype=bool)
     mask[20:60, 5:25] = True  # two lungs, centroid row 39.5
     mask[20:60, 35:55] = True
-    assert not lies_low(mask) and not implausible(mask, "lungs")
-    gaps = np.zeros_like(mask)
-    gaps[65:95, :6] = gaps[65:95, -6:] = True  # the gaps between the arms and the chest, centroid row 79.5
-    assert lies_low(gaps) and implausible(gaps, "lungs")
-    assert not implausible(gaps, "lesion") and not implausible(gaps, "polyp")  # only the lungs prior has the check
+    assert not lies_low(mask)
+    radiograph, ct = _low_chest(0.4), _low_chest(0.02)  # lungs half way from the air to the body; as dark as the air
+    gaps, on_radiograph = lungs_mask(*radiograph, return_radiograph=True)
+    assert on_radiograph and not lungs_mask(*ct, return_radiograph=True)[1]
+    assert lies_low(gaps) and implausible(gaps, "lungs", *radiograph)
+    assert not implausible(gaps, "lungs", *ct)  # basal CT slices hold lungs this low
+    assert not implausible(mask, "lungs", *radiograph)
+    assert not implausible(gaps, "lesion", *radiograph) and not implausible(gaps, "polyp", *radiograph)
     band = np.zeros_like(mask)
     band[69:71] = True  # centroid row 69.5: below 0.7 * 99, above 0.71 * 99
     assert lies_low(band) and not lies_low(band, limit=0.71)

@@ -343,10 +343,10 @@ def _choose(
     choices = [choose_mask(labels, pixels, **rule) for labels in maps]
     best = most_agreed([mask for mask, _ in choices])
     labels, (mask, chosen) = maps[best], choices[best]
-    if recluster is not None and implausible(mask, chosen):
+    if recluster is not None and implausible(mask, chosen, labels, pixels):
         more = recluster(max(int(m.max()) for m in maps) + 1)
         other, named = choose_mask(more, pixels, **rule)
-        if named == chosen and other.any() and not implausible(other, named):
+        if named == chosen and other.any() and not implausible(other, named, more, pixels):
             return more, other, named
     return labels, mask, chosen
 

@@ -28,7 +28,8 @@ Without ground truth (``select_foreground``), under a target prior:
 ``oracle_mask`` is the papers' protocol with the ground truth, for reproducing their figures only.
 ``choose_mask`` is the single entry point the engine and the batch runner use; ``most_agreed`` picks, among
 the masks chosen from several cluster maps of one image, the one the others agree with most; ``implausible``
-says when a chosen mask is one that the engine should try again with one more cluster.
+says when a chosen mask is one that the engine should try again with one more cluster (lungs lying low on a
+radiograph).
 """
 
 from __future__ import annotations
@@ -167,11 +168,16 @@ def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) ->
     return mask
 
 
-def implausible(mask: np.ndarray, chosen: str) -> bool:
-    """True for a mask that its prior ``chosen`` (what ``choose_mask`` named) does not fit, and that one more
-    cluster may mend: lungs whose centroid lies in the image's lowest 30 % (``lungs.lies_low``), picked
-    where three clusters joined the lungs to the body of a chest X-ray."""
-    return chosen == "lungs" and lies_low(mask)
+def implausible(mask: np.ndarray, chosen: str, labels: np.ndarray, image: np.ndarray) -> bool:
+    """True for a mask that its prior ``chosen`` (what ``choose_mask`` named for the cluster map ``labels`` of
+    ``image``) does not fit, and that one more cluster may mend: lungs on a radiograph whose centroid lies in
+    the image's lowest 30 % (``lungs.lies_low``), picked where three clusters joined the lungs to the body of
+    a chest X-ray. On CT (the lung rule's ``radiograph.is_radiograph`` fails) basal slices hold lungs that
+    low, and the mask stands. ``labels`` and ``image`` are those ``choose_mask`` was given."""
+    if chosen != "lungs" or not lies_low(mask):
+        return False
+    labels_small, grey = working_copies(labels, _grey(image))
+    return lungs_mask(labels_small, grey, return_radiograph=True)[1]
 
 
 def most_agreed(masks: list[np.ndarray]) -> int:

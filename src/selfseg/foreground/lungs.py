@@ -36,9 +36,11 @@ def lungs_mask(
     lateral_depth: float = 0.016,
     radiograph_contrast: float = 0.15,
     snap_iterations: int = 4,
-) -> np.ndarray:
+    return_radiograph: bool = False,
+) -> np.ndarray | tuple[np.ndarray, bool]:
     """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
-    (also when the darkest cluster does not reach the frame: no dark surround, no body).
+    (also when the darkest cluster does not reach the frame: no dark surround, no body); with
+    ``return_radiograph``, also whether the radiograph steps ran (``radiograph.is_radiograph``).
 
     Args:
         labels: (H, W) int cluster map.
@@ -100,14 +102,16 @@ def lungs_mask(
                 best, best_score, best_k, best_body, best_pair = lungs, score, k, body, paired
         if best_pair:
             break
-    if best is None:
-        return np.zeros(labels.shape, dtype=bool)
-    mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, disk_radius(closing, labels.shape))
-    radiograph = is_radiograph(mask, best_body, grey, radiograph_contrast)
-    if radiograph:
-        mask = below_neck(below_shoulders(mask, best_body, shoulders), neck)
-    mask = snap_to_edges(mask, grey, snap_iterations)
-    return fill_lateral(mask, disk_radius(lateral_depth, labels.shape)) if radiograph else mask
+    mask, radiograph = np.zeros(labels.shape, dtype=bool), False
+    if best is not None:
+        mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, disk_radius(closing, labels.shape))
+        radiograph = is_radiograph(mask, best_body, grey, radiograph_contrast)
+        if radiograph:
+            mask = below_neck(below_shoulders(mask, best_body, shoulders), neck)
+        mask = snap_to_edges(mask, grey, snap_iterations)
+        if radiograph:
+            mask = fill_lateral(mask, disk_radius(lateral_depth, labels.shape))
+    return (mask, radiograph) if return_radiograph else mask
 
 
 def _outside(darkest: np.ndarray, frame: np.ndarray, radius: int) -> np.ndarray:
@@ -158,7 +162,7 @@ def lies_low(mask: np.ndarray, limit: float = 0.7) -> bool:
     """True when the (H, W) ``mask``'s centroid lies below ``limit`` of the image's height: lungs on a chest
     X-ray never do (the expert masks' centroids lie at 0.31-0.53 of the height on the shared films), while the
     gaps between the arms and the chest do (0.75), which the rule picks on a film whose few clusters join the
-    lungs to the body. Basal CT slices can (0.46-0.64 for the experts, 0.72 for the rule's masks on one slice):
-    the engine then keeps the mask unless more clusters give one that lies higher. False for an empty mask."""
+    lungs to the body. Basal CT slices can (0.46-0.64 for the experts, 0.72 for the rule's masks on one
+    slice), so ``foreground.implausible`` asks it on radiographs only. False for an empty mask."""
     rows = np.nonzero(mask)[0]
     return rows.size > 0 and float(rows.mean()) > limit * (mask.shape[0] - 1)
