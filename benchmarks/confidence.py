@@ -11,19 +11,16 @@ dataset.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from scipy import stats
+from stored_runs import bench_parser, stored_runs
 
 from selfseg.confidence import mask_confidence
-from selfseg.datasets import load_pairs
 from selfseg.io import read_image, read_mask
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _scores(run: Path, images: dict[str, Path]) -> tuple[list[float], list[float]]:
@@ -35,22 +32,17 @@ def _scores(run: Path, images: dict[str, Path]) -> tuple[list[float], list[float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", nargs="+", type=Path, help="benchmark output folders (one seed each)")
-    parser.add_argument("--data", type=Path, default=DATA, help="the datasets (default: ../shared/data)")
+    parser = bench_parser(__doc__)
     parser.add_argument("--figure", type=Path, help="write a scatter plot here")
     args = parser.parse_args(argv)
     print("| folder | dataset | method | images | Spearman rho |\n|---|---|---|---|---|")
     scatter = {}
-    for bench in args.bench:
-        for run in sorted(bench.glob("*/*/auto")):
-            dataset, method = run.parts[-3], run.parts[-2]
-            images = {pair.stem: pair.image for pair in load_pairs(args.data / dataset)}
-            confidence, dice = _scores(run, images)
-            rho = stats.spearmanr(confidence, dice).statistic
-            print(f"| {bench} | {dataset} | {method} | {len(dice)} | {rho:.2f} |", flush=True)
-            if bench == args.bench[0] and dataset not in scatter:
-                scatter[dataset] = (method, confidence, dice, rho)
+    for bench, dataset, method, run, pairs in stored_runs(args.bench, args.data):
+        confidence, dice = _scores(run, {stem: pair.image for stem, pair in pairs.items()})
+        rho = stats.spearmanr(confidence, dice).statistic
+        print(f"| {bench} | {dataset} | {method} | {len(dice)} | {rho:.2f} |", flush=True)
+        if bench == args.bench[0] and dataset not in scatter:
+            scatter[dataset] = (method, confidence, dice, rho)
     if args.figure:
         figure = Figure(figsize=(2.6 * len(scatter), 2.6))
         for axes, (dataset, (method, confidence, dice, rho)) in zip(figure.subplots(1, len(scatter)), scatter.items()):

@@ -13,19 +13,16 @@ share of images where the prior picked that best candidate, and the share whose 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from stored_runs import bench_parser, scored_stems, stored_runs
 
-from selfseg.datasets import load_pairs
 from selfseg.foreground import working_copies
 from selfseg.foreground._common import convex_hull, nearest_resize
 from selfseg.foreground.polyp import polyp_candidates
 from selfseg.io import read_image, read_labels, read_mask
 from selfseg.metrics import dice
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _candidate_dice(labels: np.ndarray, image: np.ndarray, truth: np.ndarray) -> tuple[list[float], int]:
@@ -40,12 +37,9 @@ def _candidate_dice(labels: np.ndarray, image: np.ndarray, truth: np.ndarray) ->
 def _run_figures(run: Path, pairs: dict) -> tuple[int, float, float, float, float]:
     """(images, rule Dice, oracle ceiling, share picked best, share with ceiling < 0.5) of one run folder."""
     rule, ceiling, best_picked = [], [], []
-    for stem, pair in pairs.items():
-        labels_path = run / f"{stem}_labels.png"
-        if not labels_path.is_file():
-            continue
+    for stem, pair in scored_stems(run, pairs):
         truth = read_mask(pair.mask)
-        scores, chosen = _candidate_dice(read_labels(labels_path), read_image(pair.image), truth)
+        scores, chosen = _candidate_dice(read_labels(run / f"{stem}_labels.png"), read_image(pair.image), truth)
         rule.append(scores[chosen] if scores else 0.0)
         ceiling.append(max(scores, default=0.0))
         best_picked.append(bool(scores) and scores[chosen] == ceiling[-1])
@@ -54,18 +48,12 @@ def _run_figures(run: Path, pairs: dict) -> tuple[int, float, float, float, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", nargs="+", type=Path, help="benchmark output folders (one seed each)")
-    parser.add_argument("--data", type=Path, default=DATA, help="the datasets (default: ../shared/data)")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     print("| folder | dataset | method | images | prior's choice | oracle: best candidate | picked the best | best < 0.5 |")
     print("|---|---|---|---|---|---|---|---|")
-    for bench in args.bench:
-        for run in sorted(bench.glob("*/*/auto")):
-            dataset, method = run.parts[-3], run.parts[-2]
-            pairs = {pair.stem: pair for pair in load_pairs(args.data / dataset)}
-            images, rule, ceiling, picked, low = _run_figures(run, pairs)
-            print(f"| {bench} | {dataset} | {method} | {images} | {rule:.3f} | {ceiling:.3f} | {picked:.0%} | {low:.0%} |")
+    for bench, dataset, method, run, pairs in stored_runs(args.bench, args.data):
+        images, rule, ceiling, picked, low = _run_figures(run, pairs)
+        print(f"| {bench} | {dataset} | {method} | {images} | {rule:.3f} | {ceiling:.3f} | {picked:.0%} | {low:.0%} |")
     return 0
 
 

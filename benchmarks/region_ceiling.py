@@ -14,18 +14,15 @@ hundredths. Columns: the Dice of the run's own mask (no ground truth), the ceili
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from stored_runs import bench_parser, scored_stems, stored_runs
 
-from selfseg.datasets import load_pairs
 from selfseg.foreground._common import EIGHT
 from selfseg.io import read_labels, read_mask
 from selfseg.metrics import dice
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def best_union_dice(labels: np.ndarray, truth: np.ndarray) -> float:
@@ -44,29 +41,20 @@ def best_union_dice(labels: np.ndarray, truth: np.ndarray) -> float:
 def _run_figures(run: Path, pairs: dict) -> tuple[int, float, float]:
     """(images, mean Dice of the run's masks, mean oracle ceiling) of one run folder."""
     own, ceiling = [], []
-    for stem, pair in pairs.items():
-        labels_path, mask_path = run / f"{stem}_labels.png", run / f"{stem}_mask.png"
-        if not (labels_path.is_file() and mask_path.is_file()):
-            continue
+    for stem, pair in scored_stems(run, pairs):
         truth = read_mask(pair.mask)
-        own.append(dice(read_mask(mask_path), truth))
-        ceiling.append(best_union_dice(read_labels(labels_path), truth))
+        own.append(dice(read_mask(run / f"{stem}_mask.png"), truth))
+        ceiling.append(best_union_dice(read_labels(run / f"{stem}_labels.png"), truth))
     return len(own), float(np.mean(own)), float(np.mean(ceiling))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", nargs="+", type=Path, help="benchmark output folders (one seed each)")
-    parser.add_argument("--data", type=Path, default=DATA, help="the datasets (default: ../shared/data)")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     print("| folder | dataset | method | images | own mask | oracle: best union of regions | gap |")
     print("|---|---|---|---|---|---|---|")
-    for bench in args.bench:
-        for run in sorted(bench.glob("*/*/auto")):
-            dataset, method = run.parts[-3], run.parts[-2]
-            pairs = {pair.stem: pair for pair in load_pairs(args.data / dataset)}
-            images, own, ceiling = _run_figures(run, pairs)
-            print(f"| {bench} | {dataset} | {method} | {images} | {own:.3f} | {ceiling:.3f} | {ceiling - own:+.3f} |")
+    for bench, dataset, method, run, pairs in stored_runs(args.bench, args.data):
+        images, own, ceiling = _run_figures(run, pairs)
+        print(f"| {bench} | {dataset} | {method} | {images} | {own:.3f} | {ceiling:.3f} | {ceiling - own:+.3f} |")
     return 0
 
 
