@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 from stored_runs import bench_parser, scored_stems, stored_runs
 
-from selfseg.foreground._common import EIGHT
+from selfseg.foreground.regions import EIGHT
 from selfseg.io import read_labels, read_mask
 from selfseg.metrics import dice
 

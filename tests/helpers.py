@@ -29,7 +29,7 @@ UID = "1.2.826.0.1.3680043.8.498"
 SLICE = np.array([[0, 10, 20, 30], [40, 50, 60, 70], [80, 90, 100, 110]], dtype=np.int16)  # 3 x 4
 
 
-def _dicom(
+def write_dicom(
     path,
     pixels: np.ndarray = SLICE,
     *,
@@ -76,23 +76,23 @@ def _dicom(
     return path
 
 
-def _series(folder, **kwargs):
+def write_series(folder, **kwargs):
     """Three slices at z = 10, 12.5, 15 written under names and instance numbers in another order."""
     folder.mkdir()
     for name, k, instance in [("b.dcm", 1, 7), ("c.dcm", 0, 9), ("a.dcm", 2, 8)]:
-        _dicom(folder / name, SLICE + 10 * k, n=k, position=(-20.0, -30.0, 10 + 2.5 * k), instance=instance, **kwargs)
+        write_dicom(folder / name, SLICE + 10 * k, n=k, position=(-20.0, -30.0, 10 + 2.5 * k), instance=instance, **kwargs)
     return folder
 
 
-def _affine() -> np.ndarray:
+def nifti_affine() -> np.ndarray:
     affine = np.array([[0, 0.9, 0, -10], [-0.8, 0, 0, 20], [0, 0, 2.5, -30], [0, 0, 0, 1]], dtype=float)
     return affine
 
 
-def _nifti(path, data: np.ndarray, *, slope=None) -> nib.Nifti1Image:
-    image = nib.Nifti1Image(data, _affine())
-    image.set_qform(_affine(), code=1)
-    image.set_sform(_affine(), code=2)
+def write_nifti(path, data: np.ndarray, *, slope=None) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(data, nifti_affine())
+    image.set_qform(nifti_affine(), code=1)
+    image.set_sform(nifti_affine(), code=2)
     image.header.set_xyzt_units("mm", "sec")
     image.header["descrip"] = b"test volume"
     if slope is not None:
@@ -107,22 +107,22 @@ CUBE = np.arange(5 * 6 * 4, dtype=np.int16).reshape(5, 6, 4) * 3  # (i, j, k)
 # --- image bytes written here ---------------------------------------------------------------
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png_bytes(height: int, width: int, idat: bytes | None = None) -> bytes:
+def png_bytes(height: int, width: int, idat: bytes | None = None) -> bytes:
     """A grey 8-bit PNG whose header says height x width (the data need not match)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     if idat is None:
         idat = zlib.compress(b"\0" * (height * (width + 1)))
     return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
     )
 
 
-def _tiff_bytes(array: np.ndarray, sample_format: int) -> bytes:
+def tiff_bytes(array: np.ndarray, sample_format: int) -> bytes:
     """Minimal little-endian one-strip grey TIFF of ``array`` (any dtype) with the given SampleFormat tag."""
     height, width = array.shape
     data = array.astype(array.dtype.newbyteorder("<")).tobytes()
@@ -139,12 +139,17 @@ def _tiff_bytes(array: np.ndarray, sample_format: int) -> bytes:
 # --- a stand-in for the engine ----------------------------------------------------------------
 
 
-def _fake_segment(n_labels: int = 2):
-    """A stand-in for engine.segment: ``n_labels`` vertical-ish stripes, mask = last label."""
+def fake_fit_images(n_labels: int = 2):
+    """A stand-in for ``engine.fit_images`` (monkeypatch ``selfseg.runner.task.fit_images``): ``n_labels``
+    vertical-ish stripes per image, mask = last label."""
 
-    def segment(image, method="s3net", *, seed=0, **kwargs):
-        height, width = image.shape[:2]
-        labels = (np.arange(height * width) % n_labels + 1).reshape(height, width).astype(np.int32)
-        return SegmentationResult(labels, labels == n_labels, method, seed, iterations=1, seconds=0.25)
+    def fit_images(images, settings, rule, *, batch_images=1, callback=None):
+        results = []
+        for image in images:
+            height, width = image.pixels.shape[:2]
+            labels = (np.arange(height * width) % n_labels + 1).reshape(height, width).astype(np.int32)
+            results.append(SegmentationResult(labels, labels == n_labels, settings.method, image.seed, iterations=1,
+                                              seconds=0.25))
+        return results
 
-    return segment
+    return fit_images

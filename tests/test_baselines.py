@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from selfseg import engine
+from selfseg import choice
 from selfseg.baselines import kmeans_labels, otsu_labels
 from selfseg.engine import segment
 from selfseg.foreground import choose_mask, most_agreed
@@ -93,7 +93,7 @@ def test_kmeans_clusters_with_the_networks_readout_counts(monkeypatch) -> None:
         np.testing.assert_array_equal(result.labels, labels)
         np.testing.assert_array_equal(result.mask, mask)
     masks_seen: list[int] = []
-    monkeypatch.setattr(engine, "most_agreed", lambda masks: masks_seen.append(len(masks)) or len(masks) - 1)
+    monkeypatch.setattr(choice, "most_agreed", lambda masks: masks_seen.append(len(masks)) or len(masks) - 1)
     assert segment(colour, method="kmeans", seed=7).n_labels == 5 and masks_seen == [3]  # the vote decides
     assert segment(grey, method="kmeans", seed=7).n_labels == 3 and masks_seen == [3, 1]
     assert segment(colour, method="kmeans", seed=7, readout_clusters=2).n_labels == 2

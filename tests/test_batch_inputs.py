@@ -8,7 +8,7 @@ from PIL import Image
 
 from selfseg.batch_inputs import INPUT_SUFFIXES, find_inputs, input_digest, input_stem
 
-from helpers import CUBE, _dicom, _nifti
+from helpers import CUBE, write_dicom, write_nifti
 
 
 def _png(path):
@@ -24,10 +24,10 @@ def tree(tmp_path):
     root = tmp_path / "root"
     for name in ("a.png", "b/c.JPG", "b/d/e.tif", ".hidden/f.png", "b/.g.png"):
         _png(root / name)
-    _nifti(root / "vol.nii.gz", CUBE)
+    write_nifti(root / "vol.nii.gz", CUBE)
     (root / "series").mkdir()
     for k in range(2):
-        _dicom(root / "series" / f"IM{k}", n=k, position=(0, 0, k))
+        write_dicom(root / "series" / f"IM{k}", n=k, position=(0, 0, k))
     (root / "notes.txt").write_text("not an image")
     return root
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfseg import cli, engine
+from selfseg import cli
 from selfseg.benchmark import BENCHMARK_COLUMNS, SEED_COLUMNS, benchmark, seed_summary
+from selfseg.runner import task as runner_task
 
 
 def _dataset(root, n: int = 2):
@@ -43,8 +44,8 @@ def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatc
     assert (out / "benchmark.md").read_text().count("| discs |") == 4
 
     calls = []
-    original = engine.segment
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(a) or original(*a, **k))
+    original = runner_task.fit_images
+    monkeypatch.setattr(runner_task, "fit_images", lambda *a, **k: calls.append(a) or original(*a, **k))
     again = benchmark([data], out, methods=["otsu", "s3net"], foreground=rules, size=24, max_iter=2, progress=False)
     assert calls == [] and again == rows
     cropped = benchmark([data], out, methods=["otsu"], foreground=["oracle+crop"], size=24, max_iter=2, progress=False)
@@ -54,7 +55,7 @@ def test_benchmark_scores_every_method_and_rule_and_resumes(tmp_path, monkeypatc
     stale = out / "discs" / "otsu" / "oracle" / "case0_mask.png"
     Image.fromarray(np.zeros((40, 48), dtype=np.uint8)).save(stale)
     os.utime(stale, (0, 0))
-    benchmark([data], out, methods=["otsu"], size=32, max_iter=2, progress=False)  # new settings: rerun
+    benchmark([data], out, methods=["otsu"], size=32, max_iter=2, workers=1, progress=False)  # new settings: rerun
     assert len(calls) == 2 and np.asarray(Image.open(stale)).any()
 
 
@@ -84,7 +85,7 @@ def test_benchmark_with_several_seeds_runs_each_in_its_folder_and_summarises(tmp
     assert not (out / "discs").exists()
 
     calls = []
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(runner_task, "fit_images", lambda *a, **k: calls.append(a))
     assert benchmark([data], out, seeds=[0, 3], **options) == rows and calls == []  # resumed
     with pytest.raises(ValueError, match=r"^seeds must be one or more distinct integers, got \[1, 1\]$"):
         benchmark([data], out, seeds=[1, 1], **options)

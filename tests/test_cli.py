@@ -15,7 +15,7 @@ from PIL import Image
 from selfseg import cli, engine, runner
 from selfseg.runner import BatchReport
 
-from helpers import _fake_segment
+from helpers import fake_fit_images
 
 FAST = ["--size", "32", "--max-iter", "2", "--device", "cpu", "--quiet"]
 
@@ -212,7 +212,7 @@ def test_new_batch_options_reach_run_batch(tmp_path, monkeypatch):
 
 
 def test_folders_glob_and_list_files(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(engine, "segment", fake_fit_images())
     src = tmp_path / "in"
     (src / "deep").mkdir(parents=True)
     _disc(src / "deep" / "a.png")
@@ -232,7 +232,7 @@ def test_folders_glob_and_list_files(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_inputs_give_one_line_each_and_exit_1(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(engine, "segment", fake_fit_images())
     src = tmp_path / "in"
     src.mkdir()
     _disc(src / "good.png")
@@ -281,7 +281,7 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path):
         grey = np.where((yy - 20) ** 2 + (xx - 14 - 6 * k) ** 2 < 60 + 30 * k, 50, 200).astype(np.uint8)
         Image.fromarray(grey).save(src / f"img{k}.png")
     # one torch thread: fast on a busy machine, and the same for the three runs
-    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2]), "OMP_NUM_THREADS": "1"}
 
     def command(out: Path) -> list[str]:  # about 0.7 s per image: time to kill it after the first one
         options = [*FAST, "--size", "96", "--max-iter", "3"]

@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from selfseg import engine
 from selfseg.engine import as_float_image, segment
 from selfseg.foreground import most_agreed
-from selfseg.foreground.lungs import lies_low
 
 from helpers import disc_image as _disc_image
 
@@ -65,31 +63,6 @@ def test_segment_kmeans_readout_clusters() -> None:
     best = (2, 3, 4)[most_agreed([single.mask for single in singles.values()])]
     np.testing.assert_array_equal(colour.labels, singles[best].labels)
     np.testing.assert_array_equal(colour.mask, singles[best].mask)
-
-
-def test_implausible_lungs_are_chosen_again_with_one_more_cluster(monkeypatch) -> None:
-    """``_choose``: lungs in the image's lowest 30 % send the image to one more cluster; that map is kept only if
-    the same prior finds a plausible mask in it."""
-    low, high = np.zeros((10, 10), dtype=bool), np.zeros((10, 10), dtype=bool)
-    low[8:], high[2:5] = True, True
-    masks = {3: low, 4: high}  # the mask the rule chooses from a map of n clusters
-    monkeypatch.setattr(engine, "choose_mask", lambda labels, pixels, **rule: (masks[int(labels.max())], "lungs"))
-    monkeypatch.setattr(engine, "implausible", lambda mask, chosen, labels, pixels: lies_low(mask))  # a radiograph
-    asked: list[int] = []
-
-    def recluster(k: int) -> np.ndarray:
-        asked.append(k)
-        return np.arange(k).repeat(25)[:100].reshape(10, 10) + 1
-
-    three = np.arange(3).repeat(34)[:100].reshape(10, 10) + 1
-    labels, mask, chosen = engine._choose([three], np.zeros((10, 10)), {}, recluster)
-    assert asked == [4] and labels.max() == 4 and mask is high and chosen == "lungs"
-    masks[4] = low  # one more cluster does not mend it: the first choice stays
-    labels, mask, _ = engine._choose([three], np.zeros((10, 10)), {}, recluster)
-    assert asked == [4, 4] and labels is three and mask is low
-    assert engine._choose([three], np.zeros((10, 10)), {}, None)[1] is low  # the argmax readout: nothing to raise
-    masks[3] = high  # plausible at once: no second readout
-    assert engine._choose([three], np.zeros((10, 10)), {}, recluster)[1] is high and asked == [4, 4]
 
 
 def test_segment_is_deterministic_and_native_size() -> None:

@@ -20,9 +20,9 @@ from selfseg.foreground import (
     resolve_target,
     select_foreground,
 )
-from selfseg.foreground._common import convex_hull, grey_contrast
 from selfseg.foreground.lungs import lies_low, snap_to_edges
 from selfseg.foreground.radiograph import below_shoulders, fill_lateral, is_radiograph
+from selfseg.foreground.regions import convex_hull, grey_contrast
 
 
 def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:

@@ -25,7 +25,7 @@ from selfseg.io import (
     write_image,
 )
 
-from helpers import _png_bytes, _tiff_bytes
+from helpers import png_bytes, tiff_bytes
 
 GREY = np.array([[0, 1, 128], [200, 254, 255]], dtype=np.uint8)
 RGB = np.array(
@@ -256,7 +256,7 @@ def test_too_small(tmp_path, height, width):
     if height and width:  # Pillow writes these; it refuses to write empty images
         _save(path, np.zeros((height, width), np.uint8))
     else:
-        path.write_bytes(_png_bytes(height, width))
+        path.write_bytes(png_bytes(height, width))
     _assert_read_error(path, f"image must be at least 2x2 pixels, got {height}x{width}")
 
 
@@ -282,7 +282,7 @@ def test_volume_format_is_unsupported_here(tmp_path, head, name):
 
 def test_unsupported_tiff_variant(tmp_path):
     path = tmp_path / "double.tif"
-    path.write_bytes(_tiff_bytes(np.arange(4, dtype=np.float64).reshape(2, 2), sample_format=3))
+    path.write_bytes(tiff_bytes(np.arange(4, dtype=np.float64).reshape(2, 2), sample_format=3))
     _assert_read_error(path, "unsupported format: a TIFF variant Pillow cannot read (64-bit float, 1 sample per pixel)")
 
 
@@ -298,7 +298,7 @@ def test_missing_decoder_is_unsupported(tmp_path, monkeypatch):
 
 def test_corrupt_data(tmp_path):
     path = tmp_path / "corrupt.png"
-    path.write_bytes(_png_bytes(4, 4, idat=b"not zlib data"))
+    path.write_bytes(png_bytes(4, 4, idat=b"not zlib data"))
     _assert_read_error(path, "cannot decode image: corrupt PNG data (", exact=False)
 
 
@@ -318,7 +318,7 @@ def test_too_large_checked_before_decoding(tmp_path, monkeypatch):
 def test_too_large_header_only(tmp_path):
     """A 100000 x 100000 header with no real data: refused from the header, Pillow's bomb error not shown."""
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_bytes(100_000, 100_000, idat=zlib.compress(b"")))
+    path.write_bytes(png_bytes(100_000, 100_000, idat=zlib.compress(b"")))
     _assert_read_error(path, f"image too large: 100000x100000 = 10000000000 pixels, over the limit of {MAX_PIXELS}")
 
 

@@ -190,8 +190,8 @@ def test_coarse_branch_is_upsampled_and_cropped(height: int, width: int) -> None
     x = _image(1, 3, height, width, seed=10)
     with torch.no_grad():
         scores, _, _ = model(x)
-        fine, _ = model._branch(model.embed_fine(x), model.blocks_fine)
-        coarse, _ = model._branch(model.embed_coarse(x), model.blocks_coarse)
+        fine, _ = model.branch(model.embed_fine(x), model.blocks_fine)
+        coarse, _ = model.branch(model.embed_coarse(x), model.blocks_coarse)
         ch, cw = math.ceil(height / 2), math.ceil(width / 2)
         assert coarse.shape == (1, 8, ch, cw)
         assert fine.shape == (1, 8, height, width)
@@ -236,8 +236,8 @@ def test_shift_attention_matches_reference() -> None:
     with torch.no_grad():
         attention = model.shift_attention(scores, 2)
         normed = model.score_norm(scores)
-        queries = model._patch_tokens(normed[..., 2:, 2:])
-        keys = model._patch_tokens(normed[..., :-2, :-2])
+        queries = model.patch_tokens(normed[..., 2:, 2:])
+        keys = model.patch_tokens(normed[..., :-2, :-2])
         ref = torch.softmax(queries @ keys.transpose(1, 2) / math.sqrt(8), dim=-1)
     assert_close(attention, ref, atol=1e-6, rtol=1e-5)
 
@@ -280,7 +280,7 @@ def test_patch_tokens_order_one_channel(height: int, width: int) -> None:
     # Each value encodes its pixel position: 100 * row + col.
     maps = (100 * torch.arange(height).view(-1, 1) + torch.arange(width)).float().view(1, 1, height, width)
     with torch.no_grad():
-        tokens = model._patch_tokens(maps)
+        tokens = model.patch_tokens(maps)
     assert_close(tokens, _patch_reference(maps, 2), atol=0, rtol=0)
     # Token 1 is the second patch of the first row of patches, pixels in row-major order.
     assert tokens[0, 1].tolist() == [2.0, 3.0, 102.0, 103.0]
@@ -294,7 +294,7 @@ def test_patch_tokens_order_channels_last() -> None:
     position = (100 * torch.arange(height).view(-1, 1) + torch.arange(width)).float()
     maps = torch.stack([position, position + 0.5]).unsqueeze(0)  # channel 1 = channel 0 + 0.5
     with torch.no_grad():
-        tokens = model._patch_tokens(maps)
+        tokens = model.patch_tokens(maps)
     assert tokens.shape == (1, 2 * 3, 8)
     assert_close(tokens, _patch_reference(maps, 2), atol=0, rtol=0)
     assert tokens[0, 0].tolist() == [0.0, 0.5, 1.0, 1.5, 100.0, 100.5, 101.0, 101.5]

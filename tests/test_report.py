@@ -17,7 +17,7 @@ from selfseg import cli, engine
 from selfseg.report import REPORT_NAME, write_report
 from selfseg.runner import evaluate_outputs, run_batch
 
-from helpers import CUBE, _fake_segment, _nifti
+from helpers import CUBE, fake_fit_images, write_nifti
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _VOID = {"meta", "img", "input", "br", "hr", "link", "source"}
@@ -58,7 +58,7 @@ def _images(folder: Path, n: int) -> list[Path]:
 @pytest.fixture
 def run_folder(tmp_path, monkeypatch) -> Path:
     """A scored run of 4 images (stand-in fits), one bad input, and one earlier review mark."""
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(engine, "segment", fake_fit_images())
     images = _images(tmp_path / "in", 4)
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
     truth = tmp_path / "gt"
@@ -95,8 +95,8 @@ def test_report_lists_every_input_with_thumbnails_scores_and_marks(run_folder) -
 
 
 def test_report_of_a_volume_shows_a_slice_strip(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "segment", _fake_segment())
-    _nifti(tmp_path / "ct.nii.gz", CUBE)
+    monkeypatch.setattr(engine, "segment", fake_fit_images())
+    write_nifti(tmp_path / "ct.nii.gz", CUBE)
     run_batch([tmp_path / "ct.nii.gz"], tmp_path / "out", workers=1, progress=False, size=32, max_iter=1)
     data = _page_data(write_report(tmp_path / "out", thumbnail_side=40).read_text(encoding="utf-8"))
     (row,) = data["rows"]
@@ -114,7 +114,7 @@ def test_report_command_and_missing_results(run_folder, tmp_path, capsys) -> Non
 
 
 def test_segment_report_option_writes_the_page(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(engine, "segment", fake_fit_images())
     _images(tmp_path / "in", 2)
     argv = ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet", "--report"]
     assert cli.main(argv) == 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io as stdio
 import os
@@ -14,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selfseg import decoding, engine, io, runner
+from selfseg import decoding, io, runner
 from selfseg.runner import (
     RESULT_COLUMNS,
     BatchReport,
@@ -26,9 +27,10 @@ from selfseg.runner import (
     summary_line,
     summary_table,
 )
+from selfseg.runner import task as runner_task
 from selfseg.volumes import read_volume
 
-from helpers import CUBE, UID, _dicom, _fake_segment, _nifti, _png_bytes, _series, _tiff_bytes
+from helpers import CUBE, UID, fake_fit_images, png_bytes, tiff_bytes, write_dicom, write_nifti, write_series
 
 FAST = dict(size=32, max_iter=2, device="cpu")  # engine runs are slow: keep them tiny
 
@@ -58,16 +60,23 @@ def batch(tmp_path_factory):
     rows = []
     stderr = stdio.StringIO()
     with contextlib.redirect_stderr(stderr):
-        report = run_batch([src], out, seed=3, progress=True, on_result=rows.append, **FAST)
+        report = run_batch([src], out, seed=3, workers=1, progress=True, on_result=rows.append, **FAST)
     return src, out, report, rows, stderr.getvalue()
 
 
 
 def _record_segment(monkeypatch) -> list[dict]:
-    """Replace ``engine.segment`` with ``_fake_segment``; the keyword arguments of each call land in the list returned."""
+    """Replace the runner's ``engine.fit_images`` with ``fake_fit_images``; the settings of each image fitted
+    (``FitSettings`` fields, its options and its seed) land in the list returned."""
     calls: list[dict] = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    fake = fake_fit_images()
+
+    def record(images, settings, rule, **kwargs):
+        for image in images:
+            calls.append({**dataclasses.asdict(settings), **settings.options, "seed": image.seed})
+        return fake(images, settings, rule, **kwargs)
+
+    monkeypatch.setattr(runner_task, "fit_images", record)
     return calls
 
 def test_batch_outputs(batch):
@@ -123,22 +132,22 @@ def test_image_seed_depends_on_content_and_global_seed(tmp_path) -> None:
 
 
 def test_batch_seeds_images_by_content(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     src = tmp_path / "in"
     src.mkdir()
     first, second = _disc(src / "b.png"), _disc(src / "a.png", rgb=True)
-    rows = run_batch([src], tmp_path / "out", seed=5, progress=False).results
+    rows = run_batch([src], tmp_path / "out", seed=5, workers=1, progress=False).results
     assert [row["image"] for row in rows] == ["a", "b"]
     assert [row["image_seed"] for row in rows] == [image_seed(5, second), image_seed(5, first)]
     assert {row["seed"] for row in rows} == {5}
 
 
 def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "b.png")
     out = tmp_path / "out"
-    run_batch([a, b], out, seed=1, progress=False)
-    report = run_batch([b], out, seed=2, progress=False)
+    run_batch([a, b], out, seed=1, workers=1, progress=False)
+    report = run_batch([b], out, seed=2, workers=1, progress=False)
     assert [row["seed"] for row in report.results] == [2]
     table = _read_csv(out / "results.csv")
     seed = RESULT_COLUMNS.index("seed")
@@ -149,12 +158,12 @@ def test_resume_skips_refits_or_rechooses(tmp_path, monkeypatch):
     calls = _record_segment(monkeypatch)
     a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "b.png")
     out = tmp_path / "out"
-    run_batch([a, b], out, progress=False)
+    run_batch([a, b], out, workers=1, progress=False)
     assert len(calls) == 2
-    report = run_batch([a, b], out, resume=True, progress=False)
+    report = run_batch([a, b], out, resume=True, workers=1, progress=False)
     assert report.skipped == ["a", "b"] and report.results == [] and len(calls) == 2
     # another target: the masks are chosen again from the stored cluster maps, nothing is refitted
-    report = run_batch([a, b], out, target="lungs", resume=True, progress=False)
+    report = run_batch([a, b], out, target="lungs", resume=True, workers=1, progress=False)
     assert len(calls) == 2 and [row["target"] for row in report.results] == ["lungs", "lungs"]
     assert [row["iterations"] for row in report.results] == [1, 1]  # kept from the fit
     assert {row["chosen"] for row in report.results} == {"lungs"}
@@ -162,35 +171,35 @@ def test_resume_skips_refits_or_rechooses(tmp_path, monkeypatch):
     assert rows["a"]["target"] == "lungs" and rows["a"]["seconds"] == "0.250"
     # a missing cluster map, or another training parameter, refits
     (out / "a_labels.png").unlink()
-    run_batch([a, b], out, target="lungs", resume=True, progress=False)
+    run_batch([a, b], out, target="lungs", resume=True, workers=1, progress=False)
     assert len(calls) == 3
-    run_batch([a, b], out, target="lungs", seed=4, resume=True, progress=False)
+    run_batch([a, b], out, target="lungs", seed=4, resume=True, workers=1, progress=False)
     assert len(calls) == 5
 
 
 def test_failures_csv_describes_latest_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     good, bad = _disc(tmp_path / "good.png"), tmp_path / "bad.png"
     bad.write_bytes(b"junk")
     out = tmp_path / "out"
-    assert len(run_batch([good, bad], out, progress=False).failures) == 1
+    assert len(run_batch([good, bad], out, workers=1, progress=False).failures) == 1
     assert (out / "failures.csv").exists()
-    assert run_batch([good], out, progress=False).failures == []
+    assert run_batch([good], out, workers=1, progress=False).failures == []
     assert not (out / "failures.csv").exists()
 
 
 def test_segment_rejection_is_a_failure(tmp_path, capsys):
     Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(tmp_path / "dot.png")  # too small to segment
-    report = run_batch([tmp_path / "dot.png"], tmp_path / "out", progress=False, **FAST)
+    report = run_batch([tmp_path / "dot.png"], tmp_path / "out", workers=1, progress=False, **FAST)
     assert report.results == [] and report.failures[0][1].startswith("image must be at least 2x2")
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'dot.png'}: image must be")
 
 
 def test_large_label_count_is_written_as_16_bit(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "segment", _fake_segment(n_labels=300))
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images(n_labels=300))
     image = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "many.png")
-    run_batch([tmp_path / "many.png"], tmp_path / "out", progress=False)
+    run_batch([tmp_path / "many.png"], tmp_path / "out", workers=1, progress=False)
     labels = np.asarray(Image.open(tmp_path / "out" / "many_labels.png"))
     assert labels.dtype == np.uint16 and labels.max() == 300
 
@@ -199,7 +208,7 @@ def test_duplicate_stems_rejected_before_any_work(tmp_path):
     (tmp_path / "x").mkdir()
     first, second = _disc(tmp_path / "scan.png"), _disc(tmp_path / "x" / "scan.bmp")
     with pytest.raises(ValueError, match="same name") as info:
-        run_batch([first, second], tmp_path / "out", progress=False, **FAST)
+        run_batch([first, second], tmp_path / "out", workers=1, progress=False, **FAST)
     assert str(first) in str(info.value) and str(second) in str(info.value)
     assert not (tmp_path / "out").exists()
 
@@ -207,19 +216,19 @@ def test_duplicate_stems_rejected_before_any_work(tmp_path):
 def test_bad_arguments_rejected_before_any_work(tmp_path):
     image = _disc(tmp_path / "a.png")
     with pytest.raises(ValueError, match="method must be one of s3net, msformer, dfc, otsu, kmeans, got 'nope'"):
-        run_batch([image], tmp_path / "out", method="nope", progress=False)
+        run_batch([image], tmp_path / "out", method="nope", workers=1, progress=False)
     with pytest.raises(FileNotFoundError):
-        run_batch([tmp_path / "missing.png"], tmp_path / "out", progress=False)
+        run_batch([tmp_path / "missing.png"], tmp_path / "out", workers=1, progress=False)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.csv").write_text("name,score\nfoo,1\n")
     with pytest.raises(ValueError, match="not a results table"):
-        run_batch([image], tmp_path / "out", progress=False)
+        run_batch([image], tmp_path / "out", workers=1, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["results.csv"]
 
 
 def test_empty_input_folder(tmp_path):
     (tmp_path / "in").mkdir()
-    assert run_batch([tmp_path / "in"], tmp_path / "out", progress=False) == BatchReport()
+    assert run_batch([tmp_path / "in"], tmp_path / "out", workers=1, progress=False) == BatchReport()
 
 
 def test_summary_line():
@@ -291,17 +300,17 @@ def _bad_inputs(folder) -> dict:
     (folder / "whole.png").unlink()
     (folder / "truncated.png").write_bytes(png[: len(png) // 2])  # header: 40x48 pixels, more than the limit
     (folder / "text.jpg").write_text("this is a note, not an image\n")
-    (folder / "empty_image.png").write_bytes(_png_bytes(0, 0))
+    (folder / "empty_image.png").write_bytes(png_bytes(0, 0))
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(folder / "dot.png")
     Image.fromarray(np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32)).save(folder / "nan.tif")
-    (folder / "double.tif").write_bytes(_tiff_bytes(np.arange(4, dtype=np.float64).reshape(2, 2), sample_format=3))
+    (folder / "double.tif").write_bytes(tiff_bytes(np.arange(4, dtype=np.float64).reshape(2, 2), sample_format=3))
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(folder / "big.png")  # over the limit set by the test
-    _nifti(folder / "whole.nii", CUBE)
+    write_nifti(folder / "whole.nii", CUBE)
     nii = (folder / "whole.nii").read_bytes()
     (folder / "whole.nii").unlink()
     (folder / "broken.nii").write_bytes(nii[:-50])
-    _series(folder / "mixed")
-    _dicom(folder / "mixed" / "z.dcm", n=9, position=(0, 0, 50), series=f"{UID}.2")
+    write_series(folder / "mixed")
+    write_dicom(folder / "mixed" / "z.dcm", n=9, position=(0, 0, 50), series=f"{UID}.2")
     return {
         "zero.png": "empty file",
         "truncated.png": "image too large: 40x48 = 1920 pixels, over the limit of 1199",
@@ -318,12 +327,12 @@ def _bad_inputs(folder) -> dict:
 
 
 def test_each_bad_input_class_fails_alone(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(engine, "segment", _fake_segment())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     monkeypatch.setattr(decoding, "MAX_PIXELS", 1199)
     expected = _bad_inputs(tmp_path / "in")
     Image.fromarray(np.full((20, 24), 90, np.uint8)).save(tmp_path / "in" / "good.png")
     out = tmp_path / "out"
-    report = run_batch([tmp_path / "in"], out, progress=False)
+    report = run_batch([tmp_path / "in"], out, workers=1, progress=False)
     assert [row["image"] for row in report.results] == ["good"]
     failures = {Path(path).name: reason for path, reason in report.failures}
     assert failures == expected
@@ -335,22 +344,22 @@ def test_each_bad_input_class_fails_alone(tmp_path, monkeypatch, capsys):
 
 
 def _fake_volume_segment(seeds: list):
-    fake = _fake_segment()
+    fake = fake_fit_images()
 
-    def segment(image, method="s3net", *, seed=0, **kwargs):
-        seeds.append(seed)
-        return fake(image, method, seed=seed, **kwargs)
+    def fit_images(images, settings, rule, **kwargs):
+        seeds.extend(image.seed for image in images)
+        return fake(images, settings, rule, **kwargs)
 
-    return segment
+    return fit_images
 
 
 @pytest.mark.parametrize("axis", [None, 0])
 def test_nifti_volume_slice_by_slice_round_trip(tmp_path, monkeypatch, axis):
     seeds = []
-    monkeypatch.setattr(engine, "segment", _fake_volume_segment(seeds))
-    source = _nifti(tmp_path / "ct.nii.gz", CUBE)  # (5, 6, 4) voxels
+    monkeypatch.setattr(runner_task, "fit_images", _fake_volume_segment(seeds))
+    source = write_nifti(tmp_path / "ct.nii.gz", CUBE)  # (5, 6, 4) voxels
     out = tmp_path / "out"
-    (row,) = run_batch([tmp_path / "ct.nii.gz"], out, seed=3, axis=axis, progress=False).results
+    (row,) = run_batch([tmp_path / "ct.nii.gz"], out, seed=3, axis=axis, workers=1, progress=False).results
     depth = 4 if axis is None else 5
     assert seeds == [slice_seed(image_seed(3, tmp_path / "ct.nii.gz"), k) for k in range(depth)]
     assert (row["kind"], row["slices"], row["image_seed"]) == ("nifti", depth, image_seed(3, tmp_path / "ct.nii.gz"))
@@ -372,10 +381,10 @@ def test_nifti_volume_slice_by_slice_round_trip(tmp_path, monkeypatch, axis):
 
 def test_dicom_series_round_trip_and_resume(tmp_path, monkeypatch):
     seeds = []
-    monkeypatch.setattr(engine, "segment", _fake_volume_segment(seeds))
-    folder = _series(tmp_path / "scan")
+    monkeypatch.setattr(runner_task, "fit_images", _fake_volume_segment(seeds))
+    folder = write_series(tmp_path / "scan")
     out = tmp_path / "out"
-    (row,) = run_batch([tmp_path], out, progress=False).results
+    (row,) = run_batch([tmp_path], out, workers=1, progress=False).results
     assert (row["image"], row["kind"], row["slices"], row["height"], row["width"]) == ("scan", "dicom", 3, 3, 4)
     written = nib.load(out / "scan_labels.nii.gz")
     assert written.shape == (3, 3, 4)
@@ -383,9 +392,9 @@ def test_dicom_series_round_trip_and_resume(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == ["results.csv", "scan_labels.nii.gz", "scan_mask.nii.gz",
                                                      "scan_overlay.nii.gz"]
     # another target: masks chosen again slice by slice from the stored NIfTI labels, no refit
-    report = run_batch([tmp_path], out, target="lungs", resume=True, progress=False)
+    report = run_batch([tmp_path], out, target="lungs", resume=True, workers=1, progress=False)
     assert len(seeds) == 3 and report.results[0]["slices"] == 3 and report.results[0]["target"] == "lungs"
-    assert run_batch([tmp_path], out, target="lungs", resume=True, progress=False).skipped == ["scan"]
+    assert run_batch([tmp_path], out, target="lungs", resume=True, workers=1, progress=False).skipped == ["scan"]
 
 
 def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch):
@@ -394,11 +403,11 @@ def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch)
     src.mkdir()
     a, b, c = (_disc(src / f"{n}.png") for n in "abc")
     out = tmp_path / "out"
-    run_batch([src], out, progress=False)
+    run_batch([src], out, workers=1, progress=False)
     rows = {r[0]: dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]}
     assert rows["a"]["input_sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
     assert rows["a"]["version"] and rows["a"]["threads"]
-    assert rows["a"]["options"] == '{"readout": "kmeans", "readout_clusters": "auto"}'
+    assert (rows["a"]["options"], rows["a"]["readout"], rows["a"]["readout_clusters"]) == ("", "kmeans", "auto")
     # b changes; c is "killed between files": its row is gone, its mask missing, a temporary file left
     _disc(b, rgb=True)
     table = _read_csv(out / "results.csv")
@@ -406,68 +415,76 @@ def test_resume_refits_changed_inputs_and_partial_outputs(tmp_path, monkeypatch)
     (out / "c_mask.png").unlink()
     (out / ".c_overlay.png.0123abcd.tmp.png").write_bytes(b"partial")
     calls.clear()
-    report = run_batch([src], out, resume=True, progress=False)
+    report = run_batch([src], out, resume=True, workers=1, progress=False)
     assert report.skipped == ["a"] and [row["image"] for row in report.results] == ["b", "c"] and len(calls) == 2
     assert [r[0] for r in _read_csv(out / "results.csv")[1:]] == ["a", "b", "c"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     assert (out / "c_mask.png").exists()
     # without resume (--overwrite) everything is fitted again
     calls.clear()
-    assert len(run_batch([src], out, progress=False).results) == 3 and len(calls) == 3
+    assert len(run_batch([src], out, workers=1, progress=False).results) == 3 and len(calls) == 3
+
+
+def _row(out: Path) -> dict[str, str]:
+    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
+    return row
 
 
 def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
     calls = _record_segment(monkeypatch)
     image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
-    run_batch([image], out, n_channels=8, progress=False)
+    run_batch([image], out, n_channels=8, workers=1, progress=False)
     assert calls[0]["n_channels"] == 8
-    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
-    # a network's row always names its readout (the default, kmeans, here) and the readout's clusters
-    # ("auto": engine.default_readout_clusters); other options at engine.segment's own default are left out
-    assert row["options"] == '{"n_channels": 8, "readout": "kmeans", "readout_clusters": "auto"}'
-    assert run_batch([image], out, n_channels=8, resume=True, progress=False).skipped == ["a"]
-    assert run_batch([image], out, n_channels=8, tol=0.1, resume=True, progress=False).skipped == ["a"]
-    run_batch([image], out, n_channels=16, resume=True, progress=False)
-    run_batch([image], out, n_channels=16, readout="argmax", resume=True, progress=False)
+    # the readout and its clusters have columns of their own ("auto": readout.default_readout_clusters); settings
+    # at their default are left out of the options
+    assert [_row(out)[name] for name in ("options", "readout", "readout_clusters")] == ['{"n_channels": 8}', "kmeans", "auto"]
+    assert run_batch([image], out, n_channels=8, resume=True, workers=1, progress=False).skipped == ["a"]
+    assert run_batch([image], out, n_channels=8, tol=0.1, resume=True, workers=1, progress=False).skipped == ["a"]
+    run_batch([image], out, n_channels=16, resume=True, workers=1, progress=False)
+    run_batch([image], out, n_channels=16, readout="argmax", resume=True, workers=1, progress=False)
     assert len(calls) == 3 and calls[2]["readout"] == "argmax"
-    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
-    assert row["options"] == '{"n_channels": 16, "readout": "argmax"}'
+    assert [_row(out)[name] for name in ("options", "readout", "readout_clusters")] == ['{"n_channels": 16}', "argmax", ""]
 
 
-def test_rows_without_readout_were_read_out_by_argmax(tmp_path, monkeypatch):
-    """selfseg 0.4 and older named no readout at its default, argmax: such rows resume an argmax run
-    only; a baseline's row never names one (baselines ignore it)."""
+def _former_table(folder: Path, *, options: str | None = None, version: str | None = None) -> None:
+    """Rewrite ``folder``'s results.csv as selfseg 0.10 and older wrote it: no readout columns (the ``options``
+    cell named them), with ``options`` and ``version`` cells as given."""
+    table = _read_csv(folder / "results.csv")
+    keep = [k for k, name in enumerate(table[0]) if name not in ("readout", "readout_clusters")]
+    rows = [[row[k] for k in keep] for row in table]
+    for row in rows[1:]:
+        for name, value in (("options", options), ("version", version)):
+            if value is not None:
+                row[rows[0].index(name)] = value
+    io.write_csv(folder / "results.csv", rows[0], rows[1:])
+
+
+def test_rows_of_former_versions_resume_what_they_mean(tmp_path, monkeypatch):
+    """Rows of 0.5 to 0.10 named the readout in ``options``; rows of 0.4 and older named none, meaning argmax;
+    an edited, broken cell matches nothing; a baseline's row never names a readout (baselines ignore it)."""
     calls = _record_segment(monkeypatch)
     image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
-    run_batch([image], out, readout="argmax", progress=False)
-    table = _read_csv(out / "results.csv")
-    column = RESULT_COLUMNS.index("options")
-    assert table[1][column] == '{"readout": "argmax"}'
-    table[1][column] = ""  # as written by selfseg 0.4
-    io.write_csv(out / "results.csv", table[0], table[1:])
-    assert run_batch([image], out, readout="argmax", resume=True, progress=False).skipped == ["a"]
-    options = run_batch([image], out, resume=True, progress=False).results[0]["options"]
-    assert options == '{"readout": "kmeans", "readout_clusters": "auto"}'
-    assert len(calls) == 2 and "readout" not in calls[1]  # engine.segment's default
-    table = _read_csv(out / "results.csv")
-    table[1][column] = '{"readout": "kmeans"'  # an edited, broken cell matches nothing
-    io.write_csv(out / "results.csv", table[0], table[1:])
-    assert run_batch([image], out, resume=True, progress=False).skipped == [] and len(calls) == 3
-    run_batch([image], out, method="kmeans", readout="kmeans", progress=False)
-    assert _read_csv(out / "results.csv")[1][column] == '{"readout_clusters": "auto"}'
-    assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, progress=False).skipped == ["a"]
-    run_batch([image], out, method="otsu", readout_clusters=4, min_labels=4, progress=False)
-    assert _read_csv(out / "results.csv")[1][column] == ""
+    run_batch([image], out, readout="argmax", workers=1, progress=False)
+    _former_table(out, options="")  # as written by selfseg 0.4
+    assert run_batch([image], out, readout="argmax", resume=True, workers=1, progress=False).skipped == ["a"]
+    assert run_batch([image], out, resume=True, workers=1, progress=False).results[0]["readout"] == "kmeans"
+    assert len(calls) == 2 and calls[1]["readout"] == "kmeans" and calls[1]["readout_clusters"] is None
+    _former_table(out, options='{"readout": "kmeans", "readout_clusters": "auto"}')  # as written by 0.5 to 0.10
+    assert run_batch([image], out, resume=True, workers=1, progress=False).skipped == ["a"]
+    _former_table(out, options='{"readout": "kmeans"')
+    assert run_batch([image], out, resume=True, workers=1, progress=False).skipped == [] and len(calls) == 3
+    run_batch([image], out, method="kmeans", readout="kmeans", workers=1, progress=False)
+    assert [_row(out)[name] for name in ("options", "readout", "readout_clusters")] == ["", "", "auto"]
+    assert run_batch([image], out, method="kmeans", readout="argmax", resume=True, workers=1, progress=False).skipped == ["a"]
+    run_batch([image], out, method="otsu", readout_clusters=4, min_labels=4, workers=1, progress=False)
+    assert [_row(out)[name] for name in ("options", "readout", "readout_clusters")] == ["", "", ""]
     # Otsu ignores min_labels: a run that gives one resumes (its row must not grow a readout_clusters)
-    assert run_batch([image], out, method="otsu", min_labels=4, resume=True, progress=False).skipped == ["a"]
+    assert run_batch([image], out, method="otsu", min_labels=4, resume=True, workers=1, progress=False).skipped == ["a"]
 
 
 def _grey_and_colour(tmp_path: Path, monkeypatch) -> tuple[list[dict], Path, Path]:
-    """A grey and a colour disc image, and the list of ``engine.segment``'s keyword arguments, call by call
-    (``_fake_segment`` fits)."""
-    calls: list[dict] = []
-    fake = _fake_segment()
-    monkeypatch.setattr(engine, "segment", lambda *a, **k: calls.append(k) or fake(*a, **k))
+    """A grey and a colour disc image, and the settings of each image fitted (``_record_segment``)."""
+    calls = _record_segment(monkeypatch)
     grey = _disc(tmp_path / "grey.png")
     colour = tmp_path / "colour.png"
     rgb = np.stack([np.asarray(Image.open(grey))] * 3, axis=2)
@@ -476,41 +493,19 @@ def _grey_and_colour(tmp_path: Path, monkeypatch) -> tuple[list[dict], Path, Pat
     return calls, grey, colour
 
 
-def test_readout_clusters_auto_matches_the_number_it_stands_for(tmp_path, monkeypatch):
-    """Kmeans rows of selfseg 0.4 name no readout clusters (they used min_labels, 3): they resume a default
-    run on a grey image (auto = 3) but not on a colour one (auto = 3, 4 and 5), which an explicit 3,4,5
-    resumes."""
+def test_former_rows_name_the_counts_they_were_read_out_with(tmp_path, monkeypatch):
+    """A kmeans-readout row of selfseg 0.4 (no readout clusters: min_labels, 3) and a k-means row of 0.9 (no
+    clusters: one k-means of min_labels) resume a run asking for 3 clusters; a default run ("auto") fits them
+    again, since which counts "auto" stands for depends on the image, which the manifest does not read."""
     calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
-    out = tmp_path / "out"
-    run_batch([grey, colour], out, readout_clusters=3, progress=False)
-    table = _read_csv(out / "results.csv")
-    column = RESULT_COLUMNS.index("options")
-    assert {row[column] for row in table[1:]} == {'{"readout": "kmeans", "readout_clusters": 3}'}
-    for row in table[1:]:
-        row[column] = '{"readout": "kmeans"}'  # as written by selfseg 0.4 with --readout kmeans
-    io.write_csv(out / "results.csv", table[0], table[1:])
-    report = run_batch([grey, colour], out, resume=True, progress=False)
-    assert report.skipped == ["grey"] and [row["image"] for row in report.results] == ["colour"]
-    assert len(calls) == 3 and "readout_clusters" not in calls[2]
-    assert run_batch([grey, colour], out, readout_clusters=(3, 4, 5), resume=True, progress=False).skipped == ["colour"]
-    assert run_batch([colour], out, min_labels=2, resume=True, progress=False).skipped == []
-
-
-def test_kmeans_rows_without_clusters_resume_where_they_mean_the_same(tmp_path, monkeypatch):
-    """k-means rows written before it took the readout's cluster counts name none (one k-means of min_labels
-    clusters): they resume a default run on a grey image (auto = 3) and are fitted again on a colour one
-    (auto = 3, 4 and 5)."""
-    calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
-    out = tmp_path / "out"
-    run_batch([grey, colour], out, method="kmeans", progress=False)
-    table = _read_csv(out / "results.csv")
-    column = RESULT_COLUMNS.index("options")
-    assert {row[column] for row in table[1:]} == {'{"readout_clusters": "auto"}'}
-    for row in table[1:]:
-        row[column] = ""  # as written before
-    io.write_csv(out / "results.csv", table[0], table[1:])
-    report = run_batch([grey, colour], out, method="kmeans", resume=True, progress=False)
-    assert report.skipped == ["grey"] and [row["image"] for row in report.results] == ["colour"] and len(calls) == 3
+    for method, options in (("s3net", '{"readout": "kmeans"}'), ("kmeans", "")):
+        out = tmp_path / method
+        run_batch([grey, colour], out, method=method, readout_clusters=3, workers=1, progress=False)
+        _former_table(out, options=options)
+        assert run_batch([grey, colour], out, method=method, readout_clusters=3, resume=True, workers=1,
+                         progress=False).skipped == ["grey", "colour"]
+        assert run_batch([grey, colour], out, method=method, resume=True, workers=1, progress=False).skipped == []
+    assert len(calls) == 8 and calls[-1]["readout_clusters"] is None
 
 
 def test_network_rows_before_09_are_fitted_again(tmp_path, monkeypatch):
@@ -518,18 +513,14 @@ def test_network_rows_before_09_are_fitted_again(tmp_path, monkeypatch):
     unreadable version) is fitted again whatever its options say; a baseline's row still resumes."""
     calls, grey, colour = _grey_and_colour(tmp_path, monkeypatch)
     out = tmp_path / "out"
-    run_batch([grey, colour], out, progress=False)
-    run_batch([grey], tmp_path / "kmeans", method="kmeans", progress=False)
-    assert run_batch([grey, colour], out, resume=True, progress=False).skipped == ["grey", "colour"]
-    version = RESULT_COLUMNS.index("version")
-    for folder, old in ((out, ("0.8.0", "edited")), (tmp_path / "kmeans", ("0.8.0",))):
-        table = _read_csv(folder / "results.csv")
-        for row, value in zip(table[1:], old):
-            row[version] = value
-        io.write_csv(folder / "results.csv", table[0], table[1:])
-    report = run_batch([grey, colour], out, resume=True, progress=False)
+    run_batch([grey, colour], out, workers=1, progress=False)
+    run_batch([grey], tmp_path / "kmeans", method="kmeans", workers=1, progress=False)
+    assert run_batch([grey, colour], out, resume=True, workers=1, progress=False).skipped == ["grey", "colour"]
+    _former_table(out, options='{"readout": "kmeans", "readout_clusters": "auto"}', version="0.8.0")
+    _former_table(tmp_path / "kmeans", options='{"readout_clusters": "auto"}', version="0.8.0")
+    report = run_batch([grey, colour], out, resume=True, workers=1, progress=False)
     assert report.skipped == [] and len(calls) == 5
-    report = run_batch([grey], tmp_path / "kmeans", method="kmeans", resume=True, progress=False)
+    report = run_batch([grey], tmp_path / "kmeans", method="kmeans", resume=True, workers=1, progress=False)
     assert report.skipped == [] and len(report.results) == 1 and len(calls) == 5  # mask chosen again, no fit
 
 
@@ -641,12 +632,42 @@ def test_plan_batch_images(monkeypatch):
 def test_fits_are_an_option_of_the_fit(tmp_path, monkeypatch):
     calls = _record_segment(monkeypatch)
     image, out = _disc(tmp_path / "a.png"), tmp_path / "out"
-    run_batch([image], out, fits=2, progress=False)
-    assert [call["seed"] for call in calls] == [calls[0]["seed"], calls[0]["seed"] + 1]
-    (row,) = [dict(zip(RESULT_COLUMNS, r)) for r in _read_csv(out / "results.csv")[1:]]
-    assert row["options"] == '{"fits": 2, "readout": "kmeans", "readout_clusters": "auto"}'
-    assert run_batch([image], out, fits=2, resume=True, progress=False).skipped == ["a"]
-    run_batch([image], out, resume=True, progress=False)  # one fit: a different fit, fitted again
-    assert len(calls) == 3
+    run_batch([image], out, fits=2, workers=1, progress=False)
+    assert [call["fits"] for call in calls] == [2]
+    assert _row(out)["options"] == '{"fits": 2}'
+    assert run_batch([image], out, fits=2, resume=True, workers=1, progress=False).skipped == ["a"]
+    run_batch([image], out, resume=True, workers=1, progress=False)  # one fit: a different fit, fitted again
+    assert [call["fits"] for call in calls] == [2, 1]
     with pytest.raises(ValueError, match="fits must be an integer of at least 1, got 0"):
-        run_batch([image], out, fits=0, progress=False)
+        run_batch([image], out, fits=0, workers=1, progress=False)
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    """Every output file of a folder (bytes) and its results rows without the timing cells."""
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name.endswith(".png")}
+    table = _read_csv(folder / "results.csv")
+    timing = {RESULT_COLUMNS.index(name) for name in ("seconds", "input")}
+    files["rows"] = repr([[c for k, c in enumerate(row) if k not in timing] for row in table])
+    return files
+
+
+@pytest.mark.parametrize("method", ["kmeans", "s3net"])
+def test_a_rechosen_folder_equals_a_fresh_run(shared_data, tmp_path, monkeypatch, method):
+    """A folder segmented with one mask rule and resumed with another gives, file for file, what a fresh run with
+    that rule gives: a chest X-ray (one readout: its mask chosen again from the stored clusters) and two dermoscopy
+    photographs (readouts of 3, 4 and 5 clusters to vote among: fitted again)."""
+    inputs = [shared_data / "lung-cxr-shenzhen" / "images" / "CHNCXR_0018_0.jpg",
+              *sorted((shared_data / "isic2018" / "images").glob("*.jpg"))[:2]]
+    options = dict(method=method, workers=1, progress=False, **({} if method == "kmeans" else dict(size=32, max_iter=3)))
+    history, fresh = tmp_path / "history", tmp_path / "fresh"
+    run_batch(inputs, history, **options)
+    fitted: list[int] = []
+    fit_images = runner_task.fit_images
+    count = lambda images, *a, **k: fitted.append(len(images)) or fit_images(images, *a, **k)  # noqa: E731
+    monkeypatch.setattr(runner_task, "fit_images", count)
+    for rule in (dict(target="polyp"), dict(point=(30, 40))):
+        fitted.clear()
+        assert len(run_batch(inputs, history, resume=True, **rule, **options).results) == 3
+        assert fitted == [1, 1]  # the X-ray's mask is chosen again, the photographs are fitted again
+        run_batch(inputs, fresh, **rule, **options)
+        assert _outputs(history) == _outputs(fresh)

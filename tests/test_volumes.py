@@ -25,7 +25,7 @@ from selfseg.volumes import (
     write_volume_like,
 )
 
-from helpers import CUBE, SLICE, UID, _affine, _dicom, _nifti, _series
+from helpers import CUBE, SLICE, UID, nifti_affine, write_dicom, write_nifti, write_series
 
 
 def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
@@ -56,7 +56,7 @@ def _linear_window(values, center, width):
 
 
 def test_dicom_series_sorted_by_position_rescaled_and_windowed(tmp_path):
-    folder = _series(tmp_path / "series", slope=2, intercept=-100, center=0, width=101)
+    folder = write_series(tmp_path / "series", slope=2, intercept=-100, center=0, width=101)
     volume = read_volume(folder)
     assert isinstance(volume, Volume)
     assert (volume.kind, volume.axis, volume.n_slices, volume.path) == ("dicom", 0, 3, folder)
@@ -76,7 +76,7 @@ def test_dicom_series_sorted_by_instance_number_without_positions(tmp_path):
     folder = tmp_path / "series"
     folder.mkdir()
     for name, k in [("x.dcm", 2), ("y.dcm", 0), ("z.dcm", 1)]:
-        _dicom(folder / name, SLICE + 10 * k, n=k, instance=k + 1)
+        write_dicom(folder / name, SLICE + 10 * k, n=k, instance=k + 1)
     volume = read_volume(folder)
     assert [f.name for f in volume.files] == ["y.dcm", "z.dcm", "x.dcm"]
     np.testing.assert_allclose(volume.data, np.stack([SLICE + 10 * k for k in range(3)]) / 130, atol=1e-6)
@@ -84,20 +84,20 @@ def test_dicom_series_sorted_by_instance_number_without_positions(tmp_path):
 
 
 def test_dicom_without_window_is_min_max_of_the_volume(tmp_path):
-    volume = read_volume(_series(tmp_path / "s", slope=1, intercept=-1024))
+    volume = read_volume(write_series(tmp_path / "s", slope=1, intercept=-1024))
     np.testing.assert_allclose(volume.data, np.stack([SLICE + 10 * k for k in range(3)]) / 130, atol=1e-6)
     assert volume.intensity == "min-max -1024..-894"
 
 
 def test_dicom_multivalued_window_uses_the_first(tmp_path):
-    volume = read_volume(_dicom(tmp_path / "one.dcm", center=[50, 400], width=[41, 2000]))
+    volume = read_volume(write_dicom(tmp_path / "one.dcm", center=[50, 400], width=[41, 2000]))
     assert volume.data.shape == (1, 3, 4)
     np.testing.assert_allclose(volume.data[0], _linear_window(SLICE, 50, 41), atol=1e-6)
     assert volume.voxel_spacing == (1.0, 0.5, 0.7)
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):
-    volume = read_volume(_dicom(tmp_path / "m1.dcm", photometric="MONOCHROME1", center=50, width=41))
+    volume = read_volume(write_dicom(tmp_path / "m1.dcm", photometric="MONOCHROME1", center=50, width=41))
     np.testing.assert_allclose(volume.data[0], 1 - _linear_window(SLICE, 50, 41), atol=1e-6)
     assert volume.intensity == "window center 50 width 41, MONOCHROME1 inverted"
 
@@ -105,7 +105,7 @@ def test_dicom_monochrome1_is_inverted(tmp_path):
 def test_dicom_rgb_and_palette(tmp_path):
     rgb = np.zeros((3, 4, 3), np.uint8)
     rgb[1, 2] = (255, 51, 0)
-    path = _dicom(tmp_path / "rgb.dcm", SLICE, photometric="RGB")
+    path = write_dicom(tmp_path / "rgb.dcm", SLICE, photometric="RGB")
     ds = pydicom.dcmread(path)
     ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
@@ -114,12 +114,12 @@ def test_dicom_rgb_and_palette(tmp_path):
     volume = read_volume(path)
     assert volume.data.shape == (1, 3, 4, 3) and volume.intensity == "RGB / 255"
     np.testing.assert_allclose(volume.data[0], rgb / 255, atol=1e-6)
-    palette = _dicom(tmp_path / "palette.dcm", photometric="PALETTE COLOR")
+    palette = write_dicom(tmp_path / "palette.dcm", photometric="PALETTE COLOR")
     _assert_error(palette, "unsupported format: DICOM photometric interpretation PALETTE COLOR (SamplesPerPixel 1)")
 
 
 def test_dicom_file_without_suffix_and_axis(tmp_path):
-    folder = _series(tmp_path / "s")
+    folder = write_series(tmp_path / "s")
     plain = tmp_path / "IM0001"
     plain.write_bytes((folder / "a.dcm").read_bytes())
     assert is_volume(plain) and read_volume(plain).kind == "dicom"
@@ -131,8 +131,8 @@ def test_dicom_file_without_suffix_and_axis(tmp_path):
 def test_dicom_mixed_series(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    _dicom(folder / "a.dcm", n=1, position=(0, 0, 0), series=f"{UID}.1")
-    _dicom(folder / "b.dcm", n=2, position=(0, 0, 1), series=f"{UID}.2")
+    write_dicom(folder / "a.dcm", n=1, position=(0, 0, 0), series=f"{UID}.1")
+    write_dicom(folder / "b.dcm", n=2, position=(0, 0, 1), series=f"{UID}.2")
     _assert_error(
         folder, f"mixed DICOM series: the folder holds 2 series (SeriesInstanceUID {UID}.1, {UID}.2); "
         "put each series in its own folder",
@@ -142,28 +142,28 @@ def test_dicom_mixed_series(tmp_path):
 def test_dicom_mixed_sizes_and_duplicate_positions(tmp_path):
     sizes = tmp_path / "sizes"
     sizes.mkdir()
-    _dicom(sizes / "a.dcm", n=1, position=(0, 0, 0))
-    _dicom(sizes / "b.dcm", SLICE[:2], n=2, position=(0, 0, 1))
+    write_dicom(sizes / "a.dcm", n=1, position=(0, 0, 0))
+    write_dicom(sizes / "b.dcm", SLICE[:2], n=2, position=(0, 0, 1))
     _assert_error(sizes, "mixed DICOM series: slices of different sizes (2x4 and 3x4 pixels)")
     same = tmp_path / "same"
     same.mkdir()
-    _dicom(same / "a.dcm", n=1, position=(0, 0, 5))
-    _dicom(same / "b.dcm", n=2, position=(0, 0, 5))
+    write_dicom(same / "a.dcm", n=1, position=(0, 0, 5))
+    write_dicom(same / "b.dcm", n=2, position=(0, 0, 5))
     _assert_error(same, "mixed DICOM series: a.dcm and b.dcm are at the same position")
 
 
 def test_dicom_slices_without_order(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
-    _dicom(folder / "a.dcm", n=1)
-    _dicom(folder / "b.dcm", n=2)
+    write_dicom(folder / "a.dcm", n=1)
+    write_dicom(folder / "b.dcm", n=2)
     _assert_error(folder, "cannot order the DICOM slices: ImagePositionPatient and InstanceNumber are missing")
 
 
 def test_dicom_compressed_without_decoder(tmp_path):
     if _decoder_available(JPEGLSLossless):
         pytest.skip("a JPEG-LS decoder is installed here")
-    path = _dicom(tmp_path / "ls.dcm", syntax=JPEGLSLossless, pixel_data=encapsulate([b"\xff\xd8 not really"]))
+    path = write_dicom(tmp_path / "ls.dcm", syntax=JPEGLSLossless, pixel_data=encapsulate([b"\xff\xd8 not really"]))
     _assert_error(
         path, "cannot decode pixel data compressed as JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80): "
         "no decoder installed; pip install pylibjpeg pylibjpeg-libjpeg",
@@ -171,7 +171,7 @@ def test_dicom_compressed_without_decoder(tmp_path):
 
 
 def test_dicom_jpeg2000_that_cannot_be_decoded(tmp_path):
-    path = _dicom(tmp_path / "j2k.dcm", syntax=JPEG2000Lossless, pixel_data=encapsulate([b"\x00 garbage" * 4]))
+    path = write_dicom(tmp_path / "j2k.dcm", syntax=JPEG2000Lossless, pixel_data=encapsulate([b"\x00 garbage" * 4]))
     what = "cannot decode pixel data compressed as JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90)"
     if _decoder_available(JPEG2000Lossless):  # Pillow with OpenJPEG is a decoder: the data is at fault
         reason = f"{what}: corrupt data or a variant the installed decoders cannot read; pip install pylibjpeg pylibjpeg-openjpeg"
@@ -181,7 +181,7 @@ def test_dicom_jpeg2000_that_cannot_be_decoded(tmp_path):
 
 
 def test_dicom_bad_files(tmp_path):
-    whole = _dicom(tmp_path / "whole.dcm").read_bytes()
+    whole = write_dicom(tmp_path / "whole.dcm").read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(whole[:-5])
     _assert_error(cut, "cannot decode image: truncated file")
@@ -195,7 +195,7 @@ def test_dicom_bad_files(tmp_path):
 
 
 def test_dicom_bad_slice_in_a_series_is_named(tmp_path):
-    folder = _series(tmp_path / "s")
+    folder = write_series(tmp_path / "s")
     data = (folder / "b.dcm").read_bytes()
     (folder / "b.dcm").write_bytes(data[:-3])
     (folder / "notes.txt").write_text("not DICOM, skipped")
@@ -212,12 +212,12 @@ def test_dicom_bad_slice_in_a_series_is_named(tmp_path):
 @pytest.mark.parametrize("name", ["ct.nii.gz", "ct.nii"])
 def test_nifti_round_trip_keeps_affine_header_and_axis(tmp_path, name):
     path = tmp_path / name
-    _nifti(path, CUBE)
+    write_nifti(path, CUBE)
     volume = read_volume(path)
     assert (volume.kind, volume.axis, volume.source_shape) == ("nifti", 2, (5, 6, 4))
     assert volume.data.shape == (4, 5, 6) and volume.data.dtype == np.float32
     assert volume.spacing == pytest.approx((0.8, 0.9)) and volume.voxel_spacing == pytest.approx((0.8, 0.9, 2.5))
-    np.testing.assert_allclose(volume.affine, _affine())
+    np.testing.assert_allclose(volume.affine, nifti_affine())
     labels = (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 7).astype(np.uint8)  # slice order
     out = tmp_path / "out" / name.replace("ct", "ct_labels")
     write_volume_like(out, labels, volume)
@@ -227,7 +227,7 @@ def test_nifti_round_trip_keeps_affine_header_and_axis(tmp_path, name):
     written = np.asarray(back.dataobj)
     for k in range(4):  # slice k of the array is slice k along axis 2 of the file
         np.testing.assert_array_equal(written[:, :, k], labels[k])
-    np.testing.assert_allclose(back.affine, _affine())
+    np.testing.assert_allclose(back.affine, nifti_affine())
     source = nib.load(path).header
     for key in ("qform_code", "sform_code", "pixdim", "xyzt_units", "descrip", "quatern_b", "srow_x"):
         np.testing.assert_array_equal(back.header[key], source[key])
@@ -239,7 +239,7 @@ def test_nifti_round_trip_keeps_affine_header_and_axis(tmp_path, name):
 def test_nifti_intensity_is_robust_percentile(tmp_path):
     values = np.random.default_rng(0).normal(100, 10, (8, 9, 5)).astype(np.float32)
     values[0, 0, 0] = 1e6  # one hot voxel does not squash the contrast
-    _nifti(tmp_path / "v.nii.gz", values)
+    write_nifti(tmp_path / "v.nii.gz", values)
     volume = read_volume(tmp_path / "v.nii.gz")
     lo, hi = np.percentile(values.astype(np.float64), [0.5, 99.5])
     expected = np.clip((np.moveaxis(values, 2, 0) - lo) / (hi - lo), 0, 1)
@@ -251,7 +251,7 @@ def test_nifti_intensity_is_robust_percentile(tmp_path):
 @pytest.mark.parametrize("name", ["big.nii", "big.nii.gz"])
 def test_nifti_is_read_without_a_second_float_copy(tmp_path, monkeypatch, name):
     """Peak Python-side memory: the float32 result, plus the stored int16 values for .nii.gz."""
-    _nifti(tmp_path / name, np.random.default_rng(0).integers(0, 1000, (64, 64, 32)).astype(np.int16))
+    write_nifti(tmp_path / name, np.random.default_rng(0).integers(0, 1000, (64, 64, 32)).astype(np.int16))
     monkeypatch.setattr(selfseg.volumes.base, "_PERCENTILE_SAMPLE", 4096)
     read_volume(tmp_path / name)  # warm-up: lazy imports inside numpy and nibabel
     tracemalloc.start()
@@ -264,8 +264,8 @@ def test_nifti_is_read_without_a_second_float_copy(tmp_path, monkeypatch, name):
 
 
 def test_nifti_scaling_is_applied(tmp_path):
-    _nifti(tmp_path / "a.nii", CUBE)
-    _nifti(tmp_path / "b.nii", CUBE, slope=(-2.0, 7.0))  # reversed contrast
+    write_nifti(tmp_path / "a.nii", CUBE)
+    write_nifti(tmp_path / "b.nii", CUBE, slope=(-2.0, 7.0))  # reversed contrast
     a, b = read_volume(tmp_path / "a.nii"), read_volume(tmp_path / "b.nii")
     np.testing.assert_allclose(b.data, 1 - a.data, atol=1e-5)
 
@@ -273,7 +273,7 @@ def test_nifti_scaling_is_applied(tmp_path):
 @pytest.mark.parametrize("axis", [0, 1, -3])
 def test_nifti_other_axes(tmp_path, axis):
     path = tmp_path / "v.nii.gz"
-    _nifti(path, CUBE)
+    write_nifti(path, CUBE)
     volume = read_volume(path, axis=axis)
     axis %= 3
     assert volume.axis == axis
@@ -289,7 +289,7 @@ def test_nifti_other_axes(tmp_path, axis):
 
 
 def test_nifti_uint16_labels(tmp_path):
-    _nifti(tmp_path / "v.nii.gz", CUBE)
+    write_nifti(tmp_path / "v.nii.gz", CUBE)
     volume = read_volume(tmp_path / "v.nii.gz")
     labels = np.full(volume.data.shape, 300, dtype=np.uint16)
     write_volume_like(tmp_path / "l.nii.gz", labels, volume)
@@ -298,7 +298,7 @@ def test_nifti_uint16_labels(tmp_path):
 
 
 def test_nifti_rgb_overlay_round_trip(tmp_path):
-    _nifti(tmp_path / "v.nii.gz", CUBE)
+    write_nifti(tmp_path / "v.nii.gz", CUBE)
     volume = read_volume(tmp_path / "v.nii.gz")
     rgb = np.random.default_rng(1).integers(0, 256, (*volume.data.shape, 3), dtype=np.uint8)
     write_volume_like(tmp_path / "overlay.nii.gz", rgb, volume)
@@ -312,7 +312,7 @@ def test_nifti_rgb_overlay_round_trip(tmp_path):
 
 
 def test_nifti_2d(tmp_path):
-    _nifti(tmp_path / "flat.nii", CUBE[:, :, 0])
+    write_nifti(tmp_path / "flat.nii", CUBE[:, :, 0])
     volume = read_volume(tmp_path / "flat.nii")
     assert volume.data.shape == (1, 5, 6) and volume.source_shape == (5, 6)
     write_volume_like(tmp_path / "flat_mask.nii", np.ones((1, 5, 6), bool), volume)
@@ -321,13 +321,13 @@ def test_nifti_2d(tmp_path):
 
 def test_nifti_bad_files(tmp_path):
     whole = tmp_path / "whole.nii"
-    _nifti(whole, CUBE)
+    write_nifti(whole, CUBE)
     data = whole.read_bytes()
     (tmp_path / "cut.nii").write_bytes(data[:-10])
     _assert_error(tmp_path / "cut.nii", "cannot decode image: truncated file")
     (tmp_path / "cuthead.nii").write_bytes(data[:200])
     _assert_error(tmp_path / "cuthead.nii", "cannot decode image: truncated file")
-    _nifti(tmp_path / "whole.nii.gz", np.random.default_rng(0).integers(0, 1000, (20, 20, 20)).astype(np.int16))
+    write_nifti(tmp_path / "whole.nii.gz", np.random.default_rng(0).integers(0, 1000, (20, 20, 20)).astype(np.int16))
     gz = (tmp_path / "whole.nii.gz").read_bytes()
     (tmp_path / "cut.nii.gz").write_bytes(gz[: len(gz) // 2])
     _assert_error(tmp_path / "cut.nii.gz", "cannot decode image: truncated file")
@@ -342,17 +342,17 @@ def test_nifti_bad_files(tmp_path):
 def test_nifti_non_finite_and_shapes(tmp_path):
     values = CUBE.astype(np.float32)
     values[1, 2, 3] = np.nan
-    _nifti(tmp_path / "nan.nii.gz", values)
+    write_nifti(tmp_path / "nan.nii.gz", values)
     _assert_error(tmp_path / "nan.nii.gz", "contains NaN or infinite values")
-    _nifti(tmp_path / "4d.nii.gz", np.zeros((4, 4, 3, 2), np.int16))
+    write_nifti(tmp_path / "4d.nii.gz", np.zeros((4, 4, 3, 2), np.int16))
     four_d = "unsupported format: 4-D NIfTI of shape (4, 4, 3, 2); only 2-D and 3-D volumes are read"
     _assert_error(tmp_path / "4d.nii.gz", four_d)
-    _nifti(tmp_path / "thin.nii.gz", np.zeros((1, 6, 4), np.int16))
+    write_nifti(tmp_path / "thin.nii.gz", np.zeros((1, 6, 4), np.int16))
     _assert_error(tmp_path / "thin.nii.gz", "image must be at least 2x2 pixels, got 1x6")
 
 
 def test_volume_pixel_limit(tmp_path, monkeypatch):
-    _nifti(tmp_path / "v.nii.gz", CUBE)
+    write_nifti(tmp_path / "v.nii.gz", CUBE)
     monkeypatch.setattr(selfseg.volumes.base, "MAX_VOXELS", 119)
     _assert_error(tmp_path / "v.nii.gz", "volume too large: 4x5x6 = 120 voxels, over the limit of 119")
     monkeypatch.setattr(selfseg.decoding, "MAX_PIXELS", 29)
@@ -399,7 +399,7 @@ def test_multiframe_tiff_bad(tmp_path):
 
 
 def test_is_volume(tmp_path):
-    folder = _series(tmp_path / "series")
+    folder = write_series(tmp_path / "series")
     _frames(tmp_path / "multi.tif", [np.zeros((3, 4), np.uint8)] * 2)
     Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "single.tif")
     Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "image.png")
@@ -424,8 +424,8 @@ def test_not_a_volume(tmp_path):
 
 
 def test_missing_dependency(tmp_path, monkeypatch):
-    _nifti(tmp_path / "v.nii.gz", CUBE)
-    _dicom(tmp_path / "s.dcm")
+    write_nifti(tmp_path / "v.nii.gz", CUBE)
+    write_dicom(tmp_path / "s.dcm")
     monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel now raises ImportError
     monkeypatch.setitem(sys.modules, "pydicom", None)
     with pytest.raises(MissingDependencyError) as info:
@@ -437,7 +437,7 @@ def test_missing_dependency(tmp_path, monkeypatch):
 
 
 def test_write_volume_like_from_dicom(tmp_path):
-    volume = read_volume(_series(tmp_path / "series"))
+    volume = read_volume(write_series(tmp_path / "series"))
     mask = volume.data > 0.5
     write_volume_like(tmp_path / "mask.nii.gz", mask, volume)
     back = nib.load(tmp_path / "mask.nii.gz")
@@ -447,7 +447,7 @@ def test_write_volume_like_from_dicom(tmp_path):
 
 
 def test_write_volume_like_rejects(tmp_path):
-    _nifti(tmp_path / "v.nii.gz", CUBE)
+    write_nifti(tmp_path / "v.nii.gz", CUBE)
     volume = read_volume(tmp_path / "v.nii.gz")
     with pytest.raises(ValueError, match=r"must end in \.nii or \.nii\.gz, got mask\.png"):
         write_volume_like(tmp_path / "mask.png", np.zeros((4, 5, 6), np.uint8), volume)

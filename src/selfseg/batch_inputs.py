@@ -8,13 +8,14 @@ list of paths; ``input_stem`` names each one's outputs and ``input_digest`` fing
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from selfseg import io, volumes
 
-__all__ = ["INPUT_SUFFIXES", "find_inputs", "input_digest", "input_stem"]
+__all__ = ["INPUT_SUFFIXES", "find_inputs", "input_digest", "input_digests", "input_stem"]
 
 INPUT_SUFFIXES: tuple[str, ...] = (*io.IMAGE_SUFFIXES, *volumes.VOLUME_SUFFIXES)
 """Name endings a folder search keeps by default (case-insensitive); DICOM files are also found by their header."""
@@ -30,17 +31,22 @@ def input_stem(path: str | os.PathLike) -> str:
 
 def input_digest(path: str | os.PathLike, *, salt: bytes = b"") -> str:
     """SHA-256 (hex) of ``salt`` and an input's bytes; for a folder, of each non-hidden file's name and
-    bytes in name order. Reads 1 MiB at a time."""
-    digest = hashlib.sha256(salt)
+    bytes in name order (``input_digests`` with one salt)."""
+    return input_digests(path, (salt,))[0]
+
+
+def input_digests(path: str | os.PathLike, salts: Sequence[bytes]) -> list[str]:
+    """``input_digest`` with each of ``salts``, from one pass over the input's bytes (1 MiB at a time)."""
+    digests = [hashlib.sha256(salt) for salt in salts]
     path = Path(path)
     files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")) if path.is_dir() else [path]
     for file in files:
-        if path.is_dir():
-            digest.update(file.name.encode() + b"\0")
         with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+            name = [file.name.encode() + b"\0"] if path.is_dir() else []
+            for block in itertools.chain(name, iter(lambda: f.read(1 << 20), b"")):
+                for digest in digests:
+                    digest.update(block)
+    return [digest.hexdigest() for digest in digests]
 
 
 def _list_entries(list_file: Path) -> Iterator[Path]:

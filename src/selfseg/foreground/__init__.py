@@ -39,10 +39,10 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from selfseg.checks import check_shape, look_up_option
-from selfseg.foreground._common import EIGHT, convex_hull, nearest_resize
 from selfseg.foreground.lesion import lesion_mask
 from selfseg.foreground.lungs import lies_low, lungs_mask
 from selfseg.foreground.polyp import looks_endoscopic, polyp_mask
+from selfseg.foreground.regions import EIGHT, convex_hull, nearest_resize
 from selfseg.metrics import dice
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "point_mask",
     "polyp_mask",
     "resolve_target",
+    "rule_mask",
     "select_foreground",
     "working_copies",
 ]
@@ -245,6 +246,20 @@ def choose_mask(
     check_rule(
         foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop, shape=labels.shape
     )
+    return rule_mask(labels, image, foreground=foreground, target=target, point=point, truth=truth, oracle_crop=oracle_crop)
+
+
+def rule_mask(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    foreground: str,
+    target: str,
+    point: tuple[int, int] | None,
+    truth: np.ndarray | None,
+    oracle_crop: bool,
+) -> tuple[np.ndarray, str]:
+    """``choose_mask`` for arguments already checked (``check_rule``): the mask and what chose it."""
     if foreground == "oracle":
         return oracle_mask(labels, np.asarray(truth), crop=oracle_crop), "oracle+crop" if oracle_crop else "oracle"
     if point is not None:

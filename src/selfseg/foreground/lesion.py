@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk
 
-from selfseg.foreground._common import (
+from selfseg.foreground.regions import (
     centrality,
     clusters_by_grey,
     convex_hull,

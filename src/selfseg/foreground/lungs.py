@@ -7,7 +7,8 @@ from scipy import ndimage
 from skimage.morphology import disk
 from skimage.segmentation import inverse_gaussian_gradient, morphological_geodesic_active_contour
 
-from selfseg.foreground._common import (
+from selfseg.foreground.radiograph import below_neck, below_shoulders, fill_lateral, is_radiograph
+from selfseg.foreground.regions import (
     EIGHT,
     closing_padded,
     clusters_by_grey,
@@ -16,7 +17,6 @@ from selfseg.foreground._common import (
     grey_contrast,
     regions_of,
 )
-from selfseg.foreground.radiograph import below_neck, below_shoulders, fill_lateral, is_radiograph
 
 
 def lungs_mask(
@@ -76,11 +76,33 @@ def lungs_mask(
             darkest clusters stop short of the brighter lung rims and bases that annotators include.
             0 turns it off.
     """
+    order, means = clusters_by_grey(labels, grey)
+    darkest = np.isin(labels, order[means <= means[0] + dark_tolerance])
+    found = _search(labels, grey, order, darkest, margin=margin, opening=opening, min_area=min_area, pair=pair,
+                    outside_scales=outside_scales, prefer_darker=prefer_darker)
+    mask, radiograph = np.zeros(labels.shape, dtype=bool), False
+    if found is not None:
+        best, best_k, best_body = found
+        grow, close = disk_radius(margin, labels.shape), disk_radius(closing, labels.shape)
+        mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, close)
+        radiograph = is_radiograph(mask, best_body, grey, radiograph_contrast)
+        if radiograph:
+            mask = below_neck(below_shoulders(mask, best_body, shoulders), neck)
+        mask = snap_to_edges(mask, grey, snap_iterations)
+        if radiograph:
+            mask = fill_lateral(mask, disk_radius(lateral_depth, labels.shape))
+    return (mask, radiograph) if return_radiograph else mask
+
+
+def _search(
+    labels: np.ndarray, grey: np.ndarray, order: np.ndarray, darkest: np.ndarray, *, margin: float, opening: float,
+    min_area: float, pair: float, outside_scales: tuple[float, ...], prefer_darker: float,
+) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """The best lung candidate of ``lungs_mask`` (its arguments): (lungs, how many of the darkest clusters of
+    ``order`` make them, the body they lie in), or None."""
     height, width = labels.shape
     frame = frame_band(labels.shape)
-    order, means = clusters_by_grey(labels, grey)
     element = disk(disk_radius(opening, labels.shape))
-    darkest = np.isin(labels, order[means <= means[0] + dark_tolerance])
     band = max(1, round(0.03 * float(np.hypot(height, width))))
     grow = disk_radius(margin, labels.shape)
     best, best_score, best_k, best_body, best_pair = None, -np.inf, 0, None, False
@@ -102,16 +124,7 @@ def lungs_mask(
                 best, best_score, best_k, best_body, best_pair = lungs, score, k, body, paired
         if best_pair:
             break
-    mask, radiograph = np.zeros(labels.shape, dtype=bool), False
-    if best is not None:
-        mask = _regrow(best, np.isin(labels, order[:best_k]) & best_body, grow, disk_radius(closing, labels.shape))
-        radiograph = is_radiograph(mask, best_body, grey, radiograph_contrast)
-        if radiograph:
-            mask = below_neck(below_shoulders(mask, best_body, shoulders), neck)
-        mask = snap_to_edges(mask, grey, snap_iterations)
-        if radiograph:
-            mask = fill_lateral(mask, disk_radius(lateral_depth, labels.shape))
-    return (mask, radiograph) if return_radiograph else mask
+    return None if best is None else (best, best_k, best_body)
 
 
 def _outside(darkest: np.ndarray, frame: np.ndarray, radius: int) -> np.ndarray:

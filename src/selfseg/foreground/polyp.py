@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage.color import rgb2lab
 from skimage.morphology import disk
 
-from selfseg.foreground._common import EIGHT, centrality, disk_radius, regions_of
+from selfseg.foreground.regions import EIGHT, centrality, disk_radius, regions_of
 
 __all__ = ["endoscope_field", "looks_endoscopic", "polyp_candidates", "polyp_mask"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from selfseg.foreground._common import convex_hull
+from selfseg.foreground.regions import convex_hull
 
 
 def is_radiograph(lungs: np.ndarray, body: np.ndarray, grey: np.ndarray, threshold: float = 0.15) -> bool:

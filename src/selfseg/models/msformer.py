@@ -122,7 +122,7 @@ class MSFormer(nn.Module):
         self.patch_embed = nn.Linear(n_channels * patch_size * patch_size, embed_dim)
 
     @staticmethod
-    def _branch(x: Tensor, blocks: nn.ModuleList) -> tuple[Tensor, Tensor]:
+    def branch(x: Tensor, blocks: nn.ModuleList) -> tuple[Tensor, Tensor]:
         context = x.new_zeros(0)
         for block in blocks:
             x, context = block(x)
@@ -131,8 +131,8 @@ class MSFormer(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Return scores (B, n_channels, H, W) and the last fine and coarse contexts (B, D, D)."""
         h, w = image.shape[-2:]
-        fine, context_fine = self._branch(self.embed_fine(image), self.blocks_fine)
-        coarse, context_coarse = self._branch(self.embed_coarse(image), self.blocks_coarse)
+        fine, context_fine = self.branch(self.embed_fine(image), self.blocks_fine)
+        coarse, context_coarse = self.branch(self.embed_coarse(image), self.blocks_coarse)
         up = self.up(coarse.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 4D, ceil(H/2), ceil(W/2))
         up = F.pixel_shuffle(up, 2)[..., :h, :w]
         joined = torch.cat([up, fine], dim=1).permute(0, 2, 3, 1)  # (B, H, W, 2D)
@@ -152,11 +152,11 @@ class MSFormer(nn.Module):
         if not 0 < shift < min(scores.shape[-2:]):
             raise ValueError(f"shift must be in [1, {min(scores.shape[-2:]) - 1}], got {shift}")
         normed = self.score_norm(scores)
-        queries = self._patch_tokens(normed[..., shift:, shift:])
-        keys = self._patch_tokens(normed[..., :-shift, :-shift])
+        queries = self.patch_tokens(normed[..., shift:, shift:])
+        keys = self.patch_tokens(normed[..., :-shift, :-shift])
         return F.softmax(queries @ keys.transpose(1, 2) / queries.shape[-1] ** 0.5, dim=-1)
 
-    def _patch_tokens(self, maps: Tensor) -> Tensor:
+    def patch_tokens(self, maps: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, N, D): replicate-pad to whole patches, flatten each, embed linearly."""
         p = self.patch_size
         h, w = maps.shape[-2:]

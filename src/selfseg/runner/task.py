@@ -1,5 +1,6 @@
-"""One input of a batch: its seed, its output files, and ``run_task``, which fits it (or chooses its mask
-again from the stored cluster map) and writes its files. Tasks are picklable, for worker processes."""
+"""One input of a batch: its seed, its output files, and ``run_tasks_together``, which reads each input once, fits
+it (or chooses its mask again from the stored cluster map, where that gives what a fit would) and writes its files.
+Tasks are picklable, for worker processes."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfseg import engine, io, volumes
-from selfseg.batch_inputs import input_digest
-from selfseg.batched import segment_many
-from selfseg.confidence import mask_confidence
+from selfseg import io, volumes
+from selfseg.batch_inputs import input_digests
+from selfseg.choice import choose
 from selfseg.decoding import decode_reason
-from selfseg.foreground import choose_mask
+from selfseg.engine import Prepared, SegmentationResult, fit_images, prepare_image
 from selfseg.optional import optional_import
+from selfseg.settings import FitSettings, MaskRule
 from selfseg.visualize import overlay
 
 __all__ = [
@@ -44,6 +45,10 @@ VOLUME_OUTPUT_SUFFIXES = ("_labels.nii.gz", "_mask.nii.gz", "_overlay.nii.gz")
 """The files ``run_batch`` writes for each volume ``<stem>``: labels, mask, overlay (NIfTI)."""
 
 
+def _seed_salt(seed: int) -> bytes:
+    return f"{seed}\0".encode()
+
+
 def image_seed(seed: int, path: str | os.PathLike) -> int:
     """Seed for one input: a 31-bit number, the first bits of SHA-256("<seed>\\0" + the input's bytes)
     (``batch_inputs.input_digest``; a folder's covers its files).
@@ -51,7 +56,7 @@ def image_seed(seed: int, path: str | os.PathLike) -> int:
     Results then depend on neither the order of a batch, its folder layout nor the number of workers,
     and two copies of one file get the same segmentation.
     """
-    return int(input_digest(path, salt=f"{seed}\0".encode())[:8], 16) >> 1
+    return int(input_digests(path, (_seed_salt(seed),))[0][:8], 16) >> 1
 
 
 def slice_seed(seed: int, index: int) -> int:
@@ -60,32 +65,55 @@ def slice_seed(seed: int, index: int) -> int:
 
 
 def fingerprint(path: Path, seed: int) -> tuple[str, int]:
-    """(SHA-256 of the input, its ``image_seed``); ImageReadError if it cannot be read."""
+    """(SHA-256 of the input, its ``image_seed``), from one pass over its bytes; ImageReadError if unreadable."""
     io.stat_input(path)
     try:
-        digest = input_digest(path)
-        return digest, image_seed(seed, path)
+        digest, salted = input_digests(path, (b"", _seed_salt(seed)))
     except OSError as err:
         raise io.ImageReadError(path, f"cannot read file: {decode_reason(err)}") from None
+    return digest, int(salted[:8], 16) >> 1
 
 
 @dataclass(frozen=True)
 class Task:
-    """One input for ``run_task``."""
+    """One input for ``run_tasks_together``: ``action`` is "refit" or "rechoose"."""
 
     path: Path
     outputs: tuple[Path, Path, Path]  # labels, mask, overlay
     volume: bool
-    refit: bool
+    action: str
     seed: int  # image_seed
-    fit: dict  # engine.segment's training arguments and options
-    rule: dict  # foreground, target, point, oracle_crop
+    settings: FitSettings
+    rule: MaskRule
     truth: Path | None  # ground-truth mask (foreground="oracle")
     axis: int | None
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """An input read once: its raw (D, H, W[, C]) slices, its volume (None for an image), each slice prepared."""
+
+    slices: np.ndarray
+    volume: volumes.Volume | None
+    prepared: list[Prepared]
+
+
+def _load(task: Task) -> _Loaded:
+    """Read the input (and its ground truth) once; check and convert each slice once (``engine.prepare_image``)."""
+    volume = volumes.read_volume(task.path, axis=task.axis) if task.volume else None
+    slices = volume.data if volume is not None else io.read_image(task.path)[None]
+    truth = None
+    if task.truth is not None:
+        if volume is not None:
+            raise ValueError("foreground='oracle' is for 2-D images, not volumes")
+        truth = io.read_mask(task.truth)
+    seeds = [task.seed] if volume is None else [slice_seed(task.seed, k) for k in range(len(slices))]
+    prepared = [prepare_image(pixels, task.rule, seed=seed, truth=truth) for pixels, seed in zip(slices, seeds)]
+    return _Loaded(slices, volume, prepared)
+
+
 def _stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
-    """A cluster map written by ``run_task``, as int32 (D, H, W) slices (D = 1 for an image)."""
+    """A cluster map written by ``run_tasks_together``, as int32 (D, H, W) slices (D = 1 for an image)."""
     if volume is None:
         return io.read_labels(path)[None]
     nib = optional_import("nibabel")
@@ -96,58 +124,37 @@ def _stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
     return np.moveaxis(data.reshape(*data.shape[:2], -1), volume.axis, 0)
 
 
-def _read(task: Task) -> tuple[np.ndarray, volumes.Volume | None, np.ndarray | None]:
-    """The input's (D, H, W[, C]) slices (D = 1 for an image), its volume or None, and its ground-truth mask."""
-    volume = volumes.read_volume(task.path, axis=task.axis) if task.volume else None
-    slices = volume.data if volume is not None else io.read_image(task.path)[None]
-    truth = None
-    if task.truth is not None:
-        if volume is not None:
-            raise ValueError("foreground='oracle' is for 2-D images, not volumes")
-        truth = io.read_mask(task.truth)
-    return slices, volume, truth
+class _NeedsFit(Exception):
+    """The stored cluster map cannot give what a fit would: fit the input."""
 
 
-def _seeds(task: Task, count: int) -> list[int]:
-    """The seeds of the ``count`` slices of a task: its ``image_seed``, or a volume's ``slice_seed`` per slice."""
-    return [task.seed] if not task.volume else [slice_seed(task.seed, k) for k in range(count)]
+def _needs_fit(count: int) -> np.ndarray:
+    raise _NeedsFit
 
 
-def _fit_all(tasks: list[Task], reads: list[tuple], batch_images: int | None) -> list[list[engine.SegmentationResult]]:
-    """``batched.segment_many`` of every slice of the refit tasks (they share ``fit`` and ``rule``), up to
-    ``batch_images`` networks at once; one list of slice results per task (empty for the others)."""
-    refits = [(task, read) for task, read in zip(tasks, reads) if task.refit]
-    if not refits:
-        return [[] for _ in tasks]
-    images = [pixels for _, (slices, _, _) in refits for pixels in slices]
-    seeds = [seed for task, (slices, _, _) in refits for seed in _seeds(task, len(slices))]
-    truths = [truth for _, (slices, _, truth) in refits for _ in slices]
-    results = iter(segment_many(images, seed=seeds, truth=truths, batch_images=batch_images, **tasks[0].fit, **tasks[0].rule))
-    return [[next(results) for _ in read[0]] if task.refit else [] for task, read in zip(tasks, reads)]
-
-
-def _slice_results(task: Task, slices: np.ndarray, volume: volumes.Volume | None, truth: np.ndarray | None,
-                   fitted: list[engine.SegmentationResult]) -> dict:
-    """Per slice: ``labels`` (refits only), ``masks``, ``chosen``, ``confidence``; summed ``iterations`` and
-    ``seconds``: from the slices' fits, or for a kept fit the mask chosen again from the stored cluster map."""
-    done: dict = {"labels": [], "masks": [], "chosen": [], "confidence": [], "iterations": 0, "seconds": 0.0}
-    if task.refit:
-        for result in fitted:
-            done["labels"].append(result.labels)
-            done["masks"].append(result.mask)
-            done["chosen"].append(result.foreground)
-            done["confidence"].append(result.confidence)
-            done["iterations"] += result.iterations
-            done["seconds"] += result.seconds
-        return done
-    stored = _stored_labels(task.outputs[0], volume)
-    for k, pixels in enumerate(slices):
-        pixels = engine.as_float_image(pixels)
-        mask, how = choose_mask(stored[k], pixels, truth=truth, **task.rule)
-        done["masks"].append(mask)
-        done["chosen"].append(how)
-        done["confidence"].append(mask_confidence(mask, pixels))
-    return done
+def _rechoose(task: Task, loaded: _Loaded) -> list[SegmentationResult] | None:
+    """Each slice's mask chosen again from its stored cluster map, or None where that would differ from a fresh
+    fit's choice (several readouts to vote among, or a retry with one more cluster) and the input must be fitted."""
+    try:
+        stored = _stored_labels(task.outputs[0], loaded.volume)
+    except io.ImageReadError:
+        return None
+    if stored.shape != loaded.slices.shape[:3]:
+        return None
+    settings, results = task.settings, []
+    for labels, image in zip(stored, loaded.prepared):
+        if len(settings.counts(image.pixels)) > 1:
+            return None
+        try:
+            choice = choose([labels], image.pixels, task.rule, truth=image.truth,
+                            recluster=_needs_fit if settings.reclusters else None)
+        except _NeedsFit:
+            return None
+        results.append(SegmentationResult(
+            labels, choice.mask, settings.method, image.seed, 0, 0.0, confidence=choice.confidence,
+            foreground=choice.chosen,
+        ))
+    return results
 
 
 def _failure(err: Exception) -> tuple[dict, str]:
@@ -155,45 +162,53 @@ def _failure(err: Exception) -> tuple[dict, str]:
     return {}, err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
 
 
+def _fit(tasks: list[Task], loaded: list[_Loaded], batch_images: int | None) -> list[list[SegmentationResult]]:
+    """``engine.fit_images`` of every slice of ``tasks`` (they share settings and rule) in one call; one list of
+    slice results per task."""
+    images = [image for one in loaded for image in one.prepared]
+    results = iter(fit_images(images, tasks[0].settings, tasks[0].rule, batch_images=batch_images))
+    return [[next(results) for _ in one.prepared] for one in loaded]
+
+
 def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[tuple[dict, str | None]]:
-    """``run_task`` of each task, the slices of all of them fitted by one ``batched.segment_many`` call (the
-    tasks share ``fit`` and ``rule``); an input that fails does not stop the others. Outcomes in order."""
-    reads: list = []
+    """Run each task: read it, fit it (its slices and those of the other tasks to fit in one ``fit_images`` call)
+    or choose its mask again, and write its files, each atomically. An input that fails does not stop the others.
+    Outcomes in order: (the row's measured fields, None) or ({}, the reason it failed)."""
     outcomes: list = [None] * len(tasks)
+    loaded: dict[int, _Loaded] = {}
     for index, task in enumerate(tasks):
         try:
-            reads.append(_read(task))
+            loaded[index] = _load(task)
         except (ValueError, TypeError) as err:  # io.ImageReadError is a ValueError
             outcomes[index] = _failure(err)
-    ready = [index for index, outcome in enumerate(outcomes) if outcome is None]
-    try:
-        fitted = _fit_all([tasks[index] for index in ready], reads, batch_images)
-    except (ValueError, TypeError) as err:  # a bad input: with others, each again on its own, so that only it fails
-        if len(ready) == 1:
-            outcomes[ready[0]] = _failure(err)
-            return outcomes
-        return [outcome or run_tasks_together([task], batch_images)[0] for task, outcome in zip(tasks, outcomes)]
-    for index, read, fits in zip(ready, reads, fitted):
+    done = {index: _rechoose(tasks[index], one) for index, one in loaded.items() if tasks[index].action == "rechoose"}
+    to_fit = [index for index in loaded if done.get(index) is None]
+    if to_fit:
         try:
-            outcomes[index] = _write(tasks[index], *read, fits), None
+            done |= dict(zip(to_fit, _fit([tasks[i] for i in to_fit], [loaded[i] for i in to_fit], batch_images)))
+        except (ValueError, TypeError) as err:  # a bad input among others: each again on its own, so only it fails
+            if len(tasks) == 1:
+                return [_failure(err)]
+            return [outcome or run_tasks_together([task], batch_images)[0] for task, outcome in zip(tasks, outcomes)]
+    for index, results in done.items():
+        try:
+            outcomes[index] = _write(tasks[index], loaded[index], results, fitted=index in to_fit), None
         except (ValueError, TypeError) as err:
             outcomes[index] = _failure(err)
     return outcomes
 
 
 def run_task(task: Task) -> tuple[dict, str | None]:
-    """Fit one input (or choose its mask again) and write its outputs, each atomically. Returns (the row's
-    measured fields, None) or ({}, the reason it failed)."""
+    """``run_tasks_together`` of one task."""
     return run_tasks_together([task])[0]
 
 
-def _write(task: Task, slices: np.ndarray, volume: volumes.Volume | None, truth: np.ndarray | None,
-           fitted: list[engine.SegmentationResult]) -> dict:
-    """Write one input's outputs from its slice results, each atomically; the row's measured fields."""
-    done = _slice_results(task, slices, volume, truth, fitted)
-    mask_stack = np.stack(done["masks"])
-    drawn = np.stack([overlay(pixels, mask) for pixels, mask in zip(slices, done["masks"])])
-    label_stack = np.stack(done["labels"]) if task.refit else None
+def _write(task: Task, loaded: _Loaded, results: list[SegmentationResult], *, fitted: bool) -> dict:
+    """Write one input's outputs (the cluster map only when ``fitted``), each atomically; the row's measured fields."""
+    slices, volume = loaded.slices, loaded.volume
+    mask_stack = np.stack([result.mask for result in results])
+    drawn = np.stack([overlay(pixels, result.mask) for pixels, result in zip(slices, results)])
+    label_stack = np.stack([result.labels for result in results]) if fitted else None
     if label_stack is not None:
         label_stack = label_stack.astype(np.uint8 if label_stack.max() < 256 else np.uint16)
     for path, array in zip(task.outputs, (label_stack, mask_stack, drawn)):
@@ -205,13 +220,14 @@ def _write(task: Task, slices: np.ndarray, volume: volumes.Volume | None, truth:
             volumes.write_volume_like(path, array, volume)
     fields = {
         "foreground_pixels": int(mask_stack.sum()),
-        "confidence": float(np.mean(done["confidence"])),
-        "chosen": "/".join(sorted(set(done["chosen"]))),
+        "confidence": float(np.mean([result.confidence for result in results])),
+        "chosen": "/".join(sorted({result.foreground for result in results})),
     }
-    if task.refit:
+    if fitted:
         fields.update(
-            method=task.fit["method"], image_seed=task.seed, iterations=done["iterations"], seconds=done["seconds"],
-            n_labels=int(label_stack.max()), slices=len(slices), height=slices.shape[1], width=slices.shape[2],
-            kind="image" if volume is None else volume.kind, threads=torch.get_num_threads(),
+            method=task.settings.method, image_seed=task.seed, iterations=sum(r.iterations for r in results),
+            seconds=sum(r.seconds for r in results), n_labels=int(label_stack.max()), slices=len(slices),
+            height=slices.shape[1], width=slices.shape[2], kind="image" if volume is None else volume.kind,
+            threads=torch.get_num_threads(),
         )
     return fields

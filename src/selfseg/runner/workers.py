@@ -10,17 +10,21 @@ import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 
-from selfseg import engine
-from selfseg.batched import default_batch_images
+from selfseg.checks import look_up_option
+from selfseg.fitting import default_batch_images, resolve_device
+from selfseg.methods import BASELINES
 from selfseg.optional import optional_import
 from selfseg.runner.task import Task, run_tasks_together
+from selfseg.settings import FitSettings
 
 __all__ = [
     "BACKENDS",
+    "Execution",
     "WORKER_MEMORY_GIB",
     "available_cores",
     "available_memory_gib",
@@ -83,7 +87,7 @@ def plan_workers(workers: int | str, threads: int, *, method: str, device: str, 
     check_workers(workers, threads)
     if workers != "auto":
         return workers
-    if engine.resolve_device(device).type == "cuda":
+    if resolve_device(device).type == "cuda":
         return 1
     memory = available_memory_gib()
     by_memory = inputs if memory is None else int(memory // WORKER_MEMORY_GIB[method])
@@ -94,15 +98,20 @@ NATIVE_SIDE = 512
 """The working side ``plan_batch_images`` budgets GPU memory for when fits run at the native size (``size=None``)."""
 
 
+def check_batch_images(batch_images: int | None) -> None:
+    """ValueError unless ``batch_images`` is None (auto) or an integer of at least 1."""
+    if batch_images is not None and (not isinstance(batch_images, int) or batch_images < 1):
+        raise ValueError(f"batch_images must be None (auto) or at least 1, got {batch_images!r}")
+
+
 def plan_batch_images(batch_images: int | None, *, method: str, device: str, size: int | None) -> int:
-    """The networks fitted at once (``batched.segment_many``): ``batch_images`` itself (at least 1), or for
-    None ``batched.default_batch_images`` at a square working size of ``size`` (None: ``NATIVE_SIDE``); 1 for the
+    """The networks fitted at once (``fitting.fit_networks``): ``batch_images`` itself (at least 1), or for
+    None ``fitting.default_batch_images`` at a square working size of ``size`` (None: ``NATIVE_SIDE``); 1 for the
     baselines."""
     if batch_images is not None:
-        if not isinstance(batch_images, int) or batch_images < 1:
-            raise ValueError(f"batch_images must be None (auto) or at least 1, got {batch_images!r}")
+        check_batch_images(batch_images)
         return batch_images
-    if method in engine.BASELINES:
+    if method in BASELINES:
         return 1
     side = size or NATIVE_SIDE
     return default_batch_images(method, device, side, side)
@@ -138,7 +147,7 @@ def _end_with(parent: int) -> None:
 def _start_method(device: str) -> str:
     """How worker processes start: forked on the CPU, so that they inherit the imported libraries
     (importing torch costs each spawned worker about 3 s); spawned for CUDA, which cannot be forked."""
-    cpu = engine.resolve_device(device).type == "cpu"
+    cpu = resolve_device(device).type == "cpu"
     return "fork" if cpu and "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -237,3 +246,38 @@ def run_ray_tasks(
     finally:
         if started:
             ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a batch's tasks run, checked once: ``workers`` processes of ``threads`` torch threads each
+    (or one Ray task per group with ``backend="ray"``), ``batch_images`` networks fitted at once."""
+
+    workers: int | str = "auto"
+    threads: int = 1
+    batch_images: int | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_workers(self.workers, self.threads)
+        check_batch_images(self.batch_images)
+        look_up_option(self.backend, BACKENDS, name="backend")
+        if not self.ray_cpus > 0 or not self.ray_gpus >= 0:
+            raise ValueError(f"ray_cpus must be > 0 and ray_gpus >= 0, got {self.ray_cpus} and {self.ray_gpus}")
+
+    def run(
+        self, tasks: Sequence[tuple[Task, T]], settings: FitSettings, on_start: Callable[[Task], None]
+    ) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
+        """Run ``tasks`` fitted with ``settings``; yield (task, context, outcome) as each finishes."""
+        batch_images = plan_batch_images(self.batch_images, method=settings.method, device=settings.device,
+                                         size=settings.size)
+        if self.backend == "ray":
+            return run_ray_tasks(tasks, threads=self.threads, address=self.ray_address, cpus=self.ray_cpus,
+                                 gpus=self.ray_gpus, batch_images=batch_images)
+        workers = plan_workers(self.workers, self.threads, method=settings.method, device=settings.device,
+                               inputs=len(tasks))
+        return run_tasks(tasks, workers=workers, threads=self.threads, device=settings.device, on_start=on_start,
+                         batch_images=batch_images)

@@ -14,7 +14,9 @@ from selfseg.decoding import (
     size_reason,
 )
 
-__all__ = ["MAX_VOXELS", "Volume", "allocate", "check_size", "finish", "min_max", "percentile_normalise"]
+__all__ = [
+    "MAX_VOXELS", "RGBA_DTYPE", "RGB_DTYPE", "Volume", "allocate", "check_size", "finish", "min_max", "percentile_normalise",
+]
 
 MAX_VOXELS: int = 2**30
 """Largest volume (slices x height x width) ``read_volume`` decodes: 1,073,741,824 voxels (4 GiB as
@@ -23,8 +25,8 @@ float32), checked from the headers before any pixel is decoded. Each slice must 
 
 _PERCENTILES = (0.5, 99.5)
 _PERCENTILE_SAMPLE = 1 << 22  # percentiles of larger volumes use every k-th voxel (at least this many)
-_RGB = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
-_RGBA = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
+RGB_DTYPE = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+RGBA_DTYPE = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
 
 @dataclass(eq=False)
 class Volume:

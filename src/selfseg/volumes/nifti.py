@@ -15,8 +15,8 @@ from selfseg.decoding import (
 )
 from selfseg.optional import optional_import
 from selfseg.volumes.base import (
-    _RGB,
-    _RGBA,
+    RGB_DTYPE,
+    RGBA_DTYPE,
     Volume,
     allocate,
     check_size,
@@ -46,16 +46,8 @@ def _nifti_failure(path: Path, err: BaseException) -> str:
     return "cannot decode image: not a NIfTI file"
 
 
-def read_nifti(path: Path, axis: int, size: int) -> Volume:
-    nib = optional_import("nibabel")
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises ImageFileError, HeaderDataError, OSError, ...
-        raise ImageReadError(path, _nifti_failure(path, err)) from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise ImageReadError(path, f"unsupported format: {type(img).__name__}, not NIfTI-1 or NIfTI-2")
-    shape = tuple(int(n) for n in img.shape)
-    dtype = img.get_data_dtype()
+def _spatial_shape(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, int, int]:
+    """The (X, Y, Z) shape a NIfTI of ``shape`` and ``dtype`` is read as; ImageReadError for what is not read."""
     if len(shape) == 2:
         spatial = (*shape, 1)
     elif len(shape) == 3 or (len(shape) >= 4 and all(n == 1 for n in shape[3:])):
@@ -66,7 +58,21 @@ def read_nifti(path: Path, axis: int, size: int) -> Volume:
         )
     if dtype.names is None and dtype.kind not in "biuf":
         raise ImageReadError(path, f"unsupported format: NIfTI data type {dtype}")
-    rgb = dtype in (_RGB, _RGBA)
+    return spatial
+
+
+def read_nifti(path: Path, axis: int, size: int) -> Volume:
+    nib = optional_import("nibabel")
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises ImageFileError, HeaderDataError, OSError, ...
+        raise ImageReadError(path, _nifti_failure(path, err)) from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageReadError(path, f"unsupported format: {type(img).__name__}, not NIfTI-1 or NIfTI-2")
+    shape = tuple(int(n) for n in img.shape)
+    dtype = img.get_data_dtype()
+    spatial = _spatial_shape(path, shape, dtype)
+    rgb = dtype in (RGB_DTYPE, RGBA_DTYPE)
     check_size(path, spatial, axis, 3 if rgb else 1)
     proxy = img.dataobj
     offset = getattr(proxy, "offset", None)

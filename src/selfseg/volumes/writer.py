@@ -9,7 +9,7 @@ import numpy as np
 
 from selfseg import io
 from selfseg.optional import optional_import
-from selfseg.volumes.base import _RGB, Volume
+from selfseg.volumes.base import RGB_DTYPE, Volume
 
 __all__ = ["write_volume_like"]
 
@@ -41,7 +41,7 @@ def write_volume_like(path: str | os.PathLike, array: np.ndarray, source: Volume
     if len(source.source_shape) == 2:
         data = data[:, :, 0]
     if rgb:
-        packed = np.empty(data.shape[:-1], dtype=_RGB)
+        packed = np.empty(data.shape[:-1], dtype=RGB_DTYPE)
         for c, channel in enumerate("RGB"):
             packed[channel] = data[..., c]
         data = packed
@@ -56,7 +56,7 @@ def write_volume_like(path: str | os.PathLike, array: np.ndarray, source: Volume
         image.set_sform(source.affine, code=code)
         image.header.set_xyzt_units("mm")
     header = image.header
-    header.set_data_dtype(_RGB if rgb else array.dtype)
+    header.set_data_dtype(RGB_DTYPE if rgb else array.dtype)
     header["cal_min"], header["cal_max"] = 0, 255 if rgb else int(array.max(initial=0))
     header.set_intent("none" if rgb else "label")
     with io.atomic_path(path) as tmp:

@@ -1,25 +1,19 @@
-"""Command line: ``selfseg segment INPUT... --out DIR``. Parses arguments and calls ``runner.run_batch``."""
+"""The ``selfseg`` argument parser: its commands and their options, in groups (input, method and training,
+foreground, output, performance). Parsing only: ``selfseg.cli`` dispatches."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-from tqdm import tqdm
 
 from selfseg import __version__
-from selfseg.benchmark import FOREGROUND_RULES, benchmark, markdown_table
-from selfseg.datasets import DatasetError, load_masks
-from selfseg.engine import ALL_METHODS, BASELINE_CLUSTERS, DEFAULT_SIZE, METHODS, PRECISIONS
+from selfseg.benchmark import FOREGROUND_RULES
 from selfseg.foreground import FOREGROUNDS, TARGETS
 from selfseg.io import IMAGE_SUFFIXES
-from selfseg.optional import MissingDependencyError
+from selfseg.methods import ALL_METHODS, BASELINE_CLUSTERS, DEFAULT_SIZE, METHODS, PRECISIONS
 from selfseg.readout import READOUTS
-from selfseg.report import write_report
-from selfseg.runner import BACKENDS, evaluate_outputs, run_batch, summarize, summary_line, summary_table
+from selfseg.runner import BACKENDS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser"]
 
 _SEGMENT_HELP = f"""\
 Segment each image on its own, without labels: a fresh network is fitted to the image, its
@@ -139,7 +133,25 @@ def _groups(command: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGro
 def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seeds: bool = False) -> None:
     """Options shared by the commands that segment, in their ``groups``. With ``several_seeds``, ``--seed``
     takes a comma-separated list (a tuple)."""
-    method, performance = groups["method"], groups["performance"]
+    _add_fit_options(groups["method"], several_seeds=several_seeds)
+    groups["foreground"].add_argument(
+        "--target",
+        choices=TARGETS,
+        default="auto",
+        help="what the mask should be, without ground truth: lesion (one compact blob, e.g. dermoscopy), "
+        "lungs (both lungs, CT and chest X-ray), polyp (one compact region of an endoscope's field; far less "
+        "reliable) or auto (polyp on endoscope frames, lungs on grey images when found, else lesion) "
+        "(default: %(default)s)",
+    )
+    _add_performance_options(groups["performance"])
+    groups["output"].add_argument("--quiet", action="store_true", help="no progress bar")
+    groups["output"].add_argument(
+        "--report", action="store_true", help="also write DIR/report.html, the page for reviewing the results"
+    )
+
+
+def _add_fit_options(method: argparse._ArgumentGroup, *, several_seeds: bool) -> None:
+    """The seed, working size, readout and fits options of the commands that segment."""
     if several_seeds:
         method.add_argument(
             "--seed",
@@ -182,24 +194,19 @@ def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seed
         default=1,
         metavar="N",
         help="networks fitted to each image (seeds s, s+1, ...); the mask they agree on most is kept, for N "
-        "times the cost (3: 0 to +0.004 mean Dice on the shared sets, docs/results.md) (default: %(default)s)",
+        "times the cost: a vote against a single fit's draw (default: %(default)s)",
     )
-    groups["foreground"].add_argument(
-        "--target",
-        choices=TARGETS,
-        default="auto",
-        help="what the mask should be, without ground truth: lesion (one compact blob, e.g. dermoscopy), "
-        "lungs (both lungs, CT and chest X-ray), polyp (one compact region of an endoscope's field; far less "
-        "reliable) or auto (polyp on endoscope frames, lungs on grey images when found, else lesion) "
-        "(default: %(default)s)",
-    )
+
+
+def _add_performance_options(performance: argparse._ArgumentGroup) -> None:
+    """Where and how fast the fits run: device, precision, workers, threads, batching, Ray."""
     performance.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
     performance.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="float32",
-        help="bfloat16 runs the network under autocast: about twice as fast for msformer on CPUs with "
-        "AVX512-BF16, slower for s3net (default: %(default)s)",
+        help="bfloat16 runs the network under autocast: faster for msformer on CPUs with AVX512-BF16, slower "
+        "for s3net, whose depthwise and deformable convolutions lack fast bfloat16 kernels (default: %(default)s)",
     )
     performance.add_argument(
         "--workers",
@@ -239,10 +246,6 @@ def _add_run_options(groups: dict[str, argparse._ArgumentGroup], *, several_seed
     performance.add_argument(
         "--ray-gpus", type=float, default=0.0, metavar="G",
         help="GPUs per Ray task; a fraction lets several fits share a GPU (default: %(default)s)",
-    )
-    groups["output"].add_argument("--quiet", action="store_true", help="no progress bar")
-    groups["output"].add_argument(
-        "--report", action="store_true", help="also write DIR/report.html, the page for reviewing the results"
     )
 
 
@@ -296,7 +299,11 @@ def _add_segment(commands: argparse._SubParsersAction) -> None:
                         "(and the ground truth of --foreground oracle)")
     output.add_argument("--overwrite", action="store_true", help="fit every input again, even if its outputs are complete")
     _add_run_options(groups)
-    rule = groups["foreground"]
+    _add_rule_options(groups["foreground"])
+
+
+def _add_rule_options(rule: argparse._ArgumentGroup) -> None:
+    """How ``segment`` chooses the mask: the papers' oracle, a point, the oracle's crop."""
     rule.add_argument(
         "--foreground",
         choices=FOREGROUNDS,
@@ -375,118 +382,3 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(commands)
     _add_report(commands)
     return parser
-
-
-def _benchmark(args: argparse.Namespace) -> int:
-    """Run ``selfseg benchmark``; print the table; exit status."""
-    try:
-        rows = benchmark(
-            args.datasets,
-            args.out,
-            methods=args.methods.split(","),
-            foreground=args.foreground.split(","),
-            seeds=args.seed,
-            size=args.size,
-            device=args.device,
-            precision=args.precision,
-            target=args.target,
-            readout=args.readout,
-            readout_clusters=args.readout_clusters,
-            workers=args.workers,
-            threads=args.threads,
-            batch_images=args.batch_images,
-            fits=args.fits,
-            **_backend(args),
-            progress=not args.quiet,
-        )
-    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(markdown_table(rows))
-    status = 1 if any(row["failed"] for row in rows) else 0
-    return max(status, _report(args.out)) if args.report else status
-
-
-def _backend(args: argparse.Namespace) -> dict:
-    """The backend options of ``run_batch``."""
-    return {"backend": args.backend, "ray_address": args.ray_address, "ray_cpus": args.ray_cpus, "ray_gpus": args.ray_gpus}
-
-
-def _report(out: str) -> int:
-    """Write ``out/report.html``; print where; exit status (2: no results in ``out``)."""
-    try:
-        path = write_report(out)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report -> {path}")
-    return 0
-
-
-def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | None) -> int:
-    """Score ``pred_dir`` against ``ground_truth``, print the summary; exit status."""
-    try:
-        report = evaluate_outputs(pred_dir, ground_truth, spacing=spacing)
-    except (FileNotFoundError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for stem, reason in report.failures:
-        print(f"error: {stem}: {reason}", file=sys.stderr)
-    print(summary_table(summarize(report.results)))
-    print(f"{len(report.results)} masks scored, {len(report.failures)} not -> {Path(pred_dir) / 'metrics.csv'}")
-    return 1 if report.failures else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error)."""
-    args = build_parser().parse_args(argv)
-    if args.command == "evaluate":
-        return _evaluate(args.pred_dir, args.gt, args.spacing)
-    if args.command == "benchmark":
-        return _benchmark(args)
-    if args.command == "report":
-        return _report(args.out)
-    try:
-        if args.gt is not None:
-            load_masks(args.gt)  # a wrong --gt fails before the long run, not after it
-        report = run_batch(
-            args.inputs,
-            args.out,
-            method=args.method,
-            seed=args.seed,
-            max_iter=args.max_iter,
-            min_labels=args.min_labels,
-            size=args.size,
-            device=args.device,
-            precision=args.precision,
-            foreground=args.foreground,
-            readout=args.readout,
-            readout_clusters=args.readout_clusters,
-            target=args.target,
-            point=args.point,
-            ground_truth=args.gt,
-            oracle_crop=args.oracle_crop,
-            pattern=args.glob,
-            axis=args.axis,
-            resume=not args.overwrite,
-            workers=args.workers,
-            threads=args.threads,
-            batch_images=args.batch_images,
-            fits=args.fits,
-            **_backend(args),
-            progress=not args.quiet,
-            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
-        )
-    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
-        return 130
-    print(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}")
-    status = 1 if report.failures else 0
-    if args.gt is not None:
-        status = max(status, _evaluate(args.out, args.gt, None))
-    if args.report:
-        status = max(status, _report(args.out))
-    return status

@@ -1,0 +1,62 @@
+"""The mask choice: from the cluster maps of one image to its mask, in one place.
+
+``choose`` is what a fresh fit and resume's re-choice both call: each map's mask under the ``MaskRule``, the map
+whose mask the others agree with most (``foreground.most_agreed``), and, when that mask is implausible for its
+prior (``foreground.implausible``), one more cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from selfseg.confidence import mask_confidence
+from selfseg.foreground import implausible, most_agreed, rule_mask
+from selfseg.settings import MaskRule
+
+__all__ = ["MaskChoice", "choose"]
+
+
+@dataclass(frozen=True)
+class MaskChoice:
+    """The chosen cluster map ((H, W) int32), its mask ((H, W) bool), what chose it (the prior, "point" or
+    "oracle") and the mask's ground-truth-free confidence (``confidence.mask_confidence``)."""
+
+    labels: np.ndarray
+    mask: np.ndarray
+    chosen: str
+    confidence: float
+
+
+def choose(
+    maps: Sequence[np.ndarray],
+    pixels: np.ndarray,
+    rule: MaskRule,
+    *,
+    truth: np.ndarray | None = None,
+    recluster: Callable[[int], np.ndarray] | None = None,
+) -> MaskChoice:
+    """The mask of ``pixels`` ((H, W, C) in [0, 1]) from its cluster ``maps`` ((H, W) each) under ``rule``.
+
+    Each map gets its mask (``foreground.rule_mask``); the map whose mask the others' masks agree with most is
+    kept. If its mask is ``implausible``, ``recluster`` (a cluster count -> a map, made as the maps were; None when
+    there is no count to raise) gives one map with one cluster more than the most the maps have, and its mask is
+    kept if the same prior finds a plausible one there. ``truth``: the ground truth of an oracle ``rule``.
+    """
+    masks = [_mask(labels, pixels, rule, truth) for labels in maps]
+    best = most_agreed([mask for mask, _ in masks])
+    labels, (mask, chosen) = maps[best], masks[best]
+    if recluster is not None and implausible(mask, chosen, labels, pixels):
+        more = recluster(max(int(m.max()) for m in maps) + 1)
+        other, named = _mask(more, pixels, rule, truth)
+        if named == chosen and other.any() and not implausible(other, named, more, pixels):
+            labels, mask, chosen = more, other, named
+    return MaskChoice(labels, mask, chosen, mask_confidence(mask, pixels))
+
+
+def _mask(labels: np.ndarray, pixels: np.ndarray, rule: MaskRule, truth: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """One map's mask under ``rule`` (checked once, when the rule and the image were)."""
+    return rule_mask(labels, pixels, foreground=rule.foreground, target=rule.target, point=rule.point, truth=truth,
+                     oracle_crop=rule.oracle_crop)

@@ -1,0 +1,135 @@
+"""Command line: ``selfseg segment | evaluate | benchmark | report``. ``parser.build_parser`` parses; ``main``
+dispatches each command to the library (``runner.run_batch``, ``runner.evaluate_outputs``, ``benchmark.benchmark``,
+``report.write_report``) and turns its outcome into printed lines and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from selfseg.benchmark import benchmark, markdown_table
+from selfseg.cli.parser import build_parser
+from selfseg.datasets import DatasetError, load_masks
+from selfseg.optional import MissingDependencyError
+from selfseg.report import write_report
+from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
+
+__all__ = ["build_parser", "main"]
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """Run ``selfseg benchmark``; print the table; exit status."""
+    try:
+        rows = benchmark(
+            args.datasets,
+            args.out,
+            methods=args.methods.split(","),
+            foreground=args.foreground.split(","),
+            seeds=args.seed,
+            size=args.size,
+            device=args.device,
+            precision=args.precision,
+            target=args.target,
+            readout=args.readout,
+            readout_clusters=args.readout_clusters,
+            workers=args.workers,
+            threads=args.threads,
+            batch_images=args.batch_images,
+            fits=args.fits,
+            **_backend(args),
+            progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows))
+    status = 1 if any(row["failed"] for row in rows) else 0
+    return max(status, _report(args.out)) if args.report else status
+
+
+def _backend(args: argparse.Namespace) -> dict:
+    """The backend options of ``run_batch``."""
+    return {"backend": args.backend, "ray_address": args.ray_address, "ray_cpus": args.ray_cpus, "ray_gpus": args.ray_gpus}
+
+
+def _report(out: str) -> int:
+    """Write ``out/report.html``; print where; exit status (2: no results in ``out``)."""
+    try:
+        path = write_report(out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report -> {path}")
+    return 0
+
+
+def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | None) -> int:
+    """Score ``pred_dir`` against ``ground_truth``, print the summary; exit status."""
+    try:
+        report = evaluate_outputs(pred_dir, ground_truth, spacing=spacing)
+    except (FileNotFoundError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for stem, reason in report.failures:
+        print(f"error: {stem}: {reason}", file=sys.stderr)
+    print(summary_table(summarize(report.results)))
+    print(f"{len(report.results)} masks scored, {len(report.failures)} not -> {Path(pred_dir) / 'metrics.csv'}")
+    return 1 if report.failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args.pred_dir, args.gt, args.spacing)
+    if args.command == "benchmark":
+        return _benchmark(args)
+    if args.command == "report":
+        return _report(args.out)
+    try:
+        if args.gt is not None:
+            load_masks(args.gt)  # a wrong --gt fails before the long run, not after it
+        report = run_batch(
+            args.inputs,
+            args.out,
+            method=args.method,
+            seed=args.seed,
+            max_iter=args.max_iter,
+            min_labels=args.min_labels,
+            size=args.size,
+            device=args.device,
+            precision=args.precision,
+            foreground=args.foreground,
+            readout=args.readout,
+            readout_clusters=args.readout_clusters,
+            target=args.target,
+            point=args.point,
+            ground_truth=args.gt,
+            oracle_crop=args.oracle_crop,
+            pattern=args.glob,
+            axis=args.axis,
+            resume=not args.overwrite,
+            workers=args.workers,
+            threads=args.threads,
+            batch_images=args.batch_images,
+            fits=args.fits,
+            **_backend(args),
+            progress=not args.quiet,
+            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
+        )
+    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
+        return 130
+    print(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}")
+    status = 1 if report.failures else 0
+    if args.gt is not None:
+        status = max(status, _evaluate(args.out, args.gt, None))
+    if args.report:
+        status = max(status, _report(args.out))
+    return status

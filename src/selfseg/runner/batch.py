@@ -1,0 +1,110 @@
+"""One ``run_batch`` call's bookkeeping: ``Batch.plan`` turns inputs into tasks (or skips, or failures) from the
+folder's manifest, ``Batch.record`` writes each finished task's row and keeps the report."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from selfseg import datasets, io, volumes
+from selfseg.batch_inputs import input_stem
+from selfseg.runner.manifest import Manifest, cell, decide, read_manifest, settings_row, typed
+from selfseg.runner.scoring import BatchReport
+from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, Task, fingerprint
+from selfseg.settings import FitSettings, MaskRule
+
+__all__ = ["Batch", "Planned"]
+
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
+
+Planned = tuple[Task, tuple[dict, dict | None]]
+"""A task with (its wanted row cells, its current manifest row)."""
+
+
+def _clear_leftovers(out_dir: Path) -> None:
+    """Remove the previous run's failures.csv and the temporary files of a killed run."""
+    (out_dir / "failures.csv").unlink(missing_ok=True)
+    if out_dir.is_dir():
+        for stale in out_dir.iterdir():
+            if _TEMPORARY.match(stale.name):
+                stale.unlink(missing_ok=True)
+
+
+@dataclass
+class Batch:
+    """One ``run_batch`` call: what every input is segmented with, the folder's manifest, and what happened."""
+
+    out_dir: Path
+    settings: FitSettings
+    rule: MaskRule
+    seed: int
+    axis: int | None
+    resume: bool
+    ground_truth: str | os.PathLike | None
+    truths: dict[str, Path]
+    manifest: Manifest
+    on_result: Callable[[dict], None] | None
+    report: BatchReport = field(default_factory=BatchReport)
+
+    @classmethod
+    def open(cls, out_dir: str | os.PathLike, settings: FitSettings, rule: MaskRule, *, seed: int,
+             axis: int | None, resume: bool, ground_truth: str | os.PathLike | None,
+             on_result: Callable[[dict], None] | None) -> Batch:
+        """A batch into ``out_dir``: its manifest read, the leftovers of a killed run removed."""
+        out_dir = Path(out_dir)
+        truths = datasets.load_masks(ground_truth) if rule.foreground == "oracle" else {}
+        manifest = read_manifest(out_dir / "results.csv")
+        _clear_leftovers(out_dir)
+        return cls(out_dir, settings, rule, seed, axis, resume, ground_truth, truths, manifest, on_result)
+
+    def fail(self, path: Path, reason: str) -> None:
+        """Report a failed input on stderr, in the report and in failures.csv (sorted: the same file in any
+        finishing order)."""
+        tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+        self.report.failures.append((str(path), reason))
+        io.write_csv(self.out_dir / "failures.csv", ("image", "reason"), sorted(self.report.failures))
+
+    def plan(self, path: Path) -> Planned | None:
+        """The task of one input with its wanted cells and current row; None if it failed or is skipped (both
+        recorded)."""
+        stem, volume = input_stem(path), volumes.is_volume(path)
+        suffixes = VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES
+        outputs = tuple(self.out_dir / f"{stem}{suffix}" for suffix in suffixes)
+        try:
+            digest, fitted_seed = fingerprint(path, self.seed)
+            if self.rule.foreground == "oracle" and stem not in self.truths:
+                raise ValueError(f"no ground-truth mask in {self.ground_truth}")
+        except ValueError as err:
+            self.fail(path, err.reason if isinstance(err, io.ImageReadError) else str(err))
+            return None
+        values = settings_row(self.settings, self.rule, seed=self.seed, axis=self.axis if volume else None)
+        wanted = {name: cell(value) for name, value in values.items()} | {"input_sha256": digest}
+        previous = self.manifest.current.get(stem) if self.resume else None
+        action = decide(previous, wanted, outputs)
+        if action == "skip":
+            self.report.skipped.append(stem)
+            return None
+        task = Task(path, outputs, volume, action, fitted_seed, self.settings, self.rule, self.truths.get(stem),
+                    self.axis if volume else None)
+        return task, (wanted, previous)
+
+    def record(self, task: Task, wanted: dict, previous: dict | None, outcome: tuple[dict, str | None]) -> None:
+        """Record one finished task: its row in the report and the manifest, or its failure."""
+        fields, reason = outcome
+        if reason is not None:
+            self.fail(task.path, reason)
+            return
+        kept = typed(previous) if previous is not None and task.action == "rechoose" else {}
+        values = settings_row(self.settings, self.rule, seed=self.seed, axis=self.axis if task.volume else None)
+        row = {**kept, **fields, **values, "image": input_stem(task.path), "input": str(task.path),
+               "input_sha256": wanted["input_sha256"], "axis": wanted["axis"]}
+        self.report.results.append(row)
+        self.manifest.write(row["image"], row)
+        if self.on_result is not None:
+            self.on_result(row)
