@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfseg.engine import ALL_METHODS
+from selfseg.methods import ALL_METHODS
 from selfseg.io import read_mask
 from selfseg.runner import MASK_SUFFIX, available_cores, run_batch
 

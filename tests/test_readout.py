@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from selfseg.readout import (
-    _first_argmax,
+    first_argmax,
     cluster_maps,
     default_readout_clusters,
     kmeans_readout,
@@ -71,4 +71,4 @@ def test_cluster_maps_one_per_count_at_the_native_size() -> None:
 
 def test_first_argmax_equals_torch_argmax_with_ties() -> None:
     scores = torch.randint(0, 3, (5, 7, 9), generator=torch.Generator().manual_seed(3)).float()  # many ties
-    torch.testing.assert_close(_first_argmax(scores), scores.argmax(dim=0), rtol=0, atol=0)
+    torch.testing.assert_close(first_argmax(scores), scores.argmax(dim=0), rtol=0, atol=0)

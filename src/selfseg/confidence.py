@@ -3,9 +3,8 @@
 ``mask_confidence`` takes the grey level (channel mean) of a band just inside the mask's boundary and of a
 band just outside it (each 3 % of the image diagonal wide) and measures their separation,
 ``|mean_in - mean_out| / (std_in + std_out)``, mapped to [0, 1) by ``s / (1 + s)``. A mask that follows a
-real boundary scores high; one cut through a uniform region, or grown into its surround, scores low. On the
-shared sets its rank correlation with Dice is 0.43-0.49 (docs/results.md, "Confidence"), so sorting by it
-puts the doubtful masks first.
+real boundary scores high; one cut through a uniform region, or grown into its surround, scores low, so
+sorting by it puts the doubtful masks first (docs/results.md measures how well it ranks them).
 """
 
 from __future__ import annotations

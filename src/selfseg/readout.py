@@ -36,7 +36,7 @@ COLOUR_WEIGHT = 3.0
 """Weight of the standardised pixel colour against the unit-length score vector in ``kmeans_readout``."""
 
 
-def _first_argmax(scores: Tensor) -> Tensor:
+def first_argmax(scores: Tensor) -> Tensor:
     """``scores.argmax(dim=0)`` of (C, h, w) scores, (h, w) int64 (ties: the first class), in C passes: torch's
     reduction over the outer dimension is several times slower on CPU."""
     best = scores[0].clone()
@@ -54,7 +54,7 @@ def upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: in
     of rows so that large images never hold the full-resolution score volume.
     """
     if scores.shape[-2:] == (height, width):
-        return _first_argmax(scores[0])
+        return first_argmax(scores[0])
     xs = (torch.arange(width, device=scores.device, dtype=scores.dtype) * 2 + 1) / width - 1
     out = torch.empty(height, width, dtype=torch.long, device=scores.device)
     for top in range(0, height, rows_per_strip):
@@ -62,7 +62,7 @@ def upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: in
         ys = (rows * 2 + 1) / height - 1
         grid = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)[None]
         strip = F.grid_sample(scores, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        out[top : top + len(rows)] = _first_argmax(strip[0])
+        out[top : top + len(rows)] = first_argmax(strip[0])
     return out
 
 

@@ -20,56 +20,37 @@ from selfseg.foreground.regions import (
 
 
 def lungs_mask(
-    labels: np.ndarray,
-    grey: np.ndarray,
-    *,
-    margin: float = 0.05,
-    opening: float = 0.012,
-    min_area: float = 0.01,
-    pair: float = 0.2,
-    closing: float = 0.04,
-    dark_tolerance: float = 0.05,
-    outside_scales: tuple[float, ...] = (1, 4, 8),
-    prefer_darker: float = 0.05,
-    shoulders: float = 0.85,
-    neck: float = 0.3,
-    lateral_depth: float = 0.016,
-    radiograph_contrast: float = 0.15,
-    snap_iterations: int = 4,
-    return_radiograph: bool = False,
+    labels: np.ndarray, grey: np.ndarray, *, margin: float = 0.05, opening: float = 0.012, min_area: float = 0.01,
+    pair: float = 0.2, closing: float = 0.04, dark_tolerance: float = 0.05, outside_scales: tuple[float, ...] = (1, 4, 8),
+    prefer_darker: float = 0.05, shoulders: float = 0.85, neck: float = 0.3, lateral_depth: float = 0.016,
+    radiograph_contrast: float = 0.15, snap_iterations: int = 4, return_radiograph: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, bool]:
     """Both lungs from the cluster map (see the module docstring). (H, W) bool, empty if none found
     (also when the darkest cluster does not reach the frame: no dark surround, no body); with
     ``return_radiograph``, also whether the radiograph steps ran (``radiograph.is_radiograph``).
 
     Args:
-        labels: (H, W) int cluster map.
-        grey: (H, W) float image in [0, 1].
+        labels, grey: (H, W) int cluster map and (H, W) float image in [0, 1].
         margin: body erosion (and regrowth) distance, as a fraction of the shorter side.
         opening, closing: radii of the clean-up disks, as fractions of the shorter side.
         min_area: lung candidates smaller than this fraction of the image are ignored.
-        pair: the second region counts as the other lung if it has at least this fraction of the
-            first one's area and lies on the other side of the vertical midline; the largest region alone
-            counts as both lungs (joined in front of the heart on CT, or across the mediastinum) if its
-            part on either side of the midline has at least this fraction of the other part.
+        pair: the second region is the other lung if it has this fraction of the first one's area and lies
+            across the midline; the largest alone is both lungs (joined across the mediastinum) if its
+            parts on either side of the midline are within this fraction of each other.
         dark_tolerance: clusters whose mean grey is within this of the darkest one's count as darkest
             when finding the outside (a network may split flat black air into two striped clusters).
         outside_scales: the outside is the darkest clusters' frame-connected part after an opening of
-            ``opening`` times each of these, in turn, until a left/right pair is found: a larger one
-            cuts the narrow bridges (the neck on an X-ray, a dark fat layer on CT) through which lungs
-            sharing the outside air's cluster would count as outside.
+            ``opening`` times each of these, in turn, until a left/right pair is found: a larger one cuts
+            the bridges (the neck, a dark fat layer on CT) through which the lungs would count as outside.
         prefer_darker: a candidate of more (brighter) clusters must score this fraction higher than the
-            darker one before it: the lungs are the darkest structure in the body, and a near tie means a
-            fat or partial-volume cluster joining them (CT).
-        shoulders: on a radiograph (``radiograph.is_radiograph``), the mask is cut above the first row
-            where the body is this fraction of its widest: the lung apices lie at the shoulders, and the
-            neck and the air or soft tissue above the shoulders are as dark as the lungs on many chest
-            X-rays.
+            darker one before it: the lungs are the body's darkest structure; a near tie is fat joining them.
+        shoulders: on a radiograph (``radiograph.is_radiograph``), the mask is cut above the first row where
+            the body is this fraction of its widest: the apices lie at the shoulders, and what lies above
+            them is as dark as the lungs on many chest X-rays.
         neck: on a radiograph, a band across the mask's top that joins both lungs is cut if it is at most
             this fraction of the mask's height (``radiograph.below_neck``; 0 turns it off).
         lateral_depth: on a radiograph, after the edge snap, each lung's outer side is filled towards its
-            convex hull by at most this fraction of the shorter side in each row (``radiograph.fill_lateral``;
-            4 pixels of the 256-pixel working copy).
+            convex hull by at most this fraction of the shorter side per row (``radiograph.fill_lateral``).
         radiograph_contrast: the ``radiograph.is_radiograph`` threshold.
         snap_iterations: steps of a morphological geodesic active contour (scikit-image) that move the
             mask's boundary outward, at most one pixel a step, until it meets an edge of ``grey``: the
@@ -173,9 +154,8 @@ def snap_to_edges(mask: np.ndarray, grey: np.ndarray, iterations: int = 4) -> np
 
 def lies_low(mask: np.ndarray, limit: float = 0.7) -> bool:
     """True when the (H, W) ``mask``'s centroid lies below ``limit`` of the image's height: lungs on a chest
-    X-ray never do (the expert masks' centroids lie at 0.31-0.53 of the height on the shared films), while the
-    gaps between the arms and the chest do (0.75), which the rule picks on a film whose few clusters join the
-    lungs to the body. Basal CT slices can (0.46-0.64 for the experts, 0.72 for the rule's masks on one
-    slice), so ``foreground.implausible`` asks it on radiographs only. False for an empty mask."""
+    X-ray never do (they fill the upper and middle thorax), while the gaps between the arms and the chest do,
+    which the rule picks on a film whose few clusters join the lungs to the body. Basal CT slices can, so
+    ``foreground.implausible`` asks it on radiographs only. False for an empty mask."""
     rows = np.nonzero(mask)[0]
     return rows.size > 0 and float(rows.mean()) > limit * (mask.shape[0] - 1)

@@ -21,8 +21,8 @@ from selfseg.foreground.regions import convex_hull
 def is_radiograph(lungs: np.ndarray, body: np.ndarray, grey: np.ndarray, threshold: float = 0.15) -> bool:
     """True when the ``lungs`` lie clearly between the air outside the ``body`` and the rest of the body in
     grey: (lungs - outside) / (rest - outside) of the median greys above ``threshold``. A projection (chest
-    X-ray) adds the chest wall to every lung pixel (0.28-0.82 on the shared X-rays); on CT the lung
-    parenchyma is nearly air (0.0 on the shared slices). All three are (H, W); False for an empty mask."""
+    X-ray) adds the chest wall to every lung pixel, so the ratio is well above 0; on CT the lung
+    parenchyma is nearly air, so it is near 0. All three are (H, W); False for an empty mask."""
     rest = body & ~lungs
     if not (lungs.any() and rest.any() and (~body).any()):
         return False

@@ -1,7 +1,7 @@
 """DFC (Kim & Kanezaki, IEEE TIP 2020): unsupervised segmentation by differentiable feature clustering.
 
 W. Kim, A. Kanezaki, M. Tanaka, "Unsupervised Learning of Image Segmentation Based on Differentiable
-Feature Clustering", IEEE Transactions on Image Processing 29, 2020; released code:
+Feature Clustering", IEEE Transactions on Image Processing 29, 2020, arXiv:2007.09990; released code:
 github.com/kanezaki/pytorch-unsupervised-segmentation-tip (``demo.py``, class ``MyNet``). The layer
 names here (``conv1``/``bn1``, ``conv2``/``bn2`` lists, ``conv3``/``bn3``) are those of ``MyNet``, so
 its state dicts load as they are. The loss is ``selfseg.losses.DFCObjective``.

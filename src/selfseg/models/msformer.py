@@ -1,5 +1,9 @@
 """MS-Former (Karimijafarbigloo et al., MIDL 2023): a dual-branch efficient-attention transformer.
 
+S. Karimijafarbigloo, R. Azad, A. Kazerouni, D. Merhof, "MS-Former: Multi-Scale Self-Guided Transformer for
+Medical Image Segmentation", Medical Imaging with Deep Learning 2023, PMLR 227,
+https://openreview.net/forum?id=pp2raGSU3Wx.
+
 Two overlapping patch embeddings (3x3 convolutions with stride 1 and 2) feed two stacks of
 efficient-attention transformer blocks; the coarse branch is upsampled by two (linear + pixel
 shuffle), cropped to the fine branch and concatenated with it; a linear map gives the class scores.

@@ -1,5 +1,8 @@
 """S3-Net (Karimijafarbigloo et al., ICCV 2023 workshop): I-LKA blocks and a deformable head.
 
+S. Karimijafarbigloo, R. Azad, A. Kazerouni, Y. Velichko, U. Bagci, D. Merhof, "Self-supervised Semantic
+Segmentation: Consistency over Transformation", ICCV 2023 workshops (CVAMD), arXiv:2309.00143.
+
 The trunk (``features``) is shared by the main head (``head``: deformable conv, BN, 1x1 conv, BN, and
 the optional colour attention) and the auxiliary head (``aux_head``: 1x1 conv, BN) that the
 transformation-consistency loss trains on the transformed image.

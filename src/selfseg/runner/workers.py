@@ -43,9 +43,9 @@ RAY_RETRIES = 2
 T = TypeVar("T")
 
 WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 1.0, "msformer": 1.0, "dfc": 0.5, "otsu": 0.5, "kmeans": 0.5}
-"""Peak resident memory of a process fitting one input at the default working size and widths, per method
-(0.4-0.65 GiB measured on 512-px dermoscopy photographs, rounded up; docs/speed.md): ``plan_workers``
-budgets with it."""
+"""Peak resident memory of a process fitting one input at the default working size and widths, per method, in
+GiB: the measured peak rounded up (docs/speed.md), so that ``plan_workers`` never starts more workers than the
+free memory holds."""
 
 
 def available_cores() -> int:
