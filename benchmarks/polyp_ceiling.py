@@ -19,8 +19,8 @@ import numpy as np
 from stored_runs import bench_parser, scored_stems, stored_runs
 
 from selfseg.foreground import working_copies
-from selfseg.foreground.regions import convex_hull, nearest_resize
 from selfseg.foreground.polyp import polyp_candidates
+from selfseg.foreground.regions import convex_hull, nearest_resize
 from selfseg.io import read_image, read_labels, read_mask
 from selfseg.metrics import dice
 

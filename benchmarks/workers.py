@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfseg.methods import ALL_METHODS
 from selfseg.io import read_mask
+from selfseg.methods import ALL_METHODS
 from selfseg.runner import MASK_SUFFIX, available_cores, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]

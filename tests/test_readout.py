@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from selfseg.readout import (
-    first_argmax,
     cluster_maps,
     default_readout_clusters,
+    first_argmax,
     kmeans_readout,
     relabel_by_area,
     upsampled_argmax,
