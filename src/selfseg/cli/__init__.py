@@ -29,18 +29,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             methods=args.methods.split(","),
             foreground=args.foreground.split(","),
             seeds=args.seed,
-            size=args.size,
-            device=args.device,
-            precision=args.precision,
-            target=args.target,
-            readout=args.readout,
-            readout_clusters=args.readout_clusters,
-            workers=args.workers,
-            threads=args.threads,
-            batch_images=args.batch_images,
-            fits=args.fits,
-            **_backend(args),
-            progress=not args.quiet,
+            **_run_options(args),
         )
     except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
         print(f"error: {err}", file=sys.stderr)
@@ -50,9 +39,16 @@ def _benchmark(args: argparse.Namespace) -> int:
     return max(status, _report(args.out)) if args.report else status
 
 
-def _backend(args: argparse.Namespace) -> dict:
-    """The backend options of ``run_batch``."""
-    return {"backend": args.backend, "ray_address": args.ray_address, "ray_cpus": args.ray_cpus, "ray_gpus": args.ray_gpus}
+_RUN_OPTIONS = (
+    "size", "device", "precision", "target", "readout", "readout_clusters", "workers", "threads", "batch_images", "fits",
+    "backend", "ray_address", "ray_cpus", "ray_gpus",
+)
+"""The ``run_batch`` arguments of the options every command that segments shares (``parser._add_run_options``)."""
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    """The shared ``run_batch`` arguments of a command that segments, and its progress bar."""
+    return {name: getattr(args, name) for name in _RUN_OPTIONS} | {"progress": not args.quiet}
 
 
 def _report(out: str) -> int:
@@ -80,45 +76,16 @@ def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | Non
     return 1 if report.failures else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error)."""
-    args = build_parser().parse_args(argv)
-    if args.command == "evaluate":
-        return _evaluate(args.pred_dir, args.gt, args.spacing)
-    if args.command == "benchmark":
-        return _benchmark(args)
-    if args.command == "report":
-        return _report(args.out)
+def _segment(args: argparse.Namespace) -> int:
+    """Run ``selfseg segment``: one line per finished input, then the summary (and scores, report); exit status."""
     try:
         if args.gt is not None:
             load_masks(args.gt)  # a wrong --gt fails before the long run, not after it
         report = run_batch(
-            args.inputs,
-            args.out,
-            method=args.method,
-            seed=args.seed,
-            max_iter=args.max_iter,
-            min_labels=args.min_labels,
-            size=args.size,
-            device=args.device,
-            precision=args.precision,
-            foreground=args.foreground,
-            readout=args.readout,
-            readout_clusters=args.readout_clusters,
-            target=args.target,
-            point=args.point,
-            ground_truth=args.gt,
-            oracle_crop=args.oracle_crop,
-            pattern=args.glob,
-            axis=args.axis,
-            resume=not args.overwrite,
-            workers=args.workers,
-            threads=args.threads,
-            batch_images=args.batch_images,
-            fits=args.fits,
-            **_backend(args),
-            progress=not args.quiet,
-            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout),
+            args.inputs, args.out, method=args.method, seed=args.seed, max_iter=args.max_iter,
+            min_labels=args.min_labels, foreground=args.foreground, point=args.point, ground_truth=args.gt,
+            oracle_crop=args.oracle_crop, pattern=args.glob, axis=args.axis, resume=not args.overwrite,
+            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout), **_run_options(args),
         )
     except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
         print(f"error: {err}", file=sys.stderr)
@@ -133,3 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         status = max(status, _report(args.out))
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    if args.command == "evaluate":
+        return _evaluate(args.pred_dir, args.gt, args.spacing)
+    if args.command == "benchmark":
+        return _benchmark(args)
+    if args.command == "report":
+        return _report(args.out)
+    return _segment(args)
