@@ -30,7 +30,6 @@ __all__ = [
     "Task",
     "fingerprint",
     "image_seed",
-    "run_task",
     "run_tasks_together",
     "slice_seed",
 ]
@@ -196,11 +195,6 @@ def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[
         except (ValueError, TypeError) as err:
             outcomes[index] = _failure(err)
     return outcomes
-
-
-def run_task(task: Task) -> tuple[dict, str | None]:
-    """``run_tasks_together`` of one task."""
-    return run_tasks_together([task])[0]
 
 
 def _write(task: Task, loaded: _Loaded, results: list[SegmentationResult], *, fitted: bool) -> dict:
