@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from selfseg.confidence import mask_confidence
-from selfseg.foreground import implausible, most_agreed, rule_mask
+from selfseg.foreground import implausible, most_agreed, resolve_target, rule_mask
 from selfseg.settings import MaskRule
 
 __all__ = ["MaskChoice", "choose"]
@@ -45,18 +45,22 @@ def choose(
     there is no count to raise) gives one map with one cluster more than the most the maps have, and its mask is
     kept if the same prior finds a plausible one there. ``truth``: the ground truth of an oracle ``rule``.
     """
-    masks = [_mask(labels, pixels, rule, truth) for labels in maps]
+    auto = rule.foreground == "auto" and rule.point is None and rule.target == "auto"
+    resolved = resolve_target(pixels) if auto else None  # the image's prior, once for all its maps
+    masks = [_mask(labels, pixels, rule, truth, resolved) for labels in maps]
     best = most_agreed([mask for mask, _ in masks])
     labels, (mask, chosen) = maps[best], masks[best]
     if recluster is not None and implausible(mask, chosen, labels, pixels):
         more = recluster(max(int(m.max()) for m in maps) + 1)
-        other, named = _mask(more, pixels, rule, truth)
+        other, named = _mask(more, pixels, rule, truth, resolved)
         if named == chosen and other.any() and not implausible(other, named, more, pixels):
             labels, mask, chosen = more, other, named
     return MaskChoice(labels, mask, chosen, mask_confidence(mask, pixels))
 
 
-def _mask(labels: np.ndarray, pixels: np.ndarray, rule: MaskRule, truth: np.ndarray | None) -> tuple[np.ndarray, str]:
+def _mask(
+    labels: np.ndarray, pixels: np.ndarray, rule: MaskRule, truth: np.ndarray | None, resolved: str | None
+) -> tuple[np.ndarray, str]:
     """One map's mask under ``rule`` (checked once, when the rule and the image were)."""
     return rule_mask(labels, pixels, foreground=rule.foreground, target=rule.target, point=rule.point, truth=truth,
-                     oracle_crop=rule.oracle_crop)
+                     oracle_crop=rule.oracle_crop, resolved=resolved)

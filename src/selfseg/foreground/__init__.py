@@ -109,7 +109,7 @@ def working_copies(labels: np.ndarray, image: np.ndarray, work_size: int = 256) 
 
 
 def select_foreground(
-    labels: np.ndarray, image: np.ndarray, *, target: str = "auto", work_size: int = 256
+    labels: np.ndarray, image: np.ndarray, *, target: str = "auto", work_size: int = 256, resolved: str | None = None
 ) -> tuple[np.ndarray, str]:
     """Choose the target mask from a cluster map and its image, without ground truth.
 
@@ -119,6 +119,8 @@ def select_foreground(
         target: one of ``TARGETS``: "lesion", "lungs", "polyp" or "auto" (``resolve_target``; falls back
             to lesion when the lung rule finds no lungs).
         work_size: the rules run on copies whose longer side is at most this (cost stays bounded).
+        resolved: for ``target="auto"``, what ``resolve_target(image)`` gives, when the caller already knows it
+            (several cluster maps of one image).
 
     Returns:
         (H, W) bool mask and the prior that made it ("lesion", "lungs" or "polyp").
@@ -134,7 +136,7 @@ def select_foreground(
     """
     look_up_option(target, TARGETS, name="target")
     check_shape("image", image, labels.shape, (*labels.shape, "C"))
-    chosen = resolve_target(image) if target == "auto" else target
+    chosen = (resolved or resolve_target(image)) if target == "auto" else target
     colour = chosen == "polyp"  # the other priors look at the grey levels only
     labels_small, pixels = working_copies(labels, np.atleast_3d(image) if colour else _grey(image), work_size)
     if colour:
@@ -258,10 +260,12 @@ def rule_mask(
     point: tuple[int, int] | None,
     truth: np.ndarray | None,
     oracle_crop: bool,
+    resolved: str | None = None,
 ) -> tuple[np.ndarray, str]:
-    """``choose_mask`` for arguments already checked (``check_rule``): the mask and what chose it."""
+    """``choose_mask`` for arguments already checked (``check_rule``): the mask and what chose it. ``resolved``:
+    as ``select_foreground``'s."""
     if foreground == "oracle":
         return oracle_mask(labels, np.asarray(truth), crop=oracle_crop), "oracle+crop" if oracle_crop else "oracle"
     if point is not None:
         return point_mask(labels, point), "point"
-    return select_foreground(labels, image, target=target)
+    return select_foreground(labels, image, target=target, resolved=resolved)
