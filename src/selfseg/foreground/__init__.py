@@ -42,7 +42,7 @@ from selfseg.checks import check_shape, look_up_option
 from selfseg.foreground.lesion import lesion_mask
 from selfseg.foreground.lungs import lies_low, lungs_mask
 from selfseg.foreground.polyp import looks_endoscopic, polyp_mask
-from selfseg.foreground.regions import EIGHT, convex_hull, nearest_resize
+from selfseg.foreground.regions import EIGHT, convex_hull, nearest_resize, regions_of
 from selfseg.metrics import dice
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "choose_mask",
     "implausible",
     "is_grey",
+    "keep_prior",
     "lesion_mask",
     "lungs_mask",
     "most_agreed",
@@ -152,6 +153,23 @@ def select_foreground(
     if chosen in ("lesion", "polyp") and mask.any():
         mask = convex_hull(mask)  # annotators outline the whole lesion or polyp
     return mask, chosen
+
+
+def keep_prior(mask: np.ndarray, prior: str) -> np.ndarray:
+    """A (H, W) bool mask kept within a target ``prior`` ("lesion", "polyp", "lungs"; any other: as it is):
+    its largest connected region, holes filled, as its convex hull for a lesion or a polyp; its two largest for
+    lungs. For masks that come from a model rather than from clusters (``study.predict_mask``).
+
+    >>> mask = np.zeros((8, 8), dtype=bool); mask[1:4, 1:4] = mask[6, 6] = True
+    >>> int(keep_prior(mask, "lesion").sum())
+    9
+    """
+    regions = sorted(regions_of(mask, 1), key=lambda region: -int(region.sum()))
+    if prior not in ("lesion", "polyp", "lungs") or not regions:
+        return mask.astype(bool)
+    if prior == "lungs":
+        return np.logical_or.reduce(regions[:2])
+    return convex_hull(regions[0])
 
 
 def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) -> np.ndarray:

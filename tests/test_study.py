@@ -1,0 +1,100 @@
+"""The study stage: training on a folder's per-image masks corrects the wrong ones; stored models round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from selfseg.metrics import dice
+from selfseg.study import (
+    StudyModelError,
+    StudySettings,
+    load_study_model,
+    predict_mask,
+    save_study_model,
+    train_study,
+)
+
+FAST = StudySettings(size=32, width=8, depth=2, epochs=12, batch=8, keep=0.7, device="cpu")
+
+
+def _folder(count: int = 40, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Dark discs of random place and size on a noisy bright background (colour images), and their masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:48, :48]
+    images, truths = [], []
+    for _ in range(count):
+        cy, cx, r = rng.uniform(16, 32), rng.uniform(16, 32), rng.uniform(7, 12)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        image = np.where(disc[..., None], [0.3, 0.2, 0.15], [0.8, 0.7, 0.6]) + rng.normal(0, 0.05, (48, 48, 3))
+        images.append(np.clip(image, 0, 1).astype(np.float32))
+        truths.append(disc)
+    return images, truths
+
+
+@pytest.fixture(scope="module")
+def trained(single_thread):
+    """A study model trained where the least confident 30 % of the per-image masks are wrong (a corner square)."""
+    images, truths = _folder()
+    wrong = np.zeros((48, 48), dtype=bool)
+    wrong[:12, :12] = True
+    masks = [truth if k % 10 < 7 else wrong for k, truth in enumerate(truths)]
+    confidence = [0.8 if k % 10 < 7 else 0.2 for k in range(len(truths))]
+    return train_study(images, masks, confidence, prior="lesion", settings=FAST), images, truths, masks
+
+
+def test_the_study_stage_corrects_wrong_per_image_masks(trained) -> None:
+    model, images, truths, masks = trained
+    bad = [k for k in range(len(images)) if k % 10 >= 7]
+    before = np.mean([dice(masks[k], truths[k]) for k in bad])
+    after = np.mean([dice(predict_mask(model, images[k])[0], truths[k]) for k in bad])
+    assert before == 0.0 and after > 0.8
+    unseen, unseen_truths = _folder(10, seed=1)  # images it never saw
+    assert np.mean([dice(predict_mask(model, image)[0], truth) for image, truth in zip(unseen, unseen_truths)]) > 0.8
+
+
+def test_a_study_mask_is_one_region_within_the_prior(trained) -> None:
+    model, images, _, _ = trained
+    mask, probability = predict_mask(model, images[0])
+    assert mask.shape == probability.shape == (48, 48) and mask.dtype == bool and probability.dtype == np.float32
+    from scipy import ndimage
+
+    assert ndimage.label(mask)[1] == 1
+
+
+def test_training_is_deterministic(single_thread) -> None:
+    images, truths = _folder(12)
+    settings = StudySettings(size=16, width=4, depth=1, epochs=2, batch=4, device="cpu")
+    first, second = (train_study(images, truths, [0.5] * 12, prior="lesion", settings=settings) for _ in range(2))
+    for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_save_and_load_round_trip_and_refuse_foreign_or_altered_files(trained, tmp_path) -> None:
+    model, images, _, _ = trained
+    path = save_study_model(model, tmp_path / "study.pt")
+    loaded = load_study_model(path, device="cpu")
+    assert loaded.prior == "lesion" and loaded.settings == model.settings
+    np.testing.assert_array_equal(predict_mask(loaded, images[3])[1], predict_mask(model, images[3])[1])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(StudyModelError, match=r"foreign\.pt: not a usable selfseg study model: no 'selfseg-study"):
+        load_study_model(foreign)
+    payload = torch.load(path, weights_only=True)
+    payload["state"]["head.bias"] += 1  # an altered weight
+    torch.save(payload, tmp_path / "altered.pt")
+    with pytest.raises(StudyModelError, match="do not match their checksum"):
+        load_study_model(tmp_path / "altered.pt")
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(StudyModelError, match=r"cannot be read safely"):
+        load_study_model(tmp_path / "text.pt")
+
+
+def test_bad_settings_and_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="size must be a multiple of 8"):
+        StudySettings(size=20)
+    with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
+        StudySettings(keep=0)
+    with pytest.raises(ValueError, match="prior must be one of lesion, lungs, polyp"):
+        train_study([np.zeros((8, 8, 3))], [np.zeros((8, 8), bool)], [0.5], prior="heart")
