@@ -98,3 +98,39 @@ def test_bad_settings_and_arguments_are_refused() -> None:
         StudySettings(keep=0)
     with pytest.raises(ValueError, match="prior must be one of lesion, lungs, polyp"):
         train_study([np.zeros((8, 8, 3))], [np.zeros((8, 8), bool)], [0.5], prior="heart")
+
+
+def _disc_files(folder, count: int, seed: int) -> list:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    images, _ = _folder(count, seed)
+    paths = []
+    for k, image in enumerate(images):
+        paths.append(folder / f"disc{seed}_{k}.png")
+        Image.fromarray((image * 255).astype(np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tmp_path, capsys) -> None:
+    from selfseg.cli import main
+    from selfseg.runner import run_batch, run_study_model
+
+    _disc_files(tmp_path / "in", 16, seed=2)
+    out, tiny = tmp_path / "out", StudySettings(size=32, width=4, depth=2, epochs=2, batch=8, device="cpu")
+    report = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, study=tiny)
+    model = out / "study" / "study_model.pt"
+    assert len(report.results) == len(report.study) == 16 and model.exists()
+    assert {row["stage"] for row in report.study} == {"study"}
+    assert all((out / "study" / f"{row['image']}_mask.png").exists() for row in report.study)
+    stamp = model.stat().st_mtime_ns
+    again = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, resume=True, study=tiny)
+    assert again.skipped and model.stat().st_mtime_ns == stamp and again.study == report.study  # nothing redone
+    new = _disc_files(tmp_path / "new", 3, seed=3)
+    rows = run_study_model([tmp_path / "new"], tmp_path / "applied", model, device="cpu", progress=False)
+    assert [row["stage"] for row in rows] == ["study-model"] * 3 and (tmp_path / "applied" / f"{new[0].stem}_mask.png").exists()
+    (tmp_path / "bad.pt").write_bytes(b"\0" * 10)
+    assert main(["segment", str(tmp_path / "new"), "--out", str(tmp_path / "x"), "--study-model", str(tmp_path / "bad.pt"),
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith("bad.pt: not a usable selfseg study model: cannot be read safely "
+                                                      "(UnpicklingError)")

@@ -15,7 +15,8 @@ from selfseg.cli.parser import build_parser
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.optional import MissingDependencyError
 from selfseg.report import write_report
-from selfseg.runner import evaluate_outputs, run_batch, summarize, summary_line, summary_table
+from selfseg.runner import evaluate_outputs, run_batch, run_study_model, summarize, summary_line, summary_table
+from selfseg.study import StudySettings
 
 __all__ = ["build_parser", "main"]
 
@@ -76,8 +77,23 @@ def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | Non
     return 1 if report.failures else 0
 
 
+def _study_model(args: argparse.Namespace) -> int:
+    """Run ``selfseg segment --study-model FILE``; exit status."""
+    try:
+        rows = run_study_model(args.inputs, args.out, args.study_model, pattern=args.glob, device=args.device,
+                               progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:  # StudyModelError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} images segmented with {args.study_model} -> {args.out}")
+    return _evaluate(args.out, args.gt, None) if args.gt is not None else 0
+
+
 def _segment(args: argparse.Namespace) -> int:
     """Run ``selfseg segment``: one line per finished input, then the summary (and scores, report); exit status."""
+    if args.study_model is not None:
+        return _study_model(args)
+    study = StudySettings(device=args.device) if args.study else None
     try:
         if args.gt is not None:
             load_masks(args.gt)  # a wrong --gt fails before the long run, not after it
@@ -85,7 +101,7 @@ def _segment(args: argparse.Namespace) -> int:
             args.inputs, args.out, method=args.method, seed=args.seed, max_iter=args.max_iter,
             min_labels=args.min_labels, foreground=args.foreground, point=args.point, ground_truth=args.gt,
             oracle_crop=args.oracle_crop, pattern=args.glob, axis=args.axis, resume=not args.overwrite,
-            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout), **_run_options(args),
+            on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout), study=study, **_run_options(args),
         )
     except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
         print(f"error: {err}", file=sys.stderr)
@@ -94,9 +110,13 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
         return 130
     print(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}")
+    if report.study:
+        print(f"study stage: {len(report.study)} study masks -> {Path(args.out) / 'study'}")
     status = 1 if report.failures else 0
     if args.gt is not None:
         status = max(status, _evaluate(args.out, args.gt, None))
+        if report.study:
+            status = max(status, _evaluate(str(Path(args.out) / "study"), args.gt, None))
     if args.report:
         status = max(status, _report(args.out))
     return status

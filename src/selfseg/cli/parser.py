@@ -300,6 +300,22 @@ def _add_segment(commands: argparse._SubParsersAction) -> None:
     output.add_argument("--overwrite", action="store_true", help="fit every input again, even if its outputs are complete")
     _add_run_options(groups)
     _add_rule_options(groups["foreground"])
+    _add_study_options(seg.add_argument_group("study (learn from the whole folder)"))
+
+
+def _add_study_options(study: argparse._ArgumentGroup) -> None:
+    """The study stage: one network trained on the folder's per-image masks, or a stored one applied."""
+    study.add_argument(
+        "--study", action="store_true",
+        help="after the per-image masks, train one network on the folder's most confident masks and give every "
+        "image its study mask in DIR/study/ (with the model, DIR/study/study_model.pt): a folder of one kind "
+        "teaches what a single image cannot",
+    )
+    study.add_argument(
+        "--study-model", metavar="FILE",
+        help="segment the inputs with a stored study model (a forward pass and the target prior per image, no "
+        "per-image fit); masks and results.csv into DIR",
+    )
 
 
 def _add_rule_options(rule: argparse._ArgumentGroup) -> None:

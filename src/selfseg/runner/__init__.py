@@ -21,17 +21,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from selfseg import volumes
 from selfseg.batch_inputs import find_inputs, input_stem
 from selfseg.methods import DEFAULT_SIZE
 from selfseg.runner.batch import Batch
 from selfseg.runner.manifest import RESULT_COLUMNS
 from selfseg.runner.scoring import BatchReport, evaluate_outputs, summarize, summary_line, summary_table
+from selfseg.runner.study import apply_study_model, run_study_stage
 from selfseg.runner.task import (
     LABELS_SUFFIX,
     MASK_SUFFIX,
     OUTPUT_SUFFIXES,
     OVERLAY_SUFFIX,
     VOLUME_OUTPUT_SUFFIXES,
+    fingerprint,
     image_seed,
     slice_seed,
 )
@@ -46,6 +49,7 @@ from selfseg.runner.workers import (
     plan_workers,
 )
 from selfseg.settings import settings_from_arguments
+from selfseg.study import StudySettings
 
 __all__ = [
     "BACKENDS",
@@ -65,6 +69,7 @@ __all__ = [
     "plan_batch_images",
     "plan_workers",
     "run_batch",
+    "run_study_model",
     "slice_seed",
     "summarize",
     "summary_line",
@@ -93,7 +98,7 @@ def run_batch(
     axis: int | None = None, resume: bool = False, workers: int | str = "auto", threads: int = 1,
     batch_images: int | None = None, fits: int = 1, backend: str = "local", ray_address: str | None = None,
     ray_cpus: float = 1.0, ray_gpus: float = 0.0, progress: bool = True, on_result: Callable[[dict], None] | None = None,
-    **options,
+    study: StudySettings | None = None, **options,
 ) -> BatchReport:
     """Segment every image and volume of ``inputs`` into ``out_dir``; return what happened.
 
@@ -105,7 +110,9 @@ def run_batch(
     map is current gets its mask chosen again where that gives what a fit would (``manifest.decide``).
     ``method`` ... ``oracle_crop``, ``fits`` and ``**options`` are ``engine.segment``'s (``FitSettings``,
     ``MaskRule``; ``foreground="oracle"`` reads each image's mask from ``ground_truth``); ``workers`` ...
-    ``ray_gpus`` say where the fits run (``workers.Execution``). docs/api.md describes every argument.
+    ``ray_gpus`` say where the fits run (``workers.Execution``). With ``study``, the study stage follows
+    (``runner.study.run_study_stage``: ``out_dir/study``, rows in ``report.study``). docs/api.md describes every
+    argument.
 
     Raises:
         FileNotFoundError: an input does not exist.
@@ -134,4 +141,24 @@ def run_batch(
         for task, (wanted, previous), outcome in execution.run(tasks, settings, on_start):  # run, record
             bar.update()
             batch.record(task, wanted, previous, outcome)
+    if study is not None:
+        batch.report.study = run_study_stage(batch.out_dir, batch.image_rows(paths), study, progress=progress)
     return batch.report
+
+
+def run_study_model(
+    inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, model: str | os.PathLike, *,
+    pattern: str | None = None, device: str = "auto", progress: bool = True,
+) -> list[dict]:
+    """Segment every 2-D image of ``inputs`` with the stored study ``model`` (``--study-model``): a forward pass and
+    the prior per image, no per-image fit; masks, overlays and ``results.csv`` (``runner.study.STUDY_COLUMNS``)
+    into ``out_dir``. Returns the rows.
+
+    Raises:
+        study.StudyModelError: ``model`` is not a usable study model (a ValueError). FileNotFoundError: an input
+            or the model does not exist.
+    """
+    paths = [path for path in _unique_stems(find_inputs(inputs, pattern=pattern, exclude=out_dir))
+             if not volumes.is_volume(path)]
+    items = [(input_stem(path), path, fingerprint(path, 0)[0]) for path in paths]
+    return apply_study_model(Path(model), items, Path(out_dir), device=device, progress=progress)

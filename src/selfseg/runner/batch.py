@@ -94,6 +94,17 @@ class Batch:
                     self.axis if volume else None)
         return task, (wanted, previous)
 
+    def image_rows(self, paths: list[Path]) -> list[dict[str, str]]:
+        """The manifest rows of the 2-D images among ``paths`` whose files are complete (for the study stage)."""
+        rows = []
+        for path in paths:
+            stem = input_stem(path)
+            row = self.manifest.rows.get(stem)
+            complete = all((self.out_dir / f"{stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
+            if row is not None and row["kind"] == "image" and complete:
+                rows.append(row)
+        return rows
+
     def record(self, task: Task, wanted: dict, previous: dict | None, outcome: tuple[dict, str | None]) -> None:
         """Record one finished task: its row in the report and the manifest, or its failure."""
         fields, reason = outcome

@@ -24,6 +24,7 @@ class BatchReport:
     results: list[dict] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    study: list[dict] = field(default_factory=list)  # the study stage's rows (``runner.study.STUDY_COLUMNS``)
 
 
 def summary_line(row: dict) -> str:

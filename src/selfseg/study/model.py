@@ -64,6 +64,8 @@ class StudyModel:
     network: UNet
     settings: StudySettings
     prior: str
+    fingerprint: str = ""
+    """What it learnt from (``runner.study.training_fingerprint``), so that resume can reuse it."""
 
     def settings_dict(self) -> dict:
         """The settings as plain data (for the stored file)."""
@@ -160,7 +162,7 @@ def train_study(
         optimizer.step()
         schedule.step()
         if callback is not None:
-            callback(step, steps, float(loss))
+            callback(step, steps, float(loss.detach()))
     return StudyModel(network.eval(), settings, prior)
 
 

@@ -44,7 +44,7 @@ def save_study_model(model: StudyModel, path: str | os.PathLike) -> Path:
     state = {name: tensor.detach().cpu() for name, tensor in model.network.state_dict().items()}
     payload = {
         "format": FORMAT, "version": selfseg.__version__, "settings": model.settings_dict(), "prior": model.prior,
-        "state": state, "sha256": _digest(state),
+        "fingerprint": model.fingerprint, "state": state, "sha256": _digest(state),
     }
     with io.atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -73,4 +73,5 @@ def load_study_model(path: str | os.PathLike, *, device: str = "auto") -> StudyM
         network.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise StudyModelError(path, f"settings or weights do not fit this version ({type(err).__name__})") from None
-    return StudyModel(network.to(resolve_device(device)).eval(), settings, prior)
+    fingerprint = str(payload.get("fingerprint", ""))
+    return StudyModel(network.to(resolve_device(device)).eval(), settings, prior, fingerprint)
