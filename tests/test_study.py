@@ -65,7 +65,7 @@ def test_a_study_mask_is_one_region_within_the_prior(trained) -> None:
 
 def test_training_is_deterministic(single_thread) -> None:
     images, truths = _folder(12)
-    settings = StudySettings(size=16, width=4, depth=1, epochs=2, batch=4, device="cpu")
+    settings = StudySettings(size=16, width=4, depth=1, epochs=2, batch=4, consistency=1.0, device="cpu")
     first, second = (train_study(images, truths, [0.5] * 12, prior="lesion", settings=settings) for _ in range(2))
     for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values()):
         assert torch.equal(a, b)

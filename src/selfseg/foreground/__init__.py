@@ -42,7 +42,7 @@ from selfseg.checks import check_shape, look_up_option
 from selfseg.foreground.lesion import lesion_mask
 from selfseg.foreground.lungs import lies_low, lungs_mask
 from selfseg.foreground.polyp import looks_endoscopic, polyp_mask
-from selfseg.foreground.regions import EIGHT, convex_hull, nearest_resize, regions_of
+from selfseg.foreground.regions import EIGHT, centrality, convex_hull, frame_band, nearest_resize, regions_of
 from selfseg.metrics import dice
 
 __all__ = [
@@ -155,21 +155,30 @@ def select_foreground(
     return mask, chosen
 
 
-def keep_prior(mask: np.ndarray, prior: str) -> np.ndarray:
-    """A (H, W) bool mask kept within a target ``prior`` ("lesion", "polyp", "lungs"; any other: as it is):
-    its largest connected region, holes filled, as its convex hull for a lesion or a polyp; its two largest for
-    lungs. For masks that come from a model rather than from clusters (``study.predict_mask``).
+def keep_prior(probability: np.ndarray, prior: str) -> np.ndarray:
+    """The (H, W) bool mask of a foreground ``probability`` map kept within a target ``prior``: for a lesion or a
+    polyp, the region of ``probability > 0.5`` with the most probability mass, weighted by its centrality squared
+    and down-weighted by its share on the image frame (a vignette or the endoscope's border is not the target), as
+    its convex hull; for lungs, the two largest regions; any other prior: the thresholded map. For masks that come
+    from a model rather than from clusters (``study.predict_mask``).
 
-    >>> mask = np.zeros((8, 8), dtype=bool); mask[1:4, 1:4] = mask[6, 6] = True
-    >>> int(keep_prior(mask, "lesion").sum())
+    >>> probability = np.zeros((9, 9)); probability[3:6, 3:6] = 0.9; probability[0, 0] = 1.0
+    >>> int(keep_prior(probability, "lesion").sum())
     9
     """
-    regions = sorted(regions_of(mask, 1), key=lambda region: -int(region.sum()))
+    mask = probability > 0.5
+    regions = regions_of(mask, 1)
     if prior not in ("lesion", "polyp", "lungs") or not regions:
-        return mask.astype(bool)
+        return mask
     if prior == "lungs":
-        return np.logical_or.reduce(regions[:2])
-    return convex_hull(regions[0])
+        return np.logical_or.reduce(sorted(regions, key=lambda region: -int(region.sum()))[:2])
+    frame = frame_band(mask.shape)
+
+    def score(region: np.ndarray) -> float:
+        on_frame = (region & frame).sum() / region.sum()
+        return float(probability[region].sum()) * centrality(region) ** 2 * (1 - min(0.9, 5 * on_frame))
+
+    return convex_hull(max(regions, key=score))
 
 
 def oracle_mask(labels: np.ndarray, truth: np.ndarray, *, crop: bool = False) -> np.ndarray:

@@ -31,19 +31,20 @@ class StudySettings:
         width, depth: the U-Net's first-level channels and poolings.
         epochs, batch, lr: passes over the kept masks, images per step, AdamW's peak learning rate.
         keep: share of the folder's masks trained on, the most confident first.
-        consistency: weight of the transformation-consistency term.
+        consistency: weight of the transformation-consistency term (off by default: it doubles the cost and has
+            not paid yet, docs/experiments/study-stage.md).
         seed: seeds the weights, the batches and the augmentation.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
     """
 
     size: int = 96
-    width: int = 16
+    width: int = 8
     depth: int = 3
-    epochs: int = 30
+    epochs: int = 20
     batch: int = 16
     lr: float = 3e-3
-    keep: float = 0.5
-    consistency: float = 1.0
+    keep: float = 1.0
+    consistency: float = 0.0
     seed: int = 0
     device: str = "auto"
 
@@ -176,4 +177,4 @@ def predict_mask(model: StudyModel, image: np.ndarray) -> tuple[np.ndarray, np.n
         probability = (torch.sigmoid(logits[:1]) + torch.sigmoid(logits[1:]).flip(-1)) / 2
         probability = F.interpolate(probability, size=image.shape[:2], mode="bilinear", align_corners=False)
     probability = probability[0, 0].cpu().numpy()
-    return keep_prior(probability > 0.5, model.prior), probability
+    return keep_prior(probability, model.prior), probability
