@@ -249,14 +249,14 @@ def _add_performance_options(performance: argparse._ArgumentGroup) -> None:
     )
 
 
+def _described(commands: argparse._SubParsersAction, name: str, summary: str, text: str) -> argparse.ArgumentParser:
+    """A command whose ``--help`` shows ``text`` as written (examples, tables)."""
+    return commands.add_parser(name, help=summary, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _add_segment(commands: argparse._SubParsersAction) -> None:
     """The ``segment`` command."""
-    seg = commands.add_parser(
-        "segment",
-        help="segment image files or folders",
-        description=_SEGMENT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    seg = _described(commands, "segment", "segment image files or folders", _SEGMENT_HELP)
     groups = _groups(seg)
     source = groups["input"]
     source.add_argument(
@@ -340,12 +340,7 @@ def _add_rule_options(rule: argparse._ArgumentGroup) -> None:
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     """The ``evaluate`` command."""
-    ev = commands.add_parser(
-        "evaluate",
-        help="score output masks against ground truth",
-        description=_EVALUATE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ev = _described(commands, "evaluate", "score output masks against ground truth", _EVALUATE_HELP)
     ev.add_argument("pred_dir", metavar="PRED_DIR", help="output folder of 'selfseg segment'")
     ev.add_argument("--gt", required=True, metavar="DIR", help="ground-truth masks folder or dataset")
     ev.add_argument("--spacing", type=_spacing, metavar="SY,SX", help="pixel size per axis, e.g. 0.7,0.7 (mm)")
