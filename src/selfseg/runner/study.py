@@ -15,7 +15,7 @@ import hashlib
 import json
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,6 +53,20 @@ def training_fingerprint(rows: Sequence[dict], out_dir: Path, settings: StudySet
     return digest.hexdigest()
 
 
+class _Loaded(Sequence):
+    """Files read when an item is asked for, so that a folder's full-size images are never all in memory at once
+    (``train_study`` shrinks each to the working size as it goes)."""
+
+    def __init__(self, paths: list, read: Callable[[object], np.ndarray]) -> None:
+        self.paths, self.read = paths, read
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return self.read(self.paths[index])
+
+
 def _model_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -69,8 +83,8 @@ def _train(rows: list[dict], out_dir: Path, settings: StudySettings, progress: b
                 return model, path
         except ValueError:  # a broken or foreign file: trained again
             pass
-    images = [as_float_image(io.read_image(row["input"])) for row in rows]
-    masks = [io.read_mask(out_dir / f"{row['image']}_mask.png") for row in rows]
+    images = _Loaded([row["input"] for row in rows], lambda path: as_float_image(io.read_image(path)))
+    masks = _Loaded([out_dir / f"{row['image']}_mask.png" for row in rows], io.read_mask)
     prior = Counter(row["chosen"] for row in rows if row["chosen"] in ("lesion", "lungs", "polyp")).most_common(1)
     with tqdm(desc="study: train", unit="step", file=sys.stderr, disable=not progress) as bar:
         def step(done: int, total: int, loss: float) -> None:

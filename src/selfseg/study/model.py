@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -73,7 +73,7 @@ class StudyModel:
         return asdict(self.settings)
 
 
-def _inputs(images: Sequence[np.ndarray], size: int) -> Tensor:
+def _inputs(images: Iterable[np.ndarray], size: int) -> Tensor:
     """(N, 3, size, size): each (H, W, C) image in [0, 1] (grey repeated) resized, each channel standardised."""
     batch = []
     for pixels in images:
@@ -84,7 +84,7 @@ def _inputs(images: Sequence[np.ndarray], size: int) -> Tensor:
     return torch.stack(batch)
 
 
-def _targets(masks: Sequence[np.ndarray], size: int) -> Tensor:
+def _targets(masks: Iterable[np.ndarray], size: int) -> Tensor:
     """(N, 1, size, size) soft targets of the (H, W) bool masks."""
     return torch.stack([
         F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=(size, size), mode="bilinear",
@@ -137,8 +137,8 @@ def train_study(
     device = resolve_device(settings.device)
     order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")
     kept = order[: max(1, round(settings.keep * len(order)))]
-    x = _inputs([images[i] for i in kept], settings.size).to(device)
-    y = _targets([masks[i] for i in kept], settings.size).to(device)
+    x = _inputs((images[i] for i in kept), settings.size).to(device)  # one full-size image in memory at a time
+    y = _targets((masks[i] for i in kept), settings.size).to(device)
     w = torch.tensor([max(float(confidence[i]), 1e-3) for i in kept], device=device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(settings.seed)
