@@ -123,6 +123,10 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
     assert len(report.results) == len(report.study) == 16 and model.exists()
     assert {row["stage"] for row in report.study} == {"study"}
     assert all((out / "study" / f"{row['image']}_mask.png").exists() for row in report.study)
+    from selfseg.report import write_report
+
+    page = write_report(out).read_text()  # the per-image run and its study stage, as two runs of one page
+    assert "disc2_0" in page and '"study"' in page
     stamp = model.stat().st_mtime_ns
     again = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, resume=True, study=tiny)
     assert again.skipped and model.stat().st_mtime_ns == stamp and again.study == report.study  # nothing redone

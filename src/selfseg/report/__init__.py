@@ -98,7 +98,8 @@ def _plots(runs: list[_Run], benchmark: list[dict[str, str]]) -> list[str]:
     for run in runs:
         for row in run.rows:
             label = run.name or row.get("method", "")
-            seconds.setdefault(label, []).append(float(row["seconds"]) / max(1, int(row.get("slices") or 1)))
+            if row.get("seconds"):  # a study stage's rows time no fit
+                seconds.setdefault(label, []).append(float(row["seconds"]) / max(1, int(row.get("slices") or 1)))
             if row["image"] in run.scores:
                 groups.setdefault(label, []).append(float(run.scores[row["image"]]["dice"]))
     plots = [dice_svg(groups)] if groups else []

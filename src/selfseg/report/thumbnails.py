@@ -62,7 +62,7 @@ def _volume_pictures(folder: Path, row: dict[str, str], side: int) -> dict[str, 
 
 
 def _image_pictures(folder: Path, row: dict[str, str]) -> dict[str, np.ndarray]:
-    """Image (when its input still exists), cluster map and overlay of a 2-D input."""
+    """Image (when its input still exists), cluster map (when there is one) and overlay of a 2-D input."""
     pictures = {}
     source = Path(row.get("input") or "")
     if row.get("input") and source.is_file():
@@ -70,7 +70,9 @@ def _image_pictures(folder: Path, row: dict[str, str]) -> dict[str, np.ndarray]:
             pictures["image"] = _as_uint8(io.read_image(source))
         except io.ImageReadError:
             pass
-    pictures["clusters"] = colorize_labels(io.read_labels(folder / f"{row['image']}{LABELS_SUFFIX}"))
+    labels = folder / f"{row['image']}{LABELS_SUFFIX}"
+    if labels.is_file():  # a study stage's masks come without clusters
+        pictures["clusters"] = colorize_labels(io.read_labels(labels))
     pictures["overlay"] = np.asarray(Image.open(folder / f"{row['image']}{OVERLAY_SUFFIX}").convert("RGB"))
     return pictures
 
