@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from selfseg.checks import check_shape, look_up_option
-from selfseg.foreground import FOREGROUNDS, TARGETS
+from selfseg.checks import look_up_option
+from selfseg.foreground import check_rule
 from selfseg.methods import DEFAULT_SIZE, METHODS, PRECISIONS, MethodSpec, check_method, min_labels_of, split_options
 from selfseg.readout import READOUTS, default_readout_clusters, readout_counts
 
@@ -136,29 +136,24 @@ class MaskRule:
     oracle_crop: bool = False
 
     def __post_init__(self) -> None:
-        look_up_option(self.foreground, FOREGROUNDS, name="foreground")
-        look_up_option(self.target, TARGETS, name="target")
-        if self.oracle_crop and self.foreground != "oracle":
-            raise ValueError("oracle_crop needs foreground='oracle'")
         if self.point is not None:
-            if self.foreground != "auto":
-                raise ValueError("point picks the mask itself; it cannot be combined with foreground='oracle'")
             object.__setattr__(self, "point", (int(self.point[0]), int(self.point[1])))
+        self.check(truth=self.foreground == "oracle")  # an oracle rule will be given each image's ground truth
 
     @property
     def name(self) -> str:
         """The ``foreground`` cell of a results row: the rule's foreground, "oracle+crop" with the crop."""
         return "oracle+crop" if self.oracle_crop else self.foreground
 
+    def check(self, *, truth: np.ndarray | bool | None, shape: tuple[int, ...] | None = None) -> None:
+        """ValueError unless the rule applies with ground truth ``truth`` (True: one will be given; False or None:
+        none) to an image of ``shape`` ((H, W, ...); None: any): ``foreground.check_rule``."""
+        check_rule(foreground=self.foreground, target=self.target, point=self.point, truth=truth,
+                   oracle_crop=self.oracle_crop, shape=shape)
+
     def check_image(self, shape: tuple[int, ...], truth: np.ndarray | None) -> None:
         """ValueError unless the rule applies to an image of ``shape`` ((H, W, ...)) with ground truth ``truth``."""
-        if (self.foreground == "oracle") != (truth is not None):
-            raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
-        point = self.point
-        if point is not None and not (0 <= point[0] < shape[1] and 0 <= point[1] < shape[0]):
-            raise ValueError(f"point {point} is outside the {shape[1]}x{shape[0]} image (x < {shape[1]}, y < {shape[0]})")
-        if truth is not None:
-            check_shape("truth", np.asarray(truth), shape[:2])
+        self.check(truth=truth, shape=shape)
 
 
 _FIT_NAMES = frozenset(f.name for f in fields(FitSettings)) - {"method", "options"}

@@ -124,8 +124,7 @@ def run_batch(
                      fits=fits, foreground=foreground, target=target, point=point, oracle_crop=oracle_crop)
     settings, rule = settings_from_arguments(method, arguments | options)
     execution = Execution(workers, threads, batch_images, backend, ray_address, ray_cpus, ray_gpus)
-    if rule.foreground == "oracle" and ground_truth is None:
-        raise ValueError("foreground='oracle' needs truth, and truth is only used by foreground='oracle'")
+    rule.check(truth=rule.foreground == "oracle" and ground_truth is not None)
     paths = _unique_stems(find_inputs(inputs, pattern=pattern, exclude=out_dir))
     batch = Batch.open(out_dir, settings, rule, seed=seed, axis=axis, resume=resume, ground_truth=ground_truth,
                        on_result=on_result)
