@@ -51,6 +51,12 @@ class Batch:
     manifest: Manifest
     on_result: Callable[[dict], None] | None
     report: BatchReport = field(default_factory=BatchReport)
+    row_values: dict[bool, dict] = field(default_factory=dict)  # volume? -> the settings' row values
+
+    def __post_init__(self) -> None:
+        for volume in (False, True):
+            self.row_values[volume] = settings_row(self.settings, self.rule, seed=self.seed,
+                                                   axis=self.axis if volume else None)
 
     @classmethod
     def open(cls, out_dir: str | os.PathLike, settings: FitSettings, rule: MaskRule, *, seed: int,
@@ -83,8 +89,7 @@ class Batch:
         except ValueError as err:
             self.fail(path, err.reason if isinstance(err, io.ImageReadError) else str(err))
             return None
-        values = settings_row(self.settings, self.rule, seed=self.seed, axis=self.axis if volume else None)
-        wanted = {name: cell(value) for name, value in values.items()} | {"input_sha256": digest}
+        wanted = {name: cell(value) for name, value in self.row_values[volume].items()} | {"input_sha256": digest}
         previous = self.manifest.current.get(stem) if self.resume else None
         action = decide(previous, wanted, outputs)
         if action == "skip":
@@ -112,8 +117,7 @@ class Batch:
             self.fail(task.path, reason)
             return
         kept = typed(previous) if previous is not None and task.action == "rechoose" else {}
-        values = settings_row(self.settings, self.rule, seed=self.seed, axis=self.axis if task.volume else None)
-        row = {**kept, **fields, **values, "image": input_stem(task.path), "input": str(task.path),
+        row = {**kept, **fields, **self.row_values[task.volume], "image": input_stem(task.path), "input": str(task.path),
                "input_sha256": wanted["input_sha256"], "axis": wanted["axis"]}
         self.report.results.append(row)
         self.manifest.write(row["image"], row)

@@ -27,7 +27,7 @@ from selfseg import io
 from selfseg.confidence import mask_confidence
 from selfseg.metrics import dice
 from selfseg.pixels import as_float_image
-from selfseg.study import StudyModel, StudySettings, load_study_model, predict_mask, save_study_model, train_study
+from selfseg.study import PRIORS, StudyModel, StudySettings, load_study_model, predict_mask, save_study_model, train_study
 from selfseg.visualize import overlay
 
 __all__ = ["MODEL_NAME", "STUDY_COLUMNS", "STUDY_FOLDER", "apply_study_model", "run_study_stage"]
@@ -85,7 +85,7 @@ def _train(rows: list[dict], out_dir: Path, settings: StudySettings, progress: b
             pass
     images = _Loaded([row["input"] for row in rows], lambda path: as_float_image(io.read_image(path)))
     masks = _Loaded([out_dir / f"{row['image']}_mask.png" for row in rows], io.read_mask)
-    prior = Counter(row["chosen"] for row in rows if row["chosen"] in ("lesion", "lungs", "polyp")).most_common(1)
+    prior = Counter(row["chosen"] for row in rows if row["chosen"] in PRIORS).most_common(1)
     with tqdm(desc="study: train", unit="step", file=sys.stderr, disable=not progress) as bar:
         def step(done: int, total: int, loss: float) -> None:
             bar.total = total
@@ -149,8 +149,3 @@ def apply_study_model(model_path: Path, items: list[tuple[str, Path, str]], out_
     out_dir.mkdir(parents=True, exist_ok=True)
     return _predict(model, _model_sha(model_path), items, out_dir, "study-model", None, progress)
 
-
-def mean_agreement(rows: Sequence[dict]) -> float:
-    """Mean Dice between the study and per-image masks of ``rows`` (nan without any)."""
-    values = [float(row["agreement_with_image_stage"]) for row in rows if row["agreement_with_image_stage"]]
-    return float(np.mean(values)) if values else float("nan")

@@ -48,6 +48,11 @@ def _seed_salt(seed: int) -> bytes:
     return f"{seed}\0".encode()
 
 
+def _seed_of(salted: str) -> int:
+    """A 31-bit seed: the first bits of a salted SHA-256 (hex)."""
+    return int(salted[:8], 16) >> 1
+
+
 def image_seed(seed: int, path: str | os.PathLike) -> int:
     """Seed for one input: a 31-bit number, the first bits of SHA-256("<seed>\\0" + the input's bytes)
     (``batch_inputs.input_digest``; a folder's covers its files).
@@ -55,7 +60,7 @@ def image_seed(seed: int, path: str | os.PathLike) -> int:
     Results then depend on neither the order of a batch, its folder layout nor the number of workers,
     and two copies of one file get the same segmentation.
     """
-    return int(input_digests(path, (_seed_salt(seed),))[0][:8], 16) >> 1
+    return _seed_of(input_digests(path, (_seed_salt(seed),))[0])
 
 
 def slice_seed(seed: int, index: int) -> int:
@@ -70,7 +75,7 @@ def fingerprint(path: Path, seed: int) -> tuple[str, int]:
         digest, salted = input_digests(path, (b"", _seed_salt(seed)))
     except OSError as err:
         raise io.ImageReadError(path, f"cannot read file: {decode_reason(err)}") from None
-    return digest, int(salted[:8], 16) >> 1
+    return digest, _seed_of(salted)
 
 
 @dataclass(frozen=True)
@@ -186,10 +191,12 @@ def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[
         try:
             done |= dict(zip(to_fit, _fit([tasks[i] for i in to_fit], [loaded[i] for i in to_fit], batch_images)))
         except (ValueError, TypeError) as err:  # a bad input among others: each again on its own, so only it fails
-            if len(tasks) == 1:
-                return [_failure(err)]
-            return [outcome or run_tasks_together([task], batch_images)[0] for task, outcome in zip(tasks, outcomes)]
+            if len(to_fit) > 1:
+                return [outcome or run_tasks_together([task], batch_images)[0] for task, outcome in zip(tasks, outcomes)]
+            outcomes[to_fit[0]] = _failure(err)
     for index, results in done.items():
+        if results is None:  # its fit failed
+            continue
         try:
             outcomes[index] = _write(tasks[index], loaded[index], results, fitted=index in to_fit), None
         except (ValueError, TypeError) as err:

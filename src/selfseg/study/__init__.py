@@ -12,10 +12,11 @@ Reference for the consistency term: Karimijafarbigloo et al., "Self-supervised S
 Consistency over Transformation", ICCV 2023 workshops, arXiv:2309.00143.
 """
 
-from selfseg.study.model import StudyModel, StudySettings, predict_mask, train_study
+from selfseg.study.model import PRIORS, StudyModel, StudySettings, predict_mask, train_study
 from selfseg.study.store import StudyModelError, load_study_model, save_study_model
 
 __all__ = [
+    "PRIORS",
     "StudyModel",
     "StudyModelError",
     "StudySettings",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -67,10 +67,6 @@ class StudyModel:
     prior: str
     fingerprint: str = ""
     """What it learnt from (``runner.study.training_fingerprint``), so that resume can reuse it."""
-
-    def settings_dict(self) -> dict:
-        """The settings as plain data (for the stored file)."""
-        return asdict(self.settings)
 
 
 def _inputs(images: Iterable[np.ndarray], size: int) -> Tensor:

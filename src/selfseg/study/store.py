@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -43,7 +44,7 @@ def save_study_model(model: StudyModel, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` atomically (no half file, whatever fails); returns the path."""
     state = {name: tensor.detach().cpu() for name, tensor in model.network.state_dict().items()}
     payload = {
-        "format": FORMAT, "version": selfseg.__version__, "settings": model.settings_dict(), "prior": model.prior,
+        "format": FORMAT, "version": selfseg.__version__, "settings": asdict(model.settings), "prior": model.prior,
         "fingerprint": model.fingerprint, "state": state, "sha256": _digest(state),
     }
     with io.atomic_path(path) as tmp:
