@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -113,8 +116,9 @@ def _disc_files(folder, count: int, seed: int) -> list:
 
 
 def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tmp_path, capsys) -> None:
+    from selfseg import io
     from selfseg.cli import main
-    from selfseg.runner import run_batch, run_study_model
+    from selfseg.runner import evaluate_outputs, run_batch, run_study_model
 
     _disc_files(tmp_path / "in", 16, seed=2)
     out, tiny = tmp_path / "out", StudySettings(size=32, width=4, depth=2, epochs=2, batch=8, device="cpu")
@@ -125,8 +129,18 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
     assert all((out / "study" / f"{row['image']}_mask.png").exists() for row in report.study)
     from selfseg.report import write_report
 
-    page = write_report(out).read_text()  # the per-image run and its study stage, as two runs of one page
-    assert "disc2_0" in page and '"study"' in page
+    truth = tmp_path / "gt"
+    truth.mkdir()
+    for stem, disc in zip([f"disc2_{k}" for k in range(16)], _folder(16, seed=2)[1]):
+        io.write_image(truth / f"{stem}.png", disc)
+    evaluate_outputs(out, truth)
+    evaluate_outputs(out / "study", truth)
+    page = write_report(out, thumbnail_side=24).read_text()  # each image's two masks side by side, one row each
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1))
+    assert data["pictures"] == ["image", "clusters", "overlay", "study"] and len(data["rows"]) == 16
+    for row in data["rows"]:
+        assert row["run"] == "" and set(row["thumbs"]) == {"image", "clusters", "overlay", "study"}
+        assert {"dice", "study_dice"} <= set(row["scores"]) and float(row["cells"]["agreement"]) >= 0
     stamp = model.stat().st_mtime_ns
     again = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, resume=True, study=tiny)
     assert again.skipped and model.stat().st_mtime_ns == stamp and again.study == report.study  # nothing redone

@@ -3,7 +3,8 @@
 The page lists every input of every run found under DIR (a folder with a ``results.csv``: a ``selfseg
 segment`` output, or the per-dataset, per-method folders of ``selfseg benchmark``) with thumbnails of the
 image, its cluster map and its overlay (``DIR/report_files/``, bounded in size, loaded lazily), its row of
-``results.csv`` and, where a ``metrics.csv`` exists, its scores; rows sort by any column (worst Dice first
+``results.csv`` and, where a ``metrics.csv`` exists, its scores. A run with a study stage (``DIR/study/``) shows
+each image's study mask beside its per-image mask, with the study mask's Dice and the two masks' agreement; rows sort by any column (worst Dice first
 when there are scores), filter by name and come in pages. Summary plots (matplotlib, embedded as SVG): the
 Dice of each method and run, seconds per image, and the benchmark's table when DIR holds ``benchmark.csv``.
 Each input can be marked accepted / rejected / needs edit; the page saves the marks as ``qc.csv`` (a
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfseg import io
-from selfseg.report.thumbnails import THUMBNAIL_SIDE, thumbnails
+from selfseg.report.thumbnails import THUMBNAIL_SIDE, overlay_thumbnail, thumbnails
+from selfseg.runner.study import STUDY_FOLDER
 
 __all__ = ["QC_MARKS", "REPORT_NAME", "write_report"]
 
@@ -45,6 +47,8 @@ class _Run:
     rows: list[dict[str, str]]
     scores: dict[str, dict[str, str]]
     failures: list[dict[str, str]]
+    study: _Run | None = None
+    """The run's study stage (its ``study/`` folder), shown beside it rather than as a run of its own."""
 
 
 def _read_table(path: Path) -> list[dict[str, str]]:
@@ -67,7 +71,11 @@ def _runs(out_dir: Path) -> list[_Run]:
         scores = {row["image"]: row for row in _read_table(folder / "metrics.csv")}
         runs.append(_Run(folder, relative.as_posix() if relative.parts else "", _read_table(table), scores,
                          _read_table(folder / "failures.csv")))
-    return runs
+    by_folder = {run.folder: run for run in runs}
+    for run in runs:
+        if run.folder.name == STUDY_FOLDER and run.folder.parent in by_folder:
+            by_folder[run.folder.parent].study = run
+    return [run for run in runs if not any(run is other.study for other in runs)]
 
 
 def _marks(out_dir: Path) -> dict[str, str]:
@@ -78,13 +86,23 @@ def _marks(out_dir: Path) -> dict[str, str]:
 
 def _entry(run: _Run, row: dict[str, str], out_dir: Path, side: int) -> dict:
     """What the page shows for one input: its cells, scores, thumbnails (relative paths) and key."""
-    pictures = thumbnails(run.folder, row, out_dir / _FILES / (run.name or "."), side=side)
+    into = out_dir / _FILES / (run.name or ".")
+    pictures = thumbnails(run.folder, row, into, side=side)
+    cells = {name: row.get(name, "") for name in _SHOWN}
+    scores = {name: run.scores[row["image"]][name] for name in _SCORES if row["image"] in run.scores}
+    study = {r["image"]: r for r in run.study.rows} if run.study else {}
+    if row["image"] in study:
+        picture = overlay_thumbnail(run.study.folder, row["image"], into / STUDY_FOLDER, side=side)
+        pictures |= {"study": picture} if picture else {}
+        cells["agreement"] = study[row["image"]]["agreement_with_image_stage"]
+        if row["image"] in run.study.scores:
+            scores["study_dice"] = run.study.scores[row["image"]]["dice"]
     return {
         "key": f"{run.name}/{row['image']}",
         "run": run.name,
         "image": row["image"],
-        "cells": {name: row.get(name, "") for name in _SHOWN},
-        "scores": {name: run.scores[row["image"]][name] for name in _SCORES if row["image"] in run.scores},
+        "cells": cells,
+        "scores": scores,
         "thumbs": {kind: os.path.relpath(path, out_dir).replace(os.sep, "/") for kind, path in pictures.items()},
     }
 
@@ -102,6 +120,9 @@ def _plots(runs: list[_Run], benchmark: list[dict[str, str]]) -> list[str]:
                 seconds.setdefault(label, []).append(float(row["seconds"]) / max(1, int(row.get("slices") or 1)))
             if row["image"] in run.scores:
                 groups.setdefault(label, []).append(float(run.scores[row["image"]]["dice"]))
+        if run.study and run.study.scores:
+            label = run.name or (run.rows[0].get("method", "") if run.rows else "")
+            groups[f"{label} study".strip()] = [float(row["dice"]) for row in run.study.scores.values()]
     plots = [dice_svg(groups)] if groups else []
     plots += [seconds_svg(seconds)] if seconds else []
     plots += [benchmark_svg(benchmark)] if benchmark else []
@@ -125,12 +146,13 @@ def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_
         "title": f"selfseg report: {out_dir.resolve().name}",
         "rows": [_entry(run, row, out_dir, thumbnail_side) for run in runs for row in run.rows],
         "failures": [{"run": run.name, **row} for run in runs for row in run.failures],
-        "scored": any(run.scores for run in runs),
+        "scored": any(run.scores or (run.study and run.study.scores) for run in runs),
+        "pictures": ["image", "clusters", "overlay"] + (["study"] if any(run.study for run in runs) else []),
         "marks": _marks(out_dir),
         "qcMarks": list(QC_MARKS),
-        "shown": list(_SHOWN),
-        "numeric": list(_NUMERIC),
-        "scoreNames": list(_SCORES),
+        "shown": list(_SHOWN) + (["agreement"] if any(run.study for run in runs) else []),
+        "numeric": [*_NUMERIC, "agreement"],
+        "scoreNames": list(_SCORES) + (["study_dice"] if any(run.study and run.study.scores for run in runs) else []),
         "pageSize": page_size,
         "benchmark": benchmark,
     }

@@ -13,7 +13,7 @@ from selfseg.optional import MissingDependencyError, optional_import
 from selfseg.runner.task import LABELS_SUFFIX, OUTPUT_SUFFIXES, OVERLAY_SUFFIX, VOLUME_OUTPUT_SUFFIXES
 from selfseg.visualize import colorize_labels
 
-__all__ = ["STRIP_SLICES", "THUMBNAIL_SIDE", "thumbnails"]
+__all__ = ["STRIP_SLICES", "THUMBNAIL_SIDE", "overlay_thumbnail", "thumbnails"]
 
 THUMBNAIL_SIDE = 160
 """Longest side of a thumbnail in pixels (a volume's strip: of each of its slices)."""
@@ -99,3 +99,17 @@ def thumbnails(folder: Path, row: dict[str, str], into: Path, *, side: int = THU
         io.write_image(paths[kind], np.asarray(image.convert("RGB")))
         written[kind] = paths[kind]
     return written
+
+
+def overlay_thumbnail(folder: Path, stem: str, into: Path, *, side: int = THUMBNAIL_SIDE) -> Path | None:
+    """A PNG thumbnail of ``folder/<stem>_overlay.png`` (a study stage's mask) written into ``into``, or None when
+    the overlay cannot be read. A thumbnail newer than the overlay is kept."""
+    source, target = folder / f"{stem}{OVERLAY_SUFFIX}", into / f"{stem}_overlay.png"
+    try:
+        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+            return target
+        picture = _small(np.asarray(Image.open(source).convert("RGB")), side)
+    except OSError:
+        return None
+    io.write_image(target, np.asarray(picture))
+    return target
