@@ -144,6 +144,9 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
     stamp = model.stat().st_mtime_ns
     again = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, resume=True, study=tiny)
     assert again.skipped and model.stat().st_mtime_ns == stamp and again.study == report.study  # nothing redone
+    _disc_files(tmp_path / "in" / "more", 2, seed=4)  # images added to the folder: the model learns them too
+    grown = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, resume=True, study=tiny)
+    assert len(grown.results) == 2 and len(grown.study) == 18 and model.stat().st_mtime_ns != stamp
     new = _disc_files(tmp_path / "new", 3, seed=3)
     rows = run_study_model([tmp_path / "new"], tmp_path / "applied", model, device="cpu", progress=False)
     assert [row["stage"] for row in rows] == ["study-model"] * 3 and (tmp_path / "applied" / f"{new[0].stem}_mask.png").exists()
