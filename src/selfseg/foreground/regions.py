@@ -44,11 +44,20 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
 
 
 def regions_of(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
-    """Connected regions (8-connectivity) of ``mask`` with at least ``min_pixels`` pixels, holes filled."""
+    """Connected regions (8-connectivity) of ``mask`` with at least ``min_pixels`` pixels, holes filled.
+
+    Each region's holes are filled within its bounding box, which gives the same pixels as filling them over the
+    whole image (outside the box there is only background, connected to the image's border) at a fraction of the
+    cost when the mask has many small regions."""
     components, count = ndimage.label(mask, structure=EIGHT)
     sizes = np.bincount(components.ravel(), minlength=count + 1)
-    keep = np.flatnonzero(sizes >= max(1.0, min_pixels))
-    return [ndimage.binary_fill_holes(components == index) for index in keep if index != 0]
+    regions = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if sizes[index] >= max(1.0, min_pixels):
+            region = np.zeros(mask.shape, dtype=bool)
+            region[box] = ndimage.binary_fill_holes(components[box] == index)
+            regions.append(region)
+    return regions
 
 
 def centrality(region: np.ndarray) -> float:
