@@ -6,7 +6,8 @@ stage's), and scores both against ``FOLDER/masks`` (the masks only score). Runs 
 read back, not redone. Then, for each folder and method with every seed done, it prints and (``--write``) stores
 in docs/data/study.csv, per mode: mean Dice (mean over seeds, and their standard deviation), 5th percentile, share
 of images under Dice 0.5, and the spread of each image's Dice over the seeds (its max - min: median and 95th
-percentile).
+percentile). Each run's stage times are kept in its JSON files, but the cost figures come from
+``benchmarks/study_cost.py`` on a quiet machine.
 
     .venv/bin/python benchmarks/study.py --work /tmp/study-bench --methods kmeans --seeds 0,1,2 [--write]
 """
@@ -27,11 +28,11 @@ from selfseg.study import StudySettings
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("isic2018-study", "kvasir-seg-study", "lung-cxr-shenzhen-study")
 COLUMNS = ("dataset", "method", "mode", "seeds", "images", "dice", "dice_sd", "p5", "under_half", "spread_median",
-           "spread_p95", "image_stage_s_per_image", "study_stage_s_per_image")
+           "spread_p95")
 
 
 def _dice(out_dir: Path, truth: Path) -> dict[str, float]:
-    return {row["image"]: float(row["dice"]) for row in evaluate_outputs(out_dir, truth).rows}
+    return {row["image"]: float(row["dice"]) for row in evaluate_outputs(out_dir, truth).results}
 
 
 def run_one(data: Path, work: Path, folder: str, method: str, seed: int, *, study: bool = True) -> dict:
@@ -68,8 +69,6 @@ def summarise(folder: str, method: str, runs: list[dict]) -> list[dict]:
             "under_half": f"{(scores < 0.5).mean():.4f}",
             "spread_median": f"{np.median(spread):.4f}" if len(runs) > 1 else "",
             "spread_p95": f"{np.percentile(spread, 95):.4f}" if len(runs) > 1 else "",
-            "image_stage_s_per_image": f"{np.mean([r['per-image']['seconds'] for r in runs]) / len(images):.3f}",
-            "study_stage_s_per_image": f"{np.mean([r['study']['seconds'] for r in runs]) / len(images):.3f}",
         })
     return rows
 

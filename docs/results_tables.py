@@ -182,9 +182,62 @@ def confidence() -> str:
     return markdown(["dataset", *methods], body)
 
 
+def study() -> str:
+    """Per-image mode beside study mode on the study folders (docs/data/study.csv, written by benchmarks/study.py):
+    one row per folder and first stage."""
+    rows = {(r["dataset"], r["method"], r["mode"]): r for r in read("study")}
+
+    def cells(r: Row) -> list[str]:
+        spread = f"{float(r['spread_median']):.3f} / {float(r['spread_p95']):.3f}" if r["spread_median"] else "-"
+        return [f"{float(r['dice']):.3f} ± {float(r['dice_sd']):.3f}", f"{float(r['p5']):.3f}",
+                f"{100 * float(r['under_half']):.1f} %", spread]
+
+    body = [[f"{dataset} ({rows[dataset, method, 'study']['images']})", method,
+             rows[dataset, method, "study"]["seeds"], *cells(rows[dataset, method, "per-image"]),
+             *cells(rows[dataset, method, "study"])]
+            for dataset, method in unique([(r["dataset"], r["method"]) for r in read("study")])]
+    stats = ["mean ± sd", "p5", "< 0.5", "spread med / p95"]
+    return markdown(["folder", "first stage", "seeds", *(f"per-image {x}" for x in stats),
+                     *(f"study {x}" for x in stats)], body)
+
+
+STUDY_TARGETS = {"isic2018-study": 0.90, "kvasir-seg-study": 0.55, "lung-cxr-shenzhen-study": 0.93}
+"""Issue 36's mean Dice targets of study mode, per study folder."""
+
+
+def study_targets() -> str:
+    """Issue 36's targets against the study table, per folder and first stage (computed, never typed)."""
+    rows = {(r["dataset"], r["method"], r["mode"]): r for r in read("study")}
+    body = []
+    for dataset, method in unique([(r["dataset"], r["method"]) for r in read("study")]):
+        study, single = rows.get((dataset, method, "study")), rows.get((dataset, method, "per-image"))
+        kmeans = rows.get((dataset, "kmeans", "per-image"))
+        if study is None or single is None:
+            continue
+        mean = float(study["dice"])
+        over_single = mean - float(single["dice"])
+        over_kmeans = mean - float(kmeans["dice"]) if kmeans else None
+        spread = (float(study["spread_median"]), float(study["spread_p95"])) if study["spread_median"] else None
+
+        def verdict(ok: bool) -> str:
+            return "yes" if ok else "**no**"
+
+        body.append([
+            dataset, method,
+            f"{mean:.3f} (>= {STUDY_TARGETS[dataset]:.2f}: {verdict(mean >= STUDY_TARGETS[dataset])})",
+            f"{over_single:+.3f} ({verdict(over_single >= 0.02)})",
+            "not run" if over_kmeans is None else f"{over_kmeans:+.3f} ({verdict(over_kmeans >= 0.03)})",
+            "one seed" if spread is None
+            else f"{spread[0]:.3f} / {spread[1]:.3f} ({verdict(spread[0] <= 0.02 and spread[1] <= 0.10)})",
+        ])
+    return markdown(["folder", "first stage", "study mean (target)", "study - per-image (>= +0.02)",
+                     "study - k-means per-image (>= +0.03)", "spread median / p95 (<= 0.02 / 0.10)"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "summary": summary, "seeds": seeds, "targets": targets, "ceilings": ceilings, "polyps": polyps,
-    "lung_errors": lung_errors, "confidence": confidence,
+    "lung_errors": lung_errors, "confidence": confidence, "study": study,
+    "study_targets": study_targets,
 }
 
 
