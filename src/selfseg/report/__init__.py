@@ -4,12 +4,12 @@ The page lists every input of every run found under DIR (a folder with a ``resul
 segment`` output, or the per-dataset, per-method folders of ``selfseg benchmark``) with thumbnails of the
 image, its cluster map and its overlay (``DIR/report_files/``, bounded in size, loaded lazily), its row of
 ``results.csv`` and, where a ``metrics.csv`` exists, its scores. A run with a study stage (``DIR/study/``) shows
-each image's study mask beside its per-image mask, with the study mask's Dice and the two masks' agreement; rows sort by any column (worst Dice first
-when there are scores), filter by name and come in pages. Summary plots (matplotlib, embedded as SVG): the
-Dice of each method and run, seconds per image, and the benchmark's table when DIR holds ``benchmark.csv``.
-Each input can be marked accepted / rejected / needs edit; the page saves the marks as ``qc.csv`` (a
-download), and a later report of a folder holding ``qc.csv`` shows them. ``failures.csv`` rows are listed at
-the top. No remote resource is used: the page reads offline.
+each image's study mask beside its per-image mask, with the study mask's Dice and the two masks' agreement.
+Rows sort by any column (worst Dice first when there are scores), filter by name and come in pages. Summary
+plots (matplotlib, embedded as SVG): the Dice of each method and run, seconds per image, and the benchmark's
+table when DIR holds ``benchmark.csv``. Each input can be marked accepted / rejected / needs edit; the page
+saves the marks as ``qc.csv`` (a download), and a later report of a folder holding ``qc.csv`` shows them.
+``failures.csv`` rows are listed at the top. No remote resource is used: the page reads offline.
 """
 
 from __future__ import annotations
