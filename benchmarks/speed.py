@@ -81,7 +81,7 @@ sys.exit(code)
 """
 
 
-def _folder(dataset: Path, count: int, into: Path) -> Path:
+def first_images(dataset: Path, count: int, into: Path) -> Path:
     """A folder of links to the first ``count`` images (sorted by name) of ``dataset/images``."""
     into.mkdir(parents=True)
     for image in sorted((dataset / "images").iterdir())[:count]:
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.strftime('%Y-%m-%d')}")
     with tempfile.TemporaryDirectory() as tmp:
         folders = {
-            False: _folder(args.dataset, args.images, Path(tmp) / "images"),
-            True: _folder(args.dataset, args.reference_images, Path(tmp) / "reference"),
+            False: first_images(args.dataset, args.images, Path(tmp) / "images"),
+            True: first_images(args.dataset, args.reference_images, Path(tmp) / "reference"),
         }
         for method in methods:
             print(f"\n### {method}\n")

@@ -26,11 +26,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from speed import DATA, first_images
 
 from selfseg.runner import evaluate_outputs
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
 _CHILD = """
 import json, resource, sys
@@ -40,14 +38,6 @@ peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, r
 print(json.dumps({"peak_kib": peak}))
 sys.exit(code)
 """
-
-
-def _folder(dataset: Path, count: int, into: Path) -> Path:
-    """A folder of links to the first ``count`` images (sorted by name) of ``dataset/images``."""
-    into.mkdir(parents=True)
-    for image in sorted((dataset / "images").iterdir())[:count]:
-        (into / image.name).symlink_to(image)
-    return into
 
 
 def _run(arguments: list[str], images: int, scored: Path, masks: Path) -> dict:
@@ -75,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| first stage | per-image mode s/image | study mode s/image | ratio | peak GiB (per-image / study) "
           "| Dice (per-image / study) |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        folder, masks = _folder(args.dataset, args.images, Path(tmp) / "images"), args.dataset / "masks"
+        folder, masks = first_images(args.dataset, args.images, Path(tmp) / "images"), args.dataset / "masks"
         model = None
         for method in args.methods.split(","):
             single, study = Path(tmp) / f"{method}-image", Path(tmp) / f"{method}-study"
