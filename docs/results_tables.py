@@ -189,7 +189,8 @@ def study() -> str:
 
     def cells(r: Row) -> list[str]:
         spread = f"{float(r['spread_median']):.3f} / {float(r['spread_p95']):.3f}" if r["spread_median"] else "-"
-        return [f"{float(r['dice']):.3f} ± {float(r['dice_sd']):.3f}", f"{float(r['p5']):.3f}",
+        mean = f"{float(r['dice']):.3f}" + (f" ± {float(r['dice_sd']):.3f}" if int(r["seeds"]) > 1 else "")
+        return [mean, f"{float(r['p5']):.3f}",
                 f"{100 * float(r['under_half']):.1f} %", spread]
 
     body = [[f"{dataset} ({rows[dataset, method, 'study']['images']})", method,
