@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -157,3 +158,40 @@ def test_report_in_headless_chromium(run_folder, tmp_path) -> None:
     with Image.open(tmp_path / "report.png") as shot:
         pixels = np.asarray(shot.convert("L"), dtype=float)
     assert pixels.std() > 10  # text, thumbnails and plots, not a blank page
+
+
+def test_a_study_stage_is_shown_beside_its_run_in_headless_chromium(run_folder) -> None:
+    """A folder with ``study/`` (here the per-image masks written again as study masks): one row per image with
+    its per-image and study masks side by side, sortable by the study mask's Dice."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    assert CHROMIUM is not None, "SELFSEG_REQUIRE_BROWSER is set but chromium is not installed"
+    from selfseg.runner.study import STUDY_COLUMNS
+
+    study = run_folder / "study"
+    study.mkdir()
+    rows = []
+    for stem in ("img0", "img1", "img2", "img3"):
+        for suffix in ("_mask.png", "_overlay.png"):
+            shutil.copy(run_folder / f"{stem}{suffix}", study / f"{stem}{suffix}")
+        rows.append({**dict.fromkeys(STUDY_COLUMNS, ""), "image": stem, "stage": "study", "agreement_with_image_stage": "1.0"})
+    (study / "results.csv").write_text(
+        ",".join(STUDY_COLUMNS) + "\n" + "".join(",".join(row[c] for c in STUDY_COLUMNS) + "\n" for row in rows)
+    )
+    evaluate_outputs(study, run_folder.parent / "gt")
+    path = write_report(run_folder, thumbnail_side=32)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(path.resolve().as_uri())
+        headers = page.locator("#inputs thead th").all_text_contents()
+        rows_shown = page.locator("#inputs tbody tr")
+        assert headers[:4] == ["picture", "clusters", "mask", "study mask"] and "study_dice" in headers
+        assert rows_shown.count() == 4 and all(rows_shown.nth(k).locator("img").count() == 4 for k in range(4))
+        page.locator('th[data-key="study_dice"]').click()  # ascending: the worst study mask first
+        with open(study / "metrics.csv", newline="") as handle:
+            worst = min(csv.DictReader(handle), key=lambda row: float(row["dice"]))["image"]
+        assert rows_shown.first.get_attribute("data-key") == f"/{worst}"
+        browser.close()
+    assert errors == []
