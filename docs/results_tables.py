@@ -206,6 +206,11 @@ STUDY_TARGETS = {"isic2018-study": 0.90, "kvasir-seg-study": 0.55, "lung-cxr-she
 """Issue 36's mean Dice targets of study mode, per study folder."""
 
 
+def verdict(ok: bool) -> str:
+    """A target's cell: met or not."""
+    return "yes" if ok else "**no**"
+
+
 def study_targets() -> str:
     """Issue 36's targets against the study table, per folder and first stage (computed, never typed)."""
     rows = {(r["dataset"], r["method"], r["mode"]): r for r in read("study")}
@@ -219,10 +224,6 @@ def study_targets() -> str:
         over_single = mean - float(single["dice"])
         over_kmeans = mean - float(kmeans["dice"]) if kmeans else None
         spread = (float(study["spread_median"]), float(study["spread_p95"])) if study["spread_median"] else None
-
-        def verdict(ok: bool) -> str:
-            return "yes" if ok else "**no**"
-
         body.append([
             dataset, method,
             f"{mean:.3f} (>= {STUDY_TARGETS[dataset]:.2f}: {verdict(mean >= STUDY_TARGETS[dataset])})",

@@ -71,11 +71,14 @@ def _runs(out_dir: Path) -> list[_Run]:
         scores = {row["image"]: row for row in _read_table(folder / "metrics.csv")}
         runs.append(_Run(folder, relative.as_posix() if relative.parts else "", _read_table(table), scores,
                          _read_table(folder / "failures.csv")))
-    by_folder = {run.folder: run for run in runs}
+    by_folder, shown = {run.folder: run for run in runs}, []
     for run in runs:
-        if run.folder.name == STUDY_FOLDER and run.folder.parent in by_folder:
-            by_folder[run.folder.parent].study = run
-    return [run for run in runs if not any(run is other.study for other in runs)]
+        parent = by_folder.get(run.folder.parent) if run.folder.name == STUDY_FOLDER else None
+        if parent is None:
+            shown.append(run)
+        else:
+            parent.study = run
+    return shown
 
 
 def _marks(out_dir: Path) -> dict[str, str]:
@@ -84,17 +87,22 @@ def _marks(out_dir: Path) -> dict[str, str]:
             if row.get("mark") in QC_MARKS}
 
 
-def _entry(run: _Run, row: dict[str, str], out_dir: Path, side: int) -> dict:
+def _entries(run: _Run, out_dir: Path, side: int) -> list[dict]:
+    """What the page shows for each input of ``run``, with its study mask where the run has a study stage."""
+    study = {row["image"]: row for row in run.study.rows} if run.study else {}
+    return [_entry(run, row, study.get(row["image"]), out_dir, side) for row in run.rows]
+
+
+def _entry(run: _Run, row: dict[str, str], study_row: dict[str, str] | None, out_dir: Path, side: int) -> dict:
     """What the page shows for one input: its cells, scores, thumbnails (relative paths) and key."""
     into = out_dir / _FILES / (run.name or ".")
     pictures = thumbnails(run.folder, row, into, side=side)
     cells = {name: row.get(name, "") for name in _SHOWN}
     scores = {name: run.scores[row["image"]][name] for name in _SCORES if row["image"] in run.scores}
-    study = {r["image"]: r for r in run.study.rows} if run.study else {}
-    if row["image"] in study:
+    if study_row is not None:
         picture = overlay_thumbnail(run.study.folder, row["image"], into / STUDY_FOLDER, side=side)
         pictures |= {"study": picture} if picture else {}
-        cells["agreement"] = study[row["image"]]["agreement_with_image_stage"]
+        cells["agreement"] = study_row["agreement_with_image_stage"]
         if row["image"] in run.study.scores:
             scores["study_dice"] = run.study.scores[row["image"]]["dice"]
     return {
@@ -142,17 +150,19 @@ def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_
     if not runs:
         raise FileNotFoundError(f"no results.csv in {out_dir}: not a selfseg output folder")
     benchmark = _read_table(out_dir / "benchmark.csv")
+    studied = any(run.study for run in runs)
+    study_scored = any(run.study and run.study.scores for run in runs)
     data = {
         "title": f"selfseg report: {out_dir.resolve().name}",
-        "rows": [_entry(run, row, out_dir, thumbnail_side) for run in runs for row in run.rows],
+        "rows": [entry for run in runs for entry in _entries(run, out_dir, thumbnail_side)],
         "failures": [{"run": run.name, **row} for run in runs for row in run.failures],
-        "scored": any(run.scores or (run.study and run.study.scores) for run in runs),
-        "pictures": ["image", "clusters", "overlay"] + (["study"] if any(run.study for run in runs) else []),
+        "scored": study_scored or any(run.scores for run in runs),
+        "pictures": ["image", "clusters", "overlay"] + (["study"] if studied else []),
         "marks": _marks(out_dir),
         "qcMarks": list(QC_MARKS),
-        "shown": list(_SHOWN) + (["agreement"] if any(run.study for run in runs) else []),
+        "shown": list(_SHOWN) + (["agreement"] if studied else []),
         "numeric": [*_NUMERIC, "agreement"],
-        "scoreNames": list(_SCORES) + (["study_dice"] if any(run.study and run.study.scores for run in runs) else []),
+        "scoreNames": list(_SCORES) + (["study_dice"] if study_scored else []),
         "pageSize": page_size,
         "benchmark": benchmark,
     }
