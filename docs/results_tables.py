@@ -206,7 +206,7 @@ STUDY_TARGETS = {"isic2018-study": 0.90, "kvasir-seg-study": 0.55, "lung-cxr-she
 """Issue 36's mean Dice targets of study mode, per study folder."""
 
 
-def verdict(ok: bool) -> str:
+def met_or_not(ok: bool) -> str:
     """A target's cell: met or not."""
     return "yes" if ok else "**no**"
 
@@ -226,11 +226,11 @@ def study_targets() -> str:
         spread = (float(study["spread_median"]), float(study["spread_p95"])) if study["spread_median"] else None
         body.append([
             dataset, method,
-            f"{mean:.3f} (>= {STUDY_TARGETS[dataset]:.2f}: {verdict(mean >= STUDY_TARGETS[dataset])})",
-            f"{over_single:+.3f} ({verdict(over_single >= 0.02)})",
-            "not run" if over_kmeans is None else f"{over_kmeans:+.3f} ({verdict(over_kmeans >= 0.03)})",
+            f"{mean:.3f} (>= {STUDY_TARGETS[dataset]:.2f}: {met_or_not(mean >= STUDY_TARGETS[dataset])})",
+            f"{over_single:+.3f} ({met_or_not(over_single >= 0.02)})",
+            "not run" if over_kmeans is None else f"{over_kmeans:+.3f} ({met_or_not(over_kmeans >= 0.03)})",
             "one seed" if spread is None
-            else f"{spread[0]:.3f} / {spread[1]:.3f} ({verdict(spread[0] <= 0.02 and spread[1] <= 0.10)})",
+            else f"{spread[0]:.3f} / {spread[1]:.3f} ({met_or_not(spread[0] <= 0.02 and spread[1] <= 0.10)})",
         ])
     return markdown(["folder", "first stage", "study mean (target)", "study - per-image (>= +0.02)",
                      "study - k-means per-image (>= +0.03)", "spread median / p95 (<= 0.02 / 0.10)"], body)
