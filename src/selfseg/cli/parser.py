@@ -307,7 +307,8 @@ def _add_study_options(study: argparse._ArgumentGroup) -> None:
     """The study stage: one network trained on the folder's per-image masks, or a stored one applied."""
     study.add_argument(
         "--study", action="store_true",
-        help="after the per-image masks, train one network on the folder's most confident masks and give every "
+        help="after the per-image masks, train one network on all the folder's masks, weighted by their "
+        "confidence, and give every "
         "image its study mask in DIR/study/ (with the model, DIR/study/study_model.pt): a folder of one kind "
         "teaches what a single image cannot",
     )

@@ -1,10 +1,11 @@
 """The study stage: one network learns a whole folder's foreground from its per-image masks.
 
 Per-image fits see one image each; a folder of one kind of image tells more (what a lesion looks like against
-skin, where lung fields end on a film). ``train_study`` trains a small U-Net (``models.unet.UNet``) on the most
-confident per-image masks of a folder (self-training on pseudo-masks, weighted by their ground-truth-free
-confidence), with random affine and colour augmentation and S3-Net's transformation consistency: the
-prediction on a transformed image must be the transformed prediction. ``predict_mask`` then gives every image its
+skin, where lung fields end on a film). ``train_study`` trains a small U-Net (``models.unet.UNet``) on a
+folder's per-image masks (self-training on pseudo-masks, each weighted by its ground-truth-free confidence; with
+``StudySettings.keep`` < 1, the most confident share only), with random affine and colour augmentation. S3-Net's
+transformation consistency (the prediction on a transformed image must be the transformed prediction) is an
+option, ``StudySettings.consistency``, off by default. ``predict_mask`` then gives every image its
 study mask, kept within the target prior (``foreground.keep_prior``). ``save_study_model`` and
 ``load_study_model`` store a model in a file that runs no code when read.
 
