@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import pickle
 import tracemalloc
 import warnings
@@ -16,10 +17,13 @@ from selfseg.io import (
     MAX_PIXELS,
     MIN_SIDE,
     ImageReadError,
+    WriteError,
     atomic_path,
+    check_folder,
     find_images,
     read_image,
     read_mask,
+    read_note,
     sniff_format,
     write_csv,
     write_image,
@@ -404,6 +408,52 @@ def test_atomic_path_exception_before_write(tmp_path):
         with atomic_path(tmp_path / "out.png"):
             raise KeyError("x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_is_one_write_error_naming_the_file_and_its_cause(tmp_path):
+    dest = tmp_path / "out.csv"
+    dest.write_text("old")
+    with pytest.raises(WriteError) as raised:
+        with atomic_path(dest) as tmp:
+            tmp.write_text("partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    err = raised.value
+    assert str(err) == f"cannot write {dest}: no space left on device" and err.filename == str(dest)
+    assert err.errno == errno.ENOSPC and err.reason == "no space left on device" and err.disk
+    assert dest.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    copy = pickle.loads(pickle.dumps(err))  # it travels back from worker processes
+    assert type(copy) is WriteError and str(copy) == str(err) and copy.disk
+
+
+def test_a_name_too_long_is_a_write_error_of_that_file_only(tmp_path):
+    dest = tmp_path / ("x" * 250 + "_overlay.png")
+    with pytest.raises(WriteError, match="file name too long$") as raised:
+        write_image(dest, GREY)
+    assert not raised.value.disk and list(tmp_path.iterdir()) == []
+
+
+def test_check_folder_creates_it_or_names_why_it_cannot(tmp_path, monkeypatch):
+    assert check_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b" and list((tmp_path / "a" / "b").iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(WriteError, match=f"^cannot write {tmp_path / 'file' / 'out'}: not a directory$"):
+        check_folder(tmp_path / "file" / "out")
+
+    def refuse(self, *args, **kwargs):  # root writes anywhere: a read-only file system is simulated
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(type(tmp_path), "touch", refuse)
+    with pytest.raises(WriteError, match=f"^cannot write {tmp_path}: read-only file system$"):
+        check_folder(tmp_path)
+
+
+def test_a_png_carries_its_note(tmp_path):
+    note = '{"image": "<b>x</b>", "é": "1\n2"}'
+    write_image(tmp_path / "a.png", GREY, note=note)
+    assert read_note(tmp_path / "a.png") == note and np.array_equal(read_image(tmp_path / "a.png")[..., 0] * 255, GREY)
+    write_image(tmp_path / "a.png", GREY)
+    assert read_note(tmp_path / "a.png") is None and read_note(tmp_path / "missing.png") is None
+    with pytest.raises(ValueError, match="PNG files only"):
+        write_image(tmp_path / "a.bmp", GREY, note=note)
 
 
 # --- write_image / write_csv -----------------------------------------------------

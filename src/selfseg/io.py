@@ -8,16 +8,18 @@ Medical volumes (DICOM, NIfTI, multi-frame TIFF) are read by :mod:`selfseg.volum
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import secrets
 import stat
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from selfseg.decoding import (
     MAX_PIXELS,
@@ -38,12 +40,17 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "PNG_COMPRESSION",
+    "DISK_ERRNOS",
     "ImageReadError",
+    "NOTE_KEY",
+    "WriteError",
     "atomic_path",
+    "check_folder",
     "find_images",
     "read_image",
     "read_labels",
     "read_mask",
+    "read_note",
     "sniff_format",
     "stat_input",
     "write_csv",
@@ -52,6 +59,32 @@ __all__ = [
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+"""Causes of a failed write that hold for every file of the folder (full disk or quota, read-only file system, no
+permission, a failing device), unlike a bad name (``ENAMETOOLONG``) or a folder in the file's place."""
+
+
+class WriteError(OSError):
+    """A file could not be written: ``filename``, ``errno`` and ``reason``, the cause in words ("no space left on
+    device"); ``str(err)`` is ``"cannot write <file>: <reason>"``. ``disk`` says whether the cause holds for every
+    file of the folder (``DISK_ERRNOS``)."""
+
+    def __init__(self, code: int, path: str | os.PathLike) -> None:
+        super().__init__(code, os.strerror(code), str(path))
+
+    @property
+    def reason(self) -> str:
+        return self.strerror[:1].lower() + self.strerror[1:]
+
+    @property
+    def disk(self) -> bool:
+        return self.errno in DISK_ERRNOS
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.reason}"
+
+    def __reduce__(self):
+        return type(self), (self.errno, self.filename)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -126,6 +159,11 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     return labels
 
 
+def _temporary(path: Path, suffix: str = "") -> Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<8 random hex digits>.tmp<suffix>``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.
@@ -133,18 +171,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name is ``.<name>.<random>.tmp<suffix>`` so writers that pick the
     format from the suffix still work; a compressed suffix keeps the one before it
     (``.nii.gz``). On an exception the temporary file is removed and ``path`` is left
-    untouched. Missing parent folders are created.
+    untouched; an OSError (full disk, read-only folder, ...) becomes a :class:`WriteError`
+    naming ``path``. Missing parent folders are created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.suffix.lower() in (".gz", ".bz2") else path.suffix
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    tmp = _temporary(path, suffix)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        with suppress(OSError):  # none was made (a name too long, a read-only folder), or it cannot go either
+            tmp.unlink()
+        if isinstance(err, OSError) and err.errno is not None and not isinstance(err, WriteError):
+            raise WriteError(err.errno, path) from err
         raise
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """``folder``, created if missing, once a file could be created in it (and removed); a :class:`WriteError`
+    naming it and the cause if not, e.g. ``cannot write out: read-only file system``."""
+    folder = Path(folder)
+    probe = _temporary(folder / ".selfseg")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise WriteError(err.errno or errno.EIO, folder) from err
+    return folder
 
 
 PNG_COMPRESSION = 1
@@ -152,11 +208,16 @@ PNG_COMPRESSION = 1
 default (6) for a slightly larger file; masks and cluster maps compress about as well either way."""
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
+NOTE_KEY = "selfseg"
+"""Key of the text a written file carries (``write_image``'s ``note``: a PNG text chunk; a NIfTI file's comment
+extension starts with it)."""
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray, *, note: str | None = None) -> None:
     """Atomically write an image (format from the suffix, PNG expected).
 
     Accepts uint8 (H, W), (H, W, 3) or (H, W, 4); uint16 (H, W) (16-bit PNG);
-    bool (H, W) (written as 0/255 uint8).
+    bool (H, W) (written as 0/255 uint8). ``note``: a text the PNG file carries (``read_note``).
     """
     array = np.asarray(array)
     if array.dtype == np.uint8:
@@ -175,8 +236,26 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     image = Image.fromarray(np.ascontiguousarray(array))
+    options: dict = {}
+    if Path(path).suffix.lower() == ".png":
+        options["compress_level"] = PNG_COMPRESSION
+        if note is not None:
+            options["pnginfo"] = PngInfo()
+            options["pnginfo"].add_itxt(NOTE_KEY, note)
+    elif note is not None:
+        raise ValueError(f"write_image stores a note in PNG files only, not in {Path(path).name}")
     with atomic_path(path) as tmp:
-        image.save(tmp, **({"compress_level": PNG_COMPRESSION} if tmp.suffix.lower() == ".png" else {}))
+        image.save(tmp, **options)
+
+
+def read_note(path: str | os.PathLike) -> str | None:
+    """The note of a PNG file written by ``write_image``; None if it has none or cannot be read."""
+    try:
+        with Image.open(path) as img:
+            note = img.info.get(NOTE_KEY)
+    except (OSError, ValueError):
+        return None
+    return note if isinstance(note, str) else None
 
 
 def write_csv(

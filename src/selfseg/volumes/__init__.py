@@ -39,9 +39,9 @@ from selfseg.volumes.base import MAX_VOXELS, Volume
 from selfseg.volumes.dicom import read_dicom
 from selfseg.volumes.nifti import read_nifti
 from selfseg.volumes.tiff import read_tiff
-from selfseg.volumes.writer import write_volume_like
+from selfseg.volumes.writer import read_note, write_volume_like
 
-__all__ = ["MAX_VOXELS", "VOLUME_SUFFIXES", "Volume", "is_volume", "read_volume", "write_volume_like"]
+__all__ = ["MAX_VOXELS", "VOLUME_SUFFIXES", "Volume", "is_volume", "read_note", "read_volume", "write_volume_like"]
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".dcm")
 
