@@ -5,6 +5,7 @@ settings, the prior, the weights and a SHA-256 of the weights: a foreign or alte
 from __future__ import annotations
 
 import hashlib
+import io as stdio
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -41,14 +42,17 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def save_study_model(model: StudyModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically (no half file, whatever fails); returns the path."""
+    """Write ``model`` to ``path`` atomically (no half file, whatever fails; an ``io.WriteError`` naming the file
+    and the cause where the disk refuses it); returns the path."""
     state = {name: tensor.detach().cpu() for name, tensor in model.network.state_dict().items()}
     payload = {
         "format": FORMAT, "version": selfseg.__version__, "settings": asdict(model.settings), "prior": model.prior,
         "fingerprint": model.fingerprint, "state": state, "sha256": _digest(state),
     }
+    buffer = stdio.BytesIO()
+    torch.save(payload, buffer)  # writing to the file itself, torch reports a full disk without its cause
     with io.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
     return Path(path)
 
 
