@@ -247,6 +247,7 @@ def test_summary_line():
     volume = {**row, "slices": 4, "foreground_pixels": 4 * 1960, "chosen": "lesion/lungs"}
     assert summary_line(volume) == "Test_1: 4 slices, 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion/lungs)"
     assert summary_line({**row, "chosen": "oracle+crop"}).endswith("(oracle+crop)")
+    assert ", 7 iterations, ? s, " in summary_line({**row, "seconds": None})  # a row taken from its files
 
 
 def _mask_file(path, rows: slice, shape=(6, 8)) -> None:
@@ -448,7 +449,10 @@ def test_extra_options_are_recorded_and_compared(tmp_path, monkeypatch):
 
 def _former_table(folder: Path, *, options: str | None = None, version: str | None = None) -> None:
     """Rewrite ``folder``'s results.csv as selfseg 0.10 and older wrote it: no readout columns (the ``options``
-    cell named them), with ``options`` and ``version`` cells as given."""
+    cell named them), with ``options`` and ``version`` cells as given; its overlays, as they wrote them, carry no
+    row."""
+    for overlay in folder.glob("*_overlay.png"):
+        io.write_image(overlay, np.asarray(Image.open(overlay)))
     table = _read_csv(folder / "results.csv")
     keep = [k for k, name in enumerate(table[0]) if name not in ("readout", "readout_clusters")]
     rows = [[row[k] for k in keep] for row in table]

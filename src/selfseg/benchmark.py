@@ -54,7 +54,7 @@ def _oracle_masks(auto_dir: Path, oracle_dir: Path, truths: dict[str, Path], *, 
 
 def _seconds_per_image(auto_dir: Path) -> float:
     with open(auto_dir / "results.csv", newline="", encoding="utf-8") as handle:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
+        seconds = [float(row["seconds"]) for row in csv.DictReader(handle) if row["seconds"]]  # empty: not known
     return float(np.mean(seconds)) if seconds else float("nan")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from selfseg import io
 from selfseg.benchmark import benchmark, markdown_table
 from selfseg.cli.parser import build_parser
 from selfseg.datasets import DatasetError, load_masks
@@ -122,9 +123,8 @@ def _segment(args: argparse.Namespace) -> int:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit status."""
     if args.command == "evaluate":
         return _evaluate(args.pred_dir, args.gt, args.spacing)
     if args.command == "benchmark":
@@ -132,3 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(args.out)
     return _segment(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error, 3 an output could
+    not be written, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except io.WriteError as err:  # a full or read-only disk, an unusable --out: one line
+        print(f"error: {err}", file=sys.stderr)
+        return 3

@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import closing
 from pathlib import Path
 
 from tqdm import tqdm
 
-from selfseg import volumes
+from selfseg import io, volumes
 from selfseg.batch_inputs import find_inputs, input_stem
 from selfseg.methods import DEFAULT_SIZE
 from selfseg.runner.batch import Batch
@@ -107,7 +108,10 @@ def run_batch(
     volume slice by slice, ``slice_seed``), its files written atomically before its ``results.csv`` row, so a run
     killed at any moment leaves complete files. A bad input is reported (stderr, ``failures``, failures.csv) and
     the batch goes on. With ``resume``, an input whose row and files are current is skipped, and one whose cluster
-    map is current gets its mask chosen again where that gives what a fit would (``manifest.decide``).
+    map is current gets its mask chosen again where that gives what a fit would (``manifest.decide``); a row
+    results.csv lacks is taken from the input's complete files (``Manifest.adopt``). A disk that refuses a write
+    (full, read-only) stops the batch: what has not started is cancelled, the inputs finished are recorded where
+    the disk takes results.csv, no temporary file remains, and the same call resumes once space is back.
     ``method`` ... ``oracle_crop``, ``fits`` and ``**options`` are ``engine.segment``'s (``FitSettings``,
     ``MaskRule``; ``foreground="oracle"`` reads each image's mask from ``ground_truth``); ``workers`` ...
     ``ray_gpus`` say where the fits run (``workers.Execution``). With ``study``, the study stage follows
@@ -115,6 +119,8 @@ def run_batch(
     argument.
 
     Raises:
+        io.WriteError: ``out_dir`` cannot be created or written (before any work), or the disk refused a write
+            and the batch stopped.
         FileNotFoundError: an input does not exist.
         ValueError: a bad argument, two inputs sharing a stem, or a ``results.csv`` in ``out_dir`` that is not a
             results table. Nothing is written.
@@ -129,17 +135,23 @@ def run_batch(
     batch = Batch.open(out_dir, settings, rule, seed=seed, axis=axis, resume=resume, ground_truth=ground_truth,
                        on_result=on_result)
     with tqdm(total=len(paths), desc="segment", unit="input", file=sys.stderr, disable=not progress) as bar:
-        tasks = []
-        for path in paths:  # plan
-            planned = batch.plan(path)
-            if planned is None:
-                bar.update()
-            else:
-                tasks.append(planned)
-        on_start = lambda task: bar.set_postfix_str(task.path.name)  # noqa: E731
-        for task, (wanted, previous), outcome in execution.run(tasks, settings, on_start):  # run, record
-            bar.update()
-            batch.record(task, wanted, previous, outcome)
+        try:
+            tasks = []
+            for path in paths:  # plan
+                task = batch.plan(path)
+                if task is None:
+                    bar.update()
+                else:
+                    tasks.append(task)
+            batch.save_adopted()
+            on_start = lambda task: bar.set_postfix_str(task.path.name)  # noqa: E731
+            with closing(execution.run(tasks, settings, on_start)) as outcomes:
+                for task, outcome in outcomes:  # run, record
+                    bar.update()
+                    batch.record(task, outcome)
+        except io.WriteError:
+            batch.stop()
+            raise
     if study is not None:
         batch.report.study = run_study_stage(batch.out_dir, batch.image_rows(paths), study, progress=progress)
     return batch.report
@@ -155,9 +167,10 @@ def run_study_model(
 
     Raises:
         study.StudyModelError: ``model`` is not a usable study model (a ValueError). FileNotFoundError: an input
-            or the model does not exist.
+            or the model does not exist. io.WriteError: ``out_dir`` cannot be created or written, or a write failed.
     """
     paths = [path for path in _unique_stems(find_inputs(inputs, pattern=pattern, exclude=out_dir))
              if not volumes.is_volume(path)]
+    io.check_folder(out_dir)
     items = [(input_stem(path), path, fingerprint(path, 0)[0]) for path in paths]
     return apply_study_model(Path(model), items, Path(out_dir), device=device, progress=progress)

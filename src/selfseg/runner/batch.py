@@ -1,8 +1,10 @@
 """One ``run_batch`` call's bookkeeping: ``Batch.plan`` turns inputs into tasks (or skips, or failures) from the
-folder's manifest, ``Batch.record`` writes each finished task's row and keeps the report."""
+folder's manifest, ``Batch.record`` writes each finished task's row and keeps the report; a disk that refuses a
+write stops the batch (``Batch.stop``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -16,15 +18,12 @@ from selfseg import datasets, io, volumes
 from selfseg.batch_inputs import input_stem
 from selfseg.runner.manifest import Manifest, cell, decide, read_manifest, settings_row, typed
 from selfseg.runner.scoring import BatchReport
-from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, Task, fingerprint
+from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, Outcome, Task, fingerprint, overlay_row
 from selfseg.settings import FitSettings, MaskRule
 
-__all__ = ["Batch", "Planned"]
+__all__ = ["Batch"]
 
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
-
-Planned = tuple[Task, tuple[dict, dict | None]]
-"""A task with (its wanted row cells, its current manifest row)."""
 
 
 def _clear_leftovers(out_dir: Path) -> None:
@@ -52,6 +51,7 @@ class Batch:
     on_result: Callable[[dict], None] | None
     report: BatchReport = field(default_factory=BatchReport)
     row_values: dict[bool, dict] = field(default_factory=dict)  # volume? -> the settings' row values
+    adopted: int = 0  # rows taken from the files of their inputs (``Manifest.adopt``), not yet saved
 
     def __post_init__(self) -> None:
         for volume in (False, True):
@@ -62,8 +62,9 @@ class Batch:
     def open(cls, out_dir: str | os.PathLike, settings: FitSettings, rule: MaskRule, *, seed: int,
              axis: int | None, resume: bool, ground_truth: str | os.PathLike | None,
              on_result: Callable[[dict], None] | None) -> Batch:
-        """A batch into ``out_dir``: its manifest read, the leftovers of a killed run removed."""
-        out_dir = Path(out_dir)
+        """A batch into ``out_dir``: the folder checked (``io.check_folder``, an ``io.WriteError`` if unusable), its
+        manifest read, the leftovers of a killed run removed."""
+        out_dir = io.check_folder(out_dir)
         truths = datasets.load_masks(ground_truth) if rule.foreground == "oracle" else {}
         manifest = read_manifest(out_dir / "results.csv")
         _clear_leftovers(out_dir)
@@ -76,9 +77,9 @@ class Batch:
         self.report.failures.append((str(path), reason))
         io.write_csv(self.out_dir / "failures.csv", ("image", "reason"), sorted(self.report.failures))
 
-    def plan(self, path: Path) -> Planned | None:
-        """The task of one input with its wanted cells and current row; None if it failed or is skipped (both
-        recorded)."""
+    def plan(self, path: Path) -> Task | None:
+        """The task of one input; None if it failed or is skipped (both recorded). With resume, the row its files
+        carry is taken where the manifest lacks it (``Manifest.adopt``; ``save_adopted`` writes them)."""
         stem, volume = input_stem(path), volumes.is_volume(path)
         suffixes = VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES
         outputs = tuple(self.out_dir / f"{stem}{suffix}" for suffix in suffixes)
@@ -90,14 +91,24 @@ class Batch:
             self.fail(path, err.reason if isinstance(err, io.ImageReadError) else str(err))
             return None
         wanted = {name: cell(value) for name, value in self.row_values[volume].items()} | {"input_sha256": digest}
+        if self.resume:
+            self.adopted += self.manifest.adopt(stem, overlay_row(outputs, volume, path))
         previous = self.manifest.current.get(stem) if self.resume else None
         action = decide(previous, wanted, outputs)
         if action == "skip":
             self.report.skipped.append(stem)
             return None
-        task = Task(path, outputs, volume, action, fitted_seed, self.settings, self.rule, self.truths.get(stem),
-                    self.axis if volume else None)
-        return task, (wanted, previous)
+        kept = typed(previous) if previous is not None and action == "rechoose" else {}
+        row = {**kept, **self.row_values[volume], "image": stem, "input": str(path), "input_sha256": digest,
+               "axis": wanted["axis"]}
+        return Task(path, outputs, volume, action, fitted_seed, self.settings, self.rule, self.truths.get(stem),
+                    self.axis if volume else None, row)
+
+    def save_adopted(self) -> None:
+        """Write the manifest once if ``plan`` took rows from the files of their inputs."""
+        if self.adopted:
+            self.manifest.save()
+            self.adopted = 0
 
     def image_rows(self, paths: list[Path]) -> list[dict[str, str]]:
         """The manifest rows of the 2-D images among ``paths`` whose files are complete (for the study stage)."""
@@ -110,16 +121,23 @@ class Batch:
                 rows.append(row)
         return rows
 
-    def record(self, task: Task, wanted: dict, previous: dict | None, outcome: tuple[dict, str | None]) -> None:
-        """Record one finished task: its row in the report and the manifest, or its failure."""
-        fields, reason = outcome
+    def record(self, task: Task, outcome: Outcome) -> None:
+        """Record one finished task: its row in the report and the manifest, or its failure; raise the
+        ``io.WriteError`` of a disk that refused its files."""
+        row, reason = outcome
+        if isinstance(reason, io.WriteError):
+            raise reason
         if reason is not None:
             self.fail(task.path, reason)
             return
-        kept = typed(previous) if previous is not None and task.action == "rechoose" else {}
-        row = {**kept, **fields, **self.row_values[task.volume], "image": input_stem(task.path), "input": str(task.path),
-               "input_sha256": wanted["input_sha256"], "axis": wanted["axis"]}
         self.report.results.append(row)
         self.manifest.write(row["image"], row)
         if self.on_result is not None:
             self.on_result(row)
+
+    def stop(self) -> None:
+        """After a write the disk refused: the manifest written once more where the disk takes it now (the rows
+        whose files are complete; the next run takes any it could not write from those files)."""
+        if self.manifest.rows:
+            with contextlib.suppress(io.WriteError):
+                self.manifest.save()

@@ -2,7 +2,8 @@
 
 ``settings_row`` is the one writer of the settings into a row; ``read_manifest`` reads the table once and brings
 rows of older versions to today's meaning (``upgrade.upgrade_row``, the only place that knows former versions);
-``decide`` answers, for one input, "skip" (its files are complete and current), "rechoose" (its cluster map is
+``Manifest.adopt`` takes the row an input's overlay carries where ``results.csv`` could not record it; ``decide``
+answers, for one input, "skip" (its files are complete and current), "rechoose" (its cluster map is
 current, its mask is not) or "refit". Nothing here reads an image.
 """
 
@@ -18,7 +19,7 @@ from selfseg import io
 from selfseg.runner.upgrade import upgrade_row
 from selfseg.settings import FitSettings, MaskRule
 
-__all__ = ["RESULT_COLUMNS", "Manifest", "cell", "decide", "read_manifest", "settings_row", "typed"]
+__all__ = ["RESULT_COLUMNS", "UNNOTED", "Manifest", "cell", "decide", "read_manifest", "settings_row", "typed"]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image", "input", "method", "seed", "image_seed", "iterations", "seconds", "n_labels", "foreground_pixels",
@@ -28,6 +29,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``results.csv`` (docs/formats.md describes each): input stem and path, what ran and what came out,
 then the settings (an empty cell means the default)."""
+UNNOTED = ("input", "seconds")
+"""Columns an input's overlay does not carry (``task.overlay_row``): how the input was named and how long the fit
+took, so that the files stay the same whatever the paths, the order or the workers of the batch."""
 
 TRAINING = (
     "method", "seed", "size", "max_iter", "min_labels", "device", "precision", "readout", "readout_clusters", "axis",
@@ -84,7 +88,7 @@ def typed(cells: dict[str, str]) -> dict:
         row[name] = int(row[name])
     row["slices"] = int(row["slices"] or 1)
     row["threads"] = int(row["threads"]) if row["threads"] else None
-    row["seconds"] = float(row["seconds"])
+    row["seconds"] = float(row["seconds"]) if row["seconds"] else None  # not known for a row taken from its files
     return row
 
 
@@ -98,10 +102,27 @@ class Manifest:
     current: dict[str, dict[str, str] | None]
 
     def write(self, stem: str, row: dict) -> None:
-        """Replace (or add) the row of ``stem`` and write the table, rows sorted by stem, atomically."""
+        """Replace (or add) the row of ``stem`` and write the table (``save``)."""
         self.rows[stem] = {name: cell(row.get(name)) for name in RESULT_COLUMNS}
+        self.save()
+
+    def save(self) -> None:
+        """Write the table, rows sorted by stem, atomically (``io.WriteError`` if the disk refuses)."""
         table = ([self.rows[key][name] for name in RESULT_COLUMNS] for key in sorted(self.rows))
         io.write_csv(self.path, RESULT_COLUMNS, table)
+
+    def adopt(self, stem: str, cells: dict[str, str] | None) -> bool:
+        """Take ``cells``, the row that the files of ``stem`` carry (``task.overlay_row``), as its row where the
+        table lacks it or holds another (results.csv could not be written after the files); whether it did.
+        The table is not written (``save``)."""
+        stored = self.rows.get(stem)
+        if cells is None or (stored is not None and all(stored[name] == cells[name] for name in RESULT_COLUMNS
+                                                         if name not in UNNOTED)):
+            return False
+        self.rows[stem] = cells
+        upgraded = upgrade_row(cells)
+        self.current[stem] = None if upgraded is None else _full(upgraded)
+        return True
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -30,12 +30,14 @@ class BatchReport:
 def summary_line(row: dict) -> str:
     """One console line for a ``BatchReport.results`` row, e.g.
     ``Test_1: 3 labels, 7 iterations, 9.8 s, foreground 19.6% (lesion)``, ending with what chose the
-    mask (``(oracle)`` or ``(oracle+crop)`` when it was chosen with the ground truth)."""
+    mask (``(oracle)`` or ``(oracle+crop)`` when it was chosen with the ground truth); ``? s`` where the seconds of
+    the fit are not known (a row taken from the files of its input)."""
     share = 100 * row["foreground_pixels"] / (row["slices"] * row["height"] * row["width"])
     slices = f"{row['slices']} slices, " if row["slices"] > 1 else ""
+    seconds = "?" if row["seconds"] is None else f"{row['seconds']:.1f}"
     return (
         f"{row['image']}: {slices}{row['n_labels']} labels, {row['iterations']} iterations, "
-        f"{row['seconds']:.1f} s, foreground {share:.1f}% ({row['chosen']})"
+        f"{seconds} s, foreground {share:.1f}% ({row['chosen']})"
     )
 
 

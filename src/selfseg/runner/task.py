@@ -1,10 +1,11 @@
 """One input of a batch: its seed, its output files, and ``run_tasks_together``, which reads each input once, fits
-it (or chooses its mask again from the stored cluster map, where that gives what a fit would) and writes its files.
-Tasks are picklable, for worker processes."""
+it (or chooses its mask again from the stored cluster map, where that gives what a fit would) and writes its files,
+the overlay last, carrying the input's results row (``overlay_row``). Tasks are picklable, for worker processes."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from selfseg.choice import choose
 from selfseg.decoding import decode_reason
 from selfseg.engine import Prepared, SegmentationResult, fit_images, prepare_image
 from selfseg.optional import optional_import
+from selfseg.runner.manifest import RESULT_COLUMNS, UNNOTED, cell
 from selfseg.settings import FitSettings, MaskRule
 from selfseg.visualize import overlay
 
@@ -27,9 +29,11 @@ __all__ = [
     "OUTPUT_SUFFIXES",
     "OVERLAY_SUFFIX",
     "VOLUME_OUTPUT_SUFFIXES",
+    "Outcome",
     "Task",
     "fingerprint",
     "image_seed",
+    "overlay_row",
     "run_tasks_together",
     "slice_seed",
 ]
@@ -80,7 +84,9 @@ def fingerprint(path: Path, seed: int) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Task:
-    """One input for ``run_tasks_together``: ``action`` is "refit" or "rechoose"."""
+    """One input for ``run_tasks_together``: ``action`` is "refit" or "rechoose"; ``row``, the values of its
+    results row known before it runs (settings, names, input SHA-256, and what a re-choice keeps of the former
+    row)."""
 
     path: Path
     outputs: tuple[Path, Path, Path]  # labels, mask, overlay
@@ -91,6 +97,28 @@ class Task:
     rule: MaskRule
     truth: Path | None  # ground-truth mask (foreground="oracle")
     axis: int | None
+    row: dict
+
+
+Outcome = tuple[dict, "str | io.WriteError | None"]
+"""What became of a task: (its results row, None), ({}, the reason it failed), or ({}, the ``io.WriteError`` of a
+disk that refuses every write (``WriteError.disk``), which stops the batch)."""
+
+
+def overlay_row(outputs: tuple[Path, ...], volume: bool, path: Path) -> dict[str, str] | None:
+    """The results row (cells) that the overlay ``outputs[2]`` carries, for the input at ``path``, where all of
+    ``outputs`` exist: the row written with these files, even when ``results.csv`` could not be. ``seconds`` is
+    not carried (empty). None without such files or note."""
+    if not all(output.exists() for output in outputs):
+        return None
+    note = (volumes.read_note if volume else io.read_note)(outputs[2])
+    try:
+        cells = json.loads(note) if note is not None else None
+    except ValueError:
+        return None
+    if not isinstance(cells, dict) or set(cells) != set(RESULT_COLUMNS) - set(UNNOTED):
+        return None
+    return {name: str(cells.get(name, "")) for name in RESULT_COLUMNS} | {"input": str(path)}
 
 
 @dataclass(frozen=True)
@@ -162,7 +190,8 @@ def _rechoose(task: Task, loaded: _Loaded) -> list[SegmentationResult] | None:
 
 
 def _failure(err: Exception) -> tuple[dict, str]:
-    """The outcome of a task that raised ``err`` (a ValueError or TypeError): no fields, the reason on one line."""
+    """The outcome of a task that raised ``err`` (a ValueError, TypeError or ``io.WriteError`` of one file): no
+    fields, the reason on one line."""
     return {}, err.reason if isinstance(err, io.ImageReadError) else " ".join(str(err).split())
 
 
@@ -174,10 +203,11 @@ def _fit(tasks: list[Task], loaded: list[_Loaded], batch_images: int | None) -> 
     return [[next(results) for _ in one.prepared] for one in loaded]
 
 
-def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[tuple[dict, str | None]]:
+def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[Outcome]:
     """Run each task: read it, fit it (its slices and those of the other tasks to fit in one ``fit_images`` call)
-    or choose its mask again, and write its files, each atomically. An input that fails does not stop the others.
-    Outcomes in order: (the row's measured fields, None) or ({}, the reason it failed)."""
+    or choose its mask again, and write its files, each atomically. An input that fails does not stop the others;
+    a disk that refuses a write (``io.WriteError.disk``: full, read-only) stops the writing, and that error is the
+    outcome of each task not written. Outcomes in order (``Outcome``)."""
     outcomes: list = [None] * len(tasks)
     loaded: dict[int, _Loaded] = {}
     for index, task in enumerate(tasks):
@@ -194,37 +224,60 @@ def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[
             if len(to_fit) > 1:
                 return [outcome or run_tasks_together([task], batch_images)[0] for task, outcome in zip(tasks, outcomes)]
             outcomes[to_fit[0]] = _failure(err)
+    stopped: io.WriteError | None = None
     for index, results in done.items():
         if results is None:  # its fit failed
             continue
         try:
+            if stopped is not None:
+                raise stopped
             outcomes[index] = _write(tasks[index], loaded[index], results, fitted=index in to_fit), None
         except (ValueError, TypeError) as err:
             outcomes[index] = _failure(err)
+        except io.WriteError as err:
+            if not err.disk:  # this file only (a name too long, a folder in its place)
+                outcomes[index] = _failure(err)
+                continue
+            stopped = err
+            outcomes[index] = {}, err
     return outcomes
 
 
 def _write(task: Task, loaded: _Loaded, results: list[SegmentationResult], *, fitted: bool) -> dict:
-    """Write one input's outputs (the cluster map only when ``fitted``), each atomically; the row's measured fields."""
+    """Write one input's outputs (the cluster map only when ``fitted``), each atomically, and return its results row.
+    The overlay goes first and comes back last, carrying the row (``overlay_row``): it exists only beside the
+    files its row describes."""
     slices, volume = loaded.slices, loaded.volume
     mask_stack = np.stack([result.mask for result in results])
     drawn = np.stack([overlay(pixels, result.mask) for pixels, result in zip(slices, results)])
     label_stack = np.stack([result.labels for result in results]) if fitted else None
     if label_stack is not None:
         label_stack = label_stack.astype(np.uint8 if label_stack.max() < 256 else np.uint16)
-    for path, array in zip(task.outputs, (label_stack, mask_stack, drawn)):
+    row = {**task.row, **_fields(task, slices, volume, results, mask_stack, label_stack)}
+    note = json.dumps({name: cell(row.get(name)) for name in RESULT_COLUMNS if name not in UNNOTED})
+    try:
+        task.outputs[2].unlink(missing_ok=True)
+    except OSError as err:
+        raise io.WriteError(err.errno, task.outputs[2]) from err
+    for path, array, carried in zip(task.outputs, (label_stack, mask_stack, drawn), (None, None, note)):
         if array is None:
             continue
         if volume is None:
-            io.write_image(path, array[0])
+            io.write_image(path, array[0], note=carried)
         else:
-            volumes.write_volume_like(path, array, volume)
+            volumes.write_volume_like(path, array, volume, note=carried)
+    return row
+
+
+def _fields(task: Task, slices: np.ndarray, volume: volumes.Volume | None, results: list[SegmentationResult],
+            mask_stack: np.ndarray, label_stack: np.ndarray | None) -> dict:
+    """The row's measured fields: of the mask, and of the fit where ``label_stack`` is a new cluster map."""
     fields = {
         "foreground_pixels": int(mask_stack.sum()),
         "confidence": float(np.mean([result.confidence for result in results])),
         "chosen": "/".join(sorted({result.foreground for result in results})),
     }
-    if fitted:
+    if label_stack is not None:
         fields.update(
             method=task.settings.method, image_seed=task.seed, iterations=sum(r.iterations for r in results),
             seconds=sum(r.seconds for r in results), n_labels=int(label_stack.max()), slices=len(slices),

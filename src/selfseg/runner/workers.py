@@ -11,7 +11,6 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 
@@ -19,7 +18,7 @@ from selfseg.checks import look_up_option
 from selfseg.fitting import default_batch_images, resolve_device
 from selfseg.methods import BASELINES
 from selfseg.optional import optional_import
-from selfseg.runner.task import Task, run_tasks_together
+from selfseg.runner.task import Outcome, Task, run_tasks_together
 from selfseg.settings import FitSettings
 
 __all__ = [
@@ -39,8 +38,6 @@ BACKENDS = ("local", "ray")
 """Where the fits run: this machine's processes, or a Ray cluster."""
 RAY_RETRIES = 2
 """Times Ray runs a task again whose worker process died (killed, out of memory) before it is a failure."""
-
-T = TypeVar("T")
 
 WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 1.0, "msformer": 1.0, "dfc": 0.5, "otsu": 0.5, "kmeans": 0.5}
 """Peak resident memory of a process fitting one input at the default working size and widths, per method, in
@@ -117,7 +114,7 @@ def plan_batch_images(batch_images: int | None, *, method: str, device: str, siz
     return default_batch_images(method, device, side, side)
 
 
-def _groups(tasks: Sequence[tuple[Task, T]], size: int) -> list[list[tuple[Task, T]]]:
+def _groups(tasks: Sequence[Task], size: int) -> list[list[Task]]:
     """``tasks`` in consecutive groups of ``size``, fitted together by ``run_tasks_together``."""
     return [list(tasks[start : start + size]) for start in range(0, len(tasks), size)]
 
@@ -152,20 +149,21 @@ def _start_method(device: str) -> str:
 
 
 def run_tasks(
-    tasks: Sequence[tuple[Task, T]],
+    tasks: Sequence[Task],
     *,
     workers: int,
     threads: int,
     device: str,
     on_start: Callable[[Task], None],
     batch_images: int = 1,
-) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
-    """Run each ``(task, context)``; yield ``(task, context, outcome)`` as each finishes. Consecutive groups of
-    ``batch_images`` tasks run together (``run_tasks_together``: their networks fitted ``batch_images`` at once).
+) -> Iterator[tuple[Task, Outcome]]:
+    """Run each task; yield ``(task, outcome)`` as each finishes. Consecutive groups of ``batch_images`` tasks run
+    together (``run_tasks_together``: their networks fitted ``batch_images`` at once).
 
     One worker: in this process, in order, with ``threads`` torch threads (restored after), calling
     ``on_start`` before each group. More: a pool of ``workers`` processes (``_start_method``, ``_init_worker``),
-    in the order they finish; an exception (Ctrl-C) cancels what has not started.
+    in the order they finish; an exception (Ctrl-C) or closing the iterator (a full disk) cancels what has not
+    started and waits for what has.
     """
     groups = _groups(tasks, batch_images)
     if workers == 1:
@@ -173,25 +171,23 @@ def run_tasks(
         torch.set_num_threads(threads)
         try:
             for group in groups:
-                on_start(group[0][0])
-                for (task, context), outcome in zip(group, run_tasks_together([t for t, _ in group], batch_images)):
-                    yield task, context, outcome
+                on_start(group[0])
+                yield from zip(group, run_tasks_together(group, batch_images))
         finally:
             torch.set_num_threads(before)
         return
     mp_context = multiprocessing.get_context(_start_method(device))
     with ProcessPoolExecutor(workers, mp_context=mp_context, initializer=_init_worker, initargs=(threads, os.getpid())) as pool:
-        futures = {pool.submit(run_tasks_together, [t for t, _ in group], batch_images): group for group in groups}
+        futures = {pool.submit(run_tasks_together, group, batch_images): group for group in groups}
         try:
             for future in as_completed(futures):
-                for (task, context), outcome in zip(futures[future], future.result()):
-                    yield task, context, outcome
+                yield from zip(futures[future], future.result())
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 
-def _ray_task(tasks: list[Task], threads: int, batch_images: int) -> list[tuple[dict, str | None]]:
+def _ray_task(tasks: list[Task], threads: int, batch_images: int) -> list[Outcome]:
     """``run_tasks_together`` in a Ray worker process, with ``threads`` torch threads (results depend on them)."""
     torch.set_num_threads(threads)
     return run_tasks_together(tasks, batch_images)
@@ -204,23 +200,22 @@ def _died(error: Exception) -> str:
 
 
 def run_ray_tasks(
-    tasks: Sequence[tuple[Task, T]],
+    tasks: Sequence[Task],
     *,
     threads: int,
     address: str | None,
     cpus: float,
     gpus: float,
     batch_images: int = 1,
-) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
-    """Run each group of ``batch_images`` consecutive ``(task, context)`` as a Ray task (``run_tasks_together``;
-    ``cpus`` CPUs and ``gpus`` GPUs each, fractions allowed); yield ``(task, context, outcome)`` in the order
-    the groups finish.
+) -> Iterator[tuple[Task, Outcome]]:
+    """Run each group of ``batch_images`` consecutive tasks as a Ray task (``run_tasks_together``; ``cpus`` CPUs
+    and ``gpus`` GPUs each, fractions allowed); yield ``(task, outcome)`` in the order the groups finish.
 
     Uses the Ray of this process if it is initialised, else connects to ``address`` (None: starts a local
     Ray on this machine's cores, shut down at the end). A task whose worker dies is run again by Ray
     (``RAY_RETRIES`` times), then reported as a failure; the worker writes the input's files (atomically,
     to the output folder, which must be shared with the driver), the driver its rows. An exception here
-    (Ctrl-C) cancels the tasks not yet finished.
+    (Ctrl-C) or closing the iterator (a full disk) cancels the tasks not yet finished.
     """
     ray = optional_import("ray")
     started = not ray.is_initialized()
@@ -228,7 +223,7 @@ def run_ray_tasks(
         local = {"num_cpus": available_cores()} if address is None else {}
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(_ray_task)
-    groups = {remote.remote([t for t, _ in group], threads, batch_images): group for group in _groups(tasks, batch_images)}
+    groups = {remote.remote(group, threads, batch_images): group for group in _groups(tasks, batch_images)}
     pending = list(groups)
     try:
         while pending:
@@ -237,8 +232,7 @@ def run_ray_tasks(
                 outcomes = ray.get(ref)
             except ray.exceptions.RayError as err:  # the worker died every time (a task's own errors are outcomes)
                 outcomes = [({}, _died(err))] * len(groups[ref])
-            for (task, context), outcome in zip(groups[ref], outcomes):
-                yield task, context, outcome
+            yield from zip(groups[ref], outcomes)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -269,9 +263,9 @@ class Execution:
             raise ValueError(f"ray_cpus must be > 0 and ray_gpus >= 0, got {self.ray_cpus} and {self.ray_gpus}")
 
     def run(
-        self, tasks: Sequence[tuple[Task, T]], settings: FitSettings, on_start: Callable[[Task], None]
-    ) -> Iterator[tuple[Task, T, tuple[dict, str | None]]]:
-        """Run ``tasks`` fitted with ``settings``; yield (task, context, outcome) as each finishes."""
+        self, tasks: Sequence[Task], settings: FitSettings, on_start: Callable[[Task], None]
+    ) -> Iterator[tuple[Task, Outcome]]:
+        """Run ``tasks`` fitted with ``settings``; yield (task, outcome) as each finishes."""
         batch_images = plan_batch_images(self.batch_images, method=settings.method, device=settings.device,
                                          size=settings.size)
         if self.backend == "ray":
