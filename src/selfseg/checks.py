@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["check_shape", "look_up_option"]
+__all__ = ["check_shape", "look_up_option", "one_line"]
 
 Dim = int | str | None
 """One expected dimension: an int must match; a name ("H") or None ("*") matches any size."""
@@ -65,3 +65,13 @@ def look_up_option(value: T, choices: Collection[T], *, name: str) -> T:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     return value
+
+
+def one_line(text: str) -> str:
+    """``text`` as one console line: control characters (a newline, a terminal escape in a file name) shown as
+    Python writes them in a string (``\\n``, ``\\x1b``).
+
+    >>> one_line("error: a\\nb.png: empty file")
+    'error: a\\\\nb.png: empty file'
+    """
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

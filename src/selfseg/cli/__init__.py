@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from selfseg import io
 from selfseg.benchmark import benchmark, markdown_table
+from selfseg.checks import one_line
 from selfseg.cli.parser import build_parser
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.optional import MissingDependencyError
@@ -20,6 +21,11 @@ from selfseg.runner import evaluate_outputs, run_batch, run_study_model, summari
 from selfseg.study import StudySettings
 
 __all__ = ["build_parser", "main"]
+
+
+def _error(message: object) -> None:
+    """Print ``error: <message>`` on stderr, one line whatever the names in it hold."""
+    print(one_line(f"error: {message}"), file=sys.stderr)
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -34,7 +40,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             **_run_options(args),
         )
     except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     print(markdown_table(rows))
     status = 1 if any(row["failed"] for row in rows) else 0
@@ -58,7 +64,7 @@ def _report(out: str) -> int:
     try:
         path = write_report(out)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     print(f"report -> {path}")
     return 0
@@ -69,10 +75,10 @@ def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | Non
     try:
         report = evaluate_outputs(pred_dir, ground_truth, spacing=spacing)
     except (FileNotFoundError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     for stem, reason in report.failures:
-        print(f"error: {stem}: {reason}", file=sys.stderr)
+        _error(f"{stem}: {reason}")
     print(summary_table(summarize(report.results)))
     print(f"{len(report.results)} masks scored, {len(report.failures)} not -> {Path(pred_dir) / 'metrics.csv'}")
     return 1 if report.failures else 0
@@ -84,7 +90,7 @@ def _study_model(args: argparse.Namespace) -> int:
         rows = run_study_model(args.inputs, args.out, args.study_model, pattern=args.glob, device=args.device,
                                progress=not args.quiet)
     except (FileNotFoundError, ValueError) as err:  # StudyModelError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     print(f"{len(rows)} images segmented with {args.study_model} -> {args.out}")
     return _evaluate(args.out, args.gt, None) if args.gt is not None else 0
@@ -105,7 +111,7 @@ def _segment(args: argparse.Namespace) -> int:
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout), study=study, **_run_options(args),
         )
     except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
@@ -141,5 +147,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except io.WriteError as err:  # a full or read-only disk, an unusable --out: one line
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 3

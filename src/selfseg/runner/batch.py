@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from selfseg import datasets, io, volumes
 from selfseg.batch_inputs import input_stem
+from selfseg.checks import one_line
 from selfseg.runner.manifest import Manifest, cell, decide, read_manifest, settings_row, typed
 from selfseg.runner.scoring import BatchReport
 from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, Outcome, Task, fingerprint, overlay_row
@@ -73,7 +74,7 @@ class Batch:
     def fail(self, path: Path, reason: str) -> None:
         """Report a failed input on stderr, in the report and in failures.csv (sorted: the same file in any
         finishing order)."""
-        tqdm.write(f"error: {path}: {reason}", file=sys.stderr)
+        tqdm.write(one_line(f"error: {path}: {reason}"), file=sys.stderr)
         self.report.failures.append((str(path), reason))
         io.write_csv(self.out_dir / "failures.csv", ("image", "reason"), sorted(self.report.failures))
 

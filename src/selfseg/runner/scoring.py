@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from selfseg import datasets, io
+from selfseg.checks import one_line
 from selfseg.metrics import METRIC_NAMES, evaluate
 from selfseg.runner.task import MASK_SUFFIX
 
@@ -35,7 +36,7 @@ def summary_line(row: dict) -> str:
     share = 100 * row["foreground_pixels"] / (row["slices"] * row["height"] * row["width"])
     slices = f"{row['slices']} slices, " if row["slices"] > 1 else ""
     seconds = "?" if row["seconds"] is None else f"{row['seconds']:.1f}"
-    return (
+    return one_line(
         f"{row['image']}: {slices}{row['n_labels']} labels, {row['iterations']} iterations, "
         f"{seconds} s, foreground {share:.1f}% ({row['chosen']})"
     )
