@@ -22,10 +22,11 @@ INPUT_SUFFIXES: tuple[str, ...] = (*io.IMAGE_SUFFIXES, *volumes.VOLUME_SUFFIXES)
 
 
 def input_stem(path: str | os.PathLike) -> str:
-    """Name of an input's outputs: the file name without its suffix (``scan.nii.gz`` -> ``scan``), a folder's name."""
+    """Name of an input's outputs: the file name without its suffix (``scan.nii.gz`` -> ``scan``), a folder's name
+    (``series/..`` or ``.``: the name of the folder meant). Never a path: the outputs stay in the output folder."""
     path = Path(path)
     if path.is_dir():
-        return path.name
+        return Path(os.path.abspath(path)).name
     return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "MIN_SIDE",
+    "NAME_MAX",
     "PNG_COMPRESSION",
     "DISK_ERRNOS",
     "ImageReadError",
@@ -46,6 +47,7 @@ __all__ = [
     "WriteError",
     "atomic_path",
     "check_folder",
+    "check_name",
     "find_images",
     "read_image",
     "read_labels",
@@ -159,9 +161,17 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     return labels
 
 
+NAME_MAX = 255
+"""Longest file name in bytes on common file systems (ext4, XFS, APFS, NTFS in UTF-16 units)."""
+
+
 def _temporary(path: Path, suffix: str = "") -> Path:
-    """A fresh temporary name beside ``path``: ``.<name>.<8 random hex digits>.tmp<suffix>``."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    """A fresh temporary name beside ``path``: ``.<name>.<8 random hex digits>.tmp<suffix>``, ``<name>`` shortened
+    to keep it within ``NAME_MAX`` bytes, so that any name that fits has a temporary name that fits."""
+    tail, name = f".{secrets.token_hex(4)}.tmp{suffix}", path.name
+    while len(os.fsencode(f".{name}{tail}")) > NAME_MAX:
+        name = name[:-1]
+    return path.with_name(f".{name}{tail}")
 
 
 @contextmanager
@@ -187,6 +197,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(err, OSError) and err.errno is not None and not isinstance(err, WriteError):
             raise WriteError(err.errno, path) from err
         raise
+
+
+def check_name(path: str | os.PathLike) -> None:
+    """A :class:`WriteError` (``file name too long``) if the name of ``path`` exceeds ``NAME_MAX`` bytes."""
+    if len(os.fsencode(Path(path).name)) > NAME_MAX:
+        raise WriteError(errno.ENAMETOOLONG, path)
 
 
 def check_folder(folder: str | os.PathLike) -> Path:

@@ -85,10 +85,12 @@ class Batch:
         suffixes = VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES
         outputs = tuple(self.out_dir / f"{stem}{suffix}" for suffix in suffixes)
         try:
+            for output in outputs:
+                io.check_name(output)
             digest, fitted_seed = fingerprint(path, self.seed)
             if self.rule.foreground == "oracle" and stem not in self.truths:
                 raise ValueError(f"no ground-truth mask in {self.ground_truth}")
-        except ValueError as err:
+        except (ValueError, io.WriteError) as err:  # a name too long for its outputs
             self.fail(path, err.reason if isinstance(err, io.ImageReadError) else str(err))
             return None
         wanted = {name: cell(value) for name, value in self.row_values[volume].items()} | {"input_sha256": digest}
