@@ -17,6 +17,7 @@ from PIL import Image
 from selfseg import cli, engine
 from selfseg.report import REPORT_NAME, write_report
 from selfseg.runner import evaluate_outputs, run_batch
+from selfseg.runner import task as runner_task
 
 from helpers import CUBE, fake_fit_images, write_nifti
 
@@ -193,5 +194,67 @@ def test_a_study_stage_is_shown_beside_its_run_in_headless_chromium(run_folder) 
         with open(study / "metrics.csv", newline="") as handle:
             worst = min(csv.DictReader(handle), key=lambda row: float(row["dice"]))["image"]
         assert rows_shown.first.get_attribute("data-key") == f"/{worst}"
+        browser.close()
+    assert errors == []
+
+
+MARKUP = ("<img src=x onerror=\"document.title='pwned'\">#1", "<!--<script>", "&lt;b&gt; 'q' \"d\" a\nb")
+"""Input names with markup, an HTML comment opener inside a script, entities, a '#' (a URL fragment) and a newline."""
+
+
+@pytest.fixture
+def markup_folder(tmp_path, monkeypatch) -> Path:
+    """A report folder whose run (itself a folder with markup in its name) segmented inputs named ``MARKUP``."""
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in MARKUP:
+        Image.fromarray(np.full((20, 24), 90, np.uint8)).save(folder / f"{name}.png")
+    out = tmp_path / "report"
+    run_batch([folder], out / "<b onmouseover=alert(2)>run", workers=1, progress=False)
+    return out
+
+
+def test_names_are_data_in_the_page_and_a_path_in_results_is_left_out(markup_folder, tmp_path) -> None:
+    run = markup_folder / "<b onmouseover=alert(2)>run"
+    with open(run / "results.csv", "a", newline="", encoding="utf-8") as handle:  # an edited table
+        csv.writer(handle).writerow(["../../escaped"] + [""] * 29)
+    page = write_report(markup_folder, thumbnail_side=16).read_text(encoding="utf-8")
+    script = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in script and ">" not in script and "&" not in script  # markup never reaches the parser
+    data = _page_data(page)
+    assert sorted(row["image"] for row in data["rows"]) == sorted(MARKUP)
+    assert data["failures"] == [{"run": run.name, "image": "../../escaped", "reason": "not a file name: left out of the report"}]
+    assert not any(path.name.startswith("escaped") for path in tmp_path.rglob("*"))
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("SELFSEG_REQUIRE_BROWSER"),
+    reason="no chromium here (CI installs it and sets SELFSEG_REQUIRE_BROWSER)",
+)
+def test_markup_in_names_is_shown_as_text_in_headless_chromium(markup_folder) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    assert CHROMIUM is not None, "SELFSEG_REQUIRE_BROWSER is set but chromium is not installed"
+    path = write_report(markup_folder, thumbnail_side=16)
+    run = "<b onmouseover=alert(2)>run"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}") or dialog.dismiss())
+        page.goto(path.resolve().as_uri())
+        page.wait_for_function("[...document.images].every(image => image.complete)")
+        rows = page.locator("#inputs tbody tr")
+        assert sorted(rows.nth(k).get_attribute("data-key") for k in range(3)) == sorted(f"{run}/{n}" for n in MARKUP)
+        cells = page.locator("#inputs tbody td").all_text_contents()
+        assert all(name in cells for name in MARKUP) and cells.count(run) == 3  # shown as written
+        assert page.title() == f"selfseg report: {markup_folder.name}"
+        injected = page.evaluate("document.querySelectorAll('[onerror], [onmouseover], b, script:not([id])').length")
+        assert injected == 1  # the page's own script only
+        images = page.locator("#inputs img")
+        assert images.count() == 9 and all(images.nth(k).evaluate("i => i.naturalWidth > 0") for k in range(9))
+        page.locator("#filter").fill("#1")
+        assert rows.count() == 1
         browser.close()
     assert errors == []

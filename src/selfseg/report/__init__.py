@@ -20,6 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from selfseg import io
 from selfseg.report.thumbnails import THUMBNAIL_SIDE, overlay_thumbnail, thumbnails
@@ -60,8 +61,14 @@ def _read_table(path: Path) -> list[dict[str, str]]:
         return []
 
 
+def _plain(name: str) -> bool:
+    """Whether ``name`` is a file name, not a path: the page's thumbnails of an input stay in ``report_files/``."""
+    return name not in ("", ".", "..") and not any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0"))
+
+
 def _runs(out_dir: Path) -> list[_Run]:
-    """Every folder at or below ``out_dir`` holding a results.csv (hidden folders and report files skipped)."""
+    """Every folder at or below ``out_dir`` holding a results.csv (hidden folders and report files skipped). A row
+    whose ``image`` is not a file name (an edited table) is listed among the failures, not shown."""
     runs = []
     for table in sorted(out_dir.rglob("results.csv")):
         folder = table.parent
@@ -69,8 +76,12 @@ def _runs(out_dir: Path) -> list[_Run]:
         if any(part.startswith(".") or part == _FILES for part in relative.parts):
             continue
         scores = {row["image"]: row for row in _read_table(folder / "metrics.csv")}
-        runs.append(_Run(folder, relative.as_posix() if relative.parts else "", _read_table(table), scores,
-                         _read_table(folder / "failures.csv")))
+        rows = _read_table(table)
+        shown = [row for row in rows if _plain(row["image"])]
+        refused = [{"image": row["image"], "reason": "not a file name: left out of the report"}
+                   for row in rows if not _plain(row["image"])]
+        runs.append(_Run(folder, relative.as_posix() if relative.parts else "", shown, scores,
+                         _read_table(folder / "failures.csv") + refused))
     by_folder, shown = {run.folder: run for run in runs}, []
     for run in runs:
         parent = by_folder.get(run.folder.parent) if run.folder.name == STUDY_FOLDER else None
@@ -111,7 +122,7 @@ def _entry(run: _Run, row: dict[str, str], study_row: dict[str, str] | None, out
         "image": row["image"],
         "cells": cells,
         "scores": scores,
-        "thumbs": {kind: os.path.relpath(path, out_dir).replace(os.sep, "/") for kind, path in pictures.items()},
+        "thumbs": {kind: quote(os.path.relpath(path, out_dir).replace(os.sep, "/")) for kind, path in pictures.items()},
     }
 
 
@@ -169,8 +180,9 @@ def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_
     page = _PAGE.read_text(encoding="utf-8")
     page = page.replace("@@TITLE@@", html.escape(data["title"]))
     page = page.replace("@@PLOTS@@", "\n".join(f'<figure class="plot">{svg}</figure>' for svg in _plots(runs, benchmark)))
-    # "</" inside the JSON would end the script element early
-    page = page.replace("@@DATA@@", json.dumps(data).replace("</", "<\\/"))
+    # markup in a name ("</script>", "<!--") must not end or change the script element: as JSON escapes
+    escaped = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    page = page.replace("@@DATA@@", escaped)
     target = out_dir / REPORT_NAME
     with io.atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
