@@ -7,7 +7,6 @@ import zlib
 
 import nibabel as nib
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
@@ -68,11 +67,7 @@ def write_dicom(
         if value is not None:
             setattr(ds, keyword, value)
     ds.PixelData = pixel_data if pixel_data is not None else pixels.astype("<i2").tobytes()
-    if pydicom.__version__.split(".")[0] >= "3":
-        ds.save_as(path, enforce_file_format=True)
-    else:  # pydicom 2.4
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(path, write_like_original=False)
+    ds.save_as(path, enforce_file_format=True)
     return path
 
 
