@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
+from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -11,6 +14,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from selfseg.engine import SegmentationResult
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def docs_script(name: str) -> ModuleType:
+    """docs/NAME.py, a script that writes a page's tables, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def disc_image(height: int = 30, width: int = 40) -> np.ndarray:

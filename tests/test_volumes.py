@@ -13,6 +13,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless
 
+import selfseg
 import selfseg.decoding
 import selfseg.volumes
 import selfseg.volumes.base
@@ -27,7 +28,7 @@ from selfseg.volumes import (
     write_volume_like,
 )
 
-from helpers import CUBE, SLICE, UID, nifti_affine, write_dicom, write_nifti, write_series
+from helpers import CUBE, SLICE, UID, docs_script, nifti_affine, write_dicom, write_nifti, write_series
 
 
 def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
@@ -228,6 +229,38 @@ def test_dicom_bad_files(tmp_path):
     empty.touch()
     _assert_error(empty, "empty file")
     _assert_error(tmp_path / "missing.dcm", "file not found")
+
+
+def test_pydicom_test_files_are_read_or_refused_as_formats_md_lists():
+    """Each file of pydicom's own test data that holds pixel data reads as a volume in [0, 1] or is refused with
+    an ImageReadError whose one-line reason is the one docs/formats.md lists (written by docs/dicom_table.py)."""
+    table = docs_script("dicom_table")
+    version, published = table.published()
+    files = {path.relative_to(table.TEST_FILES).as_posix(): path for path in table.pixel_files()}
+    if version == pydicom.__version__:  # another pydicom ships other files: those are only read
+        assert sorted(files) == sorted(published), "run docs/dicom_table.py"
+    assert len(published) > 60
+    differ = []
+    for name, path in files.items():
+        try:
+            data = read_volume(path).data
+        except ImageReadError as err:
+            assert err.path == str(path) and "\n" not in err.reason
+            outcome = err.reason
+        else:
+            assert data.dtype == np.float32 and np.isfinite(data).all() and 0 <= data.min() <= data.max() <= 1, name
+            outcome = None
+        if name in published and outcome != published[name]:
+            differ.append((name, outcome, published[name]))
+    assert not differ, "outcome, docs/formats.md: " + repr(differ)
+
+
+def test_compressed_and_palette_dicom_are_segmented(tmp_path):
+    table = docs_script("dicom_table")
+    files = [table.TEST_FILES / name for name in ("MR_small_jpeg_ls_lossless.dcm", "examples_palette.dcm")]
+    report = selfseg.run_batch(files, tmp_path, method="otsu", workers=1, progress=False)
+    assert report.failures == [] and [row["image"] for row in report.results] == [f.stem for f in files]
+    assert (tmp_path / "examples_palette_mask.nii.gz").is_file()
 
 
 def test_dicom_bad_slice_in_a_series_is_named(tmp_path):
