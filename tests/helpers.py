@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
+from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from selfseg.engine import SegmentationResult
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def docs_script(name: str) -> ModuleType:
+    """docs/NAME.py, a script that writes a page's tables, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def disc_image(height: int = 30, width: int = 40) -> np.ndarray:
@@ -68,11 +81,7 @@ def write_dicom(
         if value is not None:
             setattr(ds, keyword, value)
     ds.PixelData = pixel_data if pixel_data is not None else pixels.astype("<i2").tobytes()
-    if pydicom.__version__.split(".")[0] >= "3":
-        ds.save_as(path, enforce_file_format=True)
-    else:  # pydicom 2.4
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(path, write_like_original=False)
+    ds.save_as(path, enforce_file_format=True)
     return path
 
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import statistics
-from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs"
+from helpers import DOCS, docs_script
+
+ROOT = DOCS.parent
 
 
 def _tables() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("results_tables", DOCS / "results_tables.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return docs_script("results_tables")
 
 
 def test_results_tables_are_up_to_date():

@@ -8,9 +8,12 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+from pydicom.pixels import get_decoder
+from pydicom.uid import MPEG2MPML, JPEG2000Lossless, JPEGLSLossless
 
+import selfseg
 import selfseg.decoding
 import selfseg.volumes
 import selfseg.volumes.base
@@ -25,7 +28,7 @@ from selfseg.volumes import (
     write_volume_like,
 )
 
-from helpers import CUBE, SLICE, UID, nifti_affine, write_dicom, write_nifti, write_series
+from helpers import CUBE, SLICE, UID, docs_script, nifti_affine, write_dicom, write_nifti, write_series
 
 
 def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
@@ -37,16 +40,6 @@ def _assert_error(path, reason: str, *, where=None, **kwargs) -> None:
 
 
 # --- DICOM files built here ------------------------------------------------------------------
-
-
-def _decoder_available(uid) -> bool:
-    """Whether this pydicom can decode ``uid`` (pydicom 3 decoders or pydicom 2.4 handlers)."""
-    try:
-        from pydicom.pixels import get_decoder
-    except ImportError:  # pydicom 2.4
-        handlers = pydicom.config.pixel_data_handlers
-        return any(h.supports_transfer_syntax(uid) and h.is_available() for h in handlers)
-    return get_decoder(uid).is_available
 
 
 def _linear_window(values, center, width):
@@ -114,8 +107,27 @@ def test_dicom_rgb_and_palette(tmp_path):
     volume = read_volume(path)
     assert volume.data.shape == (1, 3, 4, 3) and volume.intensity == "RGB / 255"
     np.testing.assert_allclose(volume.data[0], rgb / 255, atol=1e-6)
-    palette = write_dicom(tmp_path / "palette.dcm", photometric="PALETTE COLOR")
-    _assert_error(palette, "unsupported format: DICOM photometric interpretation PALETTE COLOR (SamplesPerPixel 1)")
+    bare = write_dicom(tmp_path / "bare.dcm", photometric="PALETTE COLOR")
+    _assert_error(
+        bare, "cannot decode image: DICOM PALETTE COLOR without a usable lookup table "
+        "(No suitable Palette Color Lookup Table Module found)",
+    )
+
+
+def test_dicom_palette_colour_through_its_lookup_table(tmp_path):
+    index = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 2, 2]], np.uint8)
+    lut = np.array([[0, 65535, 0, 13107], [0, 0, 65535, 13107], [0, 0, 0, 65535]], np.uint16)  # R, G, B of 4 entries
+    path = write_dicom(tmp_path / "palette.dcm", photometric="PALETTE COLOR")
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = index.tobytes()
+    for colour, entries in zip(("Red", "Green", "Blue"), lut):
+        ds.add_new(f"{colour}PaletteColorLookupTableDescriptor", "US", [4, 0, 16])
+        ds.add_new(f"{colour}PaletteColorLookupTableData", "OW", entries.astype("<u2").tobytes())
+    ds.save_as(path)
+    volume = read_volume(path)
+    assert volume.data.shape == (1, 3, 4, 3) and volume.intensity == "PALETTE COLOR lookup table, RGB / 65535"
+    np.testing.assert_allclose(volume.data[0], lut.T[index] / 65535, atol=1e-6)
 
 
 def test_dicom_file_without_suffix_and_axis(tmp_path):
@@ -150,6 +162,11 @@ def test_dicom_mixed_sizes_and_duplicate_positions(tmp_path):
     write_dicom(same / "a.dcm", n=1, position=(0, 0, 5))
     write_dicom(same / "b.dcm", n=2, position=(0, 0, 5))
     _assert_error(same, "mixed DICOM series: a.dcm and b.dcm are at the same position")
+    colours = tmp_path / "colours"
+    colours.mkdir()
+    write_dicom(colours / "a.dcm", n=1, position=(0, 0, 0))
+    write_dicom(colours / "b.dcm", n=2, position=(0, 0, 1), photometric="PALETTE COLOR")
+    _assert_error(colours, "mixed DICOM series: slices with different colour types")
 
 
 def test_dicom_slices_without_order(tmp_path):
@@ -160,24 +177,41 @@ def test_dicom_slices_without_order(tmp_path):
     _assert_error(folder, "cannot order the DICOM slices: ImagePositionPatient and InstanceNumber are missing")
 
 
-def test_dicom_compressed_without_decoder(tmp_path):
-    if _decoder_available(JPEGLSLossless):
-        pytest.skip("a JPEG-LS decoder is installed here")
+def test_dicom_compressed_without_decoder(tmp_path, monkeypatch):
+    decoders = type(get_decoder(JPEGLSLossless))
+    monkeypatch.setattr(decoders, "is_available", property(lambda self: False))  # as without the medical extra
     path = write_dicom(tmp_path / "ls.dcm", syntax=JPEGLSLossless, pixel_data=encapsulate([b"\xff\xd8 not really"]))
     _assert_error(
         path, "cannot decode pixel data compressed as JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80): "
-        "no decoder installed; pip install pylibjpeg pylibjpeg-libjpeg",
+        'no decoder installed; pip install "selfseg[medical]"',
     )
 
 
-def test_dicom_jpeg2000_that_cannot_be_decoded(tmp_path):
+def test_dicom_compressed_data_that_cannot_be_decoded(tmp_path):
     path = write_dicom(tmp_path / "j2k.dcm", syntax=JPEG2000Lossless, pixel_data=encapsulate([b"\x00 garbage" * 4]))
-    what = "cannot decode pixel data compressed as JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90)"
-    if _decoder_available(JPEG2000Lossless):  # Pillow with OpenJPEG is a decoder: the data is at fault
-        reason = f"{what}: corrupt data or a variant the installed decoders cannot read; pip install pylibjpeg pylibjpeg-openjpeg"
-    else:
-        reason = f"{what}: no decoder installed; pip install pylibjpeg pylibjpeg-openjpeg"
-    _assert_error(path, reason)
+    plugins = ", ".join(get_decoder(JPEG2000Lossless).available_plugins)
+    _assert_error(
+        path, "cannot decode pixel data compressed as JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.90): "
+        f"the installed decoders ({plugins}) reject it as corrupt or of a variant they do not read; "
+        "export the image uncompressed",
+    )
+    video = write_dicom(tmp_path / "mpeg.dcm", syntax=MPEG2MPML, pixel_data=encapsulate([b"\x00 video" * 4]))
+    _assert_error(
+        video, "unsupported format: pydicom has no decoder for DICOM pixel data compressed as "
+        "MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)",
+    )
+
+
+def test_dicom_without_preamble_is_read_in_its_encoding(tmp_path):
+    """A bare dataset (no preamble, "DICM" prefix or file meta) reads as the same volume as the file."""
+    path = write_dicom(tmp_path / "file.dcm", center=50, width=41)
+    for implicit in (True, False):
+        ds = pydicom.dcmread(path)
+        ds.preamble, ds.file_meta = None, FileMetaDataset()
+        bare = tmp_path / f"bare-{implicit}.dcm"
+        ds.save_as(bare, enforce_file_format=False, implicit_vr=implicit, little_endian=True)
+        assert bare.read_bytes()[:2] == b"\x08\x00" and is_volume(bare)
+        np.testing.assert_array_equal(read_volume(bare).data, read_volume(path).data)
 
 
 def test_dicom_bad_files(tmp_path):
@@ -188,10 +222,45 @@ def test_dicom_bad_files(tmp_path):
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all" * 20)
     _assert_error(junk, "cannot decode image: not a DICOM file")
+    unknown = tmp_path / "unknown.dcm"  # a transfer syntax UID of the same length that DICOM does not define
+    unknown.write_bytes(whole.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.99999.1.2.1\x00"))
+    _assert_error(unknown, "unsupported format: unknown DICOM transfer syntax 1.2.840.99999.1.2.1")
     empty = tmp_path / "empty.dcm"
     empty.touch()
     _assert_error(empty, "empty file")
     _assert_error(tmp_path / "missing.dcm", "file not found")
+
+
+def test_pydicom_test_files_are_read_or_refused_as_formats_md_lists():
+    """Each file of pydicom's own test data that holds pixel data reads as a volume in [0, 1] or is refused with
+    an ImageReadError whose one-line reason is the one docs/formats.md lists (written by docs/dicom_table.py)."""
+    table = docs_script("dicom_table")
+    version, published = table.published()
+    files = {path.relative_to(table.TEST_FILES).as_posix(): path for path in table.pixel_files()}
+    if version == pydicom.__version__:  # another pydicom ships other files: those are only read
+        assert sorted(files) == sorted(published), "run docs/dicom_table.py"
+    assert len(published) > 60
+    differ = []
+    for name, path in files.items():
+        try:
+            data = read_volume(path).data
+        except ImageReadError as err:
+            assert err.path == str(path) and "\n" not in err.reason
+            outcome = err.reason
+        else:
+            assert data.dtype == np.float32 and np.isfinite(data).all() and 0 <= data.min() <= data.max() <= 1, name
+            outcome = None
+        if name in published and outcome != published[name]:
+            differ.append((name, outcome, published[name]))
+    assert not differ, "outcome, docs/formats.md: " + repr(differ)
+
+
+def test_compressed_and_palette_dicom_are_segmented(tmp_path):
+    table = docs_script("dicom_table")
+    files = [table.TEST_FILES / name for name in ("MR_small_jpeg_ls_lossless.dcm", "examples_palette.dcm")]
+    report = selfseg.run_batch(files, tmp_path, method="otsu", workers=1, progress=False)
+    assert report.failures == [] and [row["image"] for row in report.results] == [f.stem for f in files]
+    assert (tmp_path / "examples_palette_mask.nii.gz").is_file()
 
 
 def test_dicom_bad_slice_in_a_series_is_named(tmp_path):

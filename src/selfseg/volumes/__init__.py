@@ -14,7 +14,8 @@ Intensities (``Volume.intensity`` records what was done):
 - DICOM: stored values x RescaleSlope + RescaleIntercept (modality units, e.g. HU), then the
   window of the first slice (WindowCenter/WindowWidth, the first value where several are given;
   VOILUTFunction LINEAR, LINEAR_EXACT or SIGMOID, DICOM PS3.3 C.11.2.1.2), or, without a window,
-  min-max of the volume; MONOCHROME1 slices are inverted. Colour (RGB) is divided by its maximum.
+  min-max of the volume; MONOCHROME1 slices are inverted. Colour (RGB, YBR as RGB, PALETTE COLOR through
+  its lookup table) is divided by its maximum.
 - NIfTI: scaled values (scl_slope, scl_inter) clipped to their 0.5th and 99.5th percentiles over the
   volume and mapped linearly to [0, 1] (a robust min-max: a few hot voxels do not squash the
   contrast). RGB24 volumes are divided by 255.

@@ -26,17 +26,8 @@ __all__ = ["read_dicom"]
 
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-# pip packages that decode each compressed transfer syntax (pydicom's plugins); gdcm for the rest.
-_JPEG = "pylibjpeg pylibjpeg-libjpeg"
-_J2K = "pylibjpeg pylibjpeg-openjpeg"
-_DECODERS = {
-    "1.2.840.10008.1.2.4.50": _JPEG, "1.2.840.10008.1.2.4.51": _JPEG, "1.2.840.10008.1.2.4.57": _JPEG,
-    "1.2.840.10008.1.2.4.70": _JPEG, "1.2.840.10008.1.2.4.80": _JPEG, "1.2.840.10008.1.2.4.81": _JPEG,
-    "1.2.840.10008.1.2.4.90": _J2K, "1.2.840.10008.1.2.4.91": _J2K, "1.2.840.10008.1.2.4.201": _J2K,
-    "1.2.840.10008.1.2.4.202": _J2K, "1.2.840.10008.1.2.4.203": _J2K,
-    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",
-}
-
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_INSTALL = 'pip install "selfseg[medical]"'  # pydicom with the decoders of every compressed syntax it supports
 
 
 def _number(value: Any) -> float | None:
@@ -56,6 +47,11 @@ def _first(value: Any) -> Any:
         return value[0] if len(value) else None
     except TypeError:
         return value
+
+
+def _photometric(ds: Any) -> str:
+    """PhotometricInterpretation of ``ds`` in capitals, MONOCHROME2 when absent."""
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
 
 
 def _shared(ds: Any, sequence: str, keyword: str) -> Any:
@@ -78,67 +74,124 @@ def _frame_positions(ds: Any, frames: int) -> list[np.ndarray] | None:
     return positions if len(positions) == frames else None
 
 
-def _decoder_reason(ds: Any, err: BaseException) -> str:
-    """One line for compressed pixel data that could not be decoded: transfer syntax and what to install."""
-    uid = ds.file_meta.TransferSyntaxUID
-    packages = _DECODERS.get(str(uid), "python-gdcm")
-    available = None
-    try:  # pydicom >= 3 knows which decoders are usable
-        from pydicom.pixels import get_decoder
+def _integer(file: Path, ds: Any, keyword: str, default: int | None) -> int | None:
+    """An integer (IS) element of ``ds``; ``default`` when absent or empty. Another value is a corrupt header."""
+    value = ds.get(keyword)
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        reason = f"cannot decode image: corrupt DICOM header ({keyword} is {str(value)!r}, not an integer)"
+        raise ImageReadError(file, reason) from None
 
-        available = get_decoder(uid).is_available
-    except Exception:  # pydicom 2.4 says so in its message
-        message = str(err).lower()
-        if ("missing" in message and "dependencies" in message) or "no pixel data handlers" in message:
-            available = False
-    what = f"cannot decode pixel data compressed as {uid.name} ({uid})"
-    if available is False:
-        return f"{what}: no decoder installed; pip install {packages}"
-    return f"{what}: corrupt data or a variant the installed decoders cannot read; pip install {packages}"
+
+def _read(pydicom: ModuleType, file: Path, **options: Any) -> Any:
+    """``pydicom.dcmread(file)``; a file without the 128-byte preamble and "DICM" prefix is read when its first
+    element is a public DICOM tag of group 0008 or above (a bare dataset); otherwise InvalidDicomError."""
+    try:
+        return pydicom.dcmread(file, **options)
+    except pydicom.errors.InvalidDicomError:
+        pass
+    try:
+        ds = pydicom.dcmread(file, force=True, **options)
+        first = next(iter(ds.keys()), None)
+    except Exception:  # junk parsed as DICOM fails in many ways
+        first = None
+    if first is None or first.group < 0x0008 or not pydicom.datadict.dictionary_has_tag(first):
+        raise pydicom.errors.InvalidDicomError(f"{file} is not a DICOM file")
+    return ds
+
+
+def _transfer_syntax(pydicom: ModuleType, file: Path, ds: Any) -> Any:
+    """The transfer syntax UID of ``ds``: its file meta's or, without one, the uncompressed syntax pydicom found
+    the dataset in (set in the file meta, where pydicom's decoders look)."""
+    uid = ds.file_meta.get("TransferSyntaxUID")
+    if uid is None:
+        implicit, little = ds.original_encoding
+        uid = pydicom.uid.ImplicitVRLittleEndian if implicit else (
+            pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+        )
+        ds.file_meta.TransferSyntaxUID = uid
+    if not uid.is_transfer_syntax:
+        raise ImageReadError(file, f"unsupported format: unknown DICOM transfer syntax {uid}")
+    return uid
+
+
+def _decoder_reason(pydicom: ModuleType, uid: Any) -> str:
+    """One line for compressed pixel data that did not decode: the transfer syntax and what to do."""
+    what = f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
+    try:
+        decoder = pydicom.pixels.get_decoder(uid)
+    except NotImplementedError:
+        return f"unsupported format: pydicom has no decoder for DICOM pixel data compressed as {what}"
+    if not decoder.is_available:
+        return f"cannot decode pixel data compressed as {what}: no decoder installed; {_INSTALL}"
+    plugins = ", ".join(decoder.available_plugins)
+    return (
+        f"cannot decode pixel data compressed as {what}: the installed decoders ({plugins}) reject it as corrupt "
+        "or of a variant they do not read; export the image uncompressed"
+    )
 
 
 def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int]) -> tuple[Any, np.ndarray]:
-    """Read one DICOM file's dataset and pixels (frames, rows, columns[, 3]) in the stored type."""
+    """Read one DICOM file's dataset and pixels (frames, rows, columns[, 3]) in the stored type; PALETTE COLOR
+    becomes RGB through the file's lookup table (uint8 or uint16, as the table's entries)."""
     try:
-        ds = pydicom.dcmread(file)
+        ds = _read(pydicom, file)
     except Exception as err:
         raise ImageReadError(file, f"cannot decode image: corrupt DICOM data ({decode_reason(err)})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ImageReadError(file, "no pixel data in DICOM file (truncated, or not an image object)")
-    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if uid is None:
-        raise ImageReadError(file, "cannot decode image: corrupt DICOM data (no transfer syntax in the file meta)")
-    frames, rows, columns = expect
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    uid = _transfer_syntax(pydicom, file, ds)
     if not uid.is_compressed and "PixelData" in ds:
-        bits = int(ds.get("BitsAllocated", 16) or 16)
-        needed = (frames * rows * columns * samples * bits + 7) // 8
+        try:
+            needed = pydicom.pixels.utils.get_expected_length(ds, "bytes")
+        except (AttributeError, KeyError, TypeError, ValueError):  # an element missing: pixel_array names it below
+            needed = 0
         if len(ds.PixelData) < needed:
             raise ImageReadError(file, "cannot decode image: truncated file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = np.asarray(ds.pixel_array)
+        pixels = np.asarray(ds.pixel_array)
     except Exception as err:
         if uid.is_compressed:
-            raise ImageReadError(file, _decoder_reason(ds, err)) from None
+            raise ImageReadError(file, _decoder_reason(pydicom, uid)) from None
         raise ImageReadError(file, f"cannot decode image: corrupt DICOM data ({decode_reason(err)})") from None
-    channels = (3,) if samples == 3 else ()
+    palette = _photometric(ds) == "PALETTE COLOR"
+    if palette:
+        try:
+            pixels = pydicom.pixels.apply_color_lut(pixels, ds)
+        except Exception as err:
+            reason = f"cannot decode image: DICOM PALETTE COLOR without a usable lookup table ({decode_reason(err)})"
+            raise ImageReadError(file, reason) from None
+    frames, rows, columns = expect
+    channels = (3,) if palette or int(ds.get("SamplesPerPixel", 1) or 1) == 3 else ()
     return ds, pixels.reshape((frames, rows, columns, *channels))
+
+
+def _no_image_reason(pydicom: ModuleType, file: Path) -> str:
+    """Why a DICOM file without Rows is no image: pixel data without its description, or no pixel data."""
+    try:
+        ds = _read(pydicom, file, defer_size=1024)
+    except Exception:  # the header parsed; a failure past it is a truncated or corrupt file
+        ds = {}
+    if any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        return "cannot decode image: DICOM pixel data without Rows and Columns (an incomplete image object)"
+    return "no pixel data in DICOM file (truncated, or not an image object)"
 
 
 def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
     """(file, header) of each DICOM image file of a file or a series folder, unsorted."""
     if not path.is_dir():
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
+            header = _read(pydicom, path, stop_before_pixels=True)
         except pydicom.errors.InvalidDicomError:
             raise ImageReadError(path, "cannot decode image: not a DICOM file") from None
         except Exception as err:
             reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
             raise ImageReadError(path, reason) from None
         if "Rows" not in header:
-            raise ImageReadError(path, "no pixel data in DICOM file (truncated, or not an image object)")
+            raise ImageReadError(path, _no_image_reason(pydicom, path))
         return [(path, header)]
     found = []
     for file in sorted(path.iterdir()):
@@ -148,10 +201,11 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
             if file.name.lower().endswith(".dcm"):
                 raise ImageReadError(file, "empty file")
             continue
-        try:
-            header = pydicom.dcmread(file, stop_before_pixels=True)
+        dcm = file.name.lower().endswith(".dcm")
+        try:  # a file without the DICOM preamble is tried only under a .dcm name
+            header = _read(pydicom, file, stop_before_pixels=True) if dcm else pydicom.dcmread(file, stop_before_pixels=True)
         except pydicom.errors.InvalidDicomError:  # notes, thumbnails, ... beside the series
-            if file.name.lower().endswith(".dcm"):
+            if dcm:
                 raise ImageReadError(file, "cannot decode image: not a DICOM file") from None
             continue
         except Exception as err:
@@ -179,10 +233,11 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
     if len(sizes) > 1:
         shown = " and ".join(f"{r}x{c}" for r, c in sizes[:2])
         raise ImageReadError(path, f"mixed DICOM series: slices of different sizes ({shown} pixels)")
-    if len(distinct("SamplesPerPixel")) > 1:
+    colours = {(str(h.get("SamplesPerPixel")), _photometric(h) == "PALETTE COLOR") for _, h in items}
+    if len(colours) > 1:
         raise ImageReadError(path, "mixed DICOM series: slices with different colour types")
     for file, header in items:
-        frames = int(header.get("NumberOfFrames", 1) or 1)
+        frames = _integer(file, header, "NumberOfFrames", 1) or 1
         if frames > 1:
             raise ImageReadError(
                 path,
@@ -208,10 +263,9 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
             a, b = items[order[k]][0].name, items[order[k + 1]][0].name
             raise ImageReadError(path, f"mixed DICOM series: {a} and {b} are at the same position")
         return [items[i] for i in order], [where[i] for i in order]
-    numbers = [h.get("InstanceNumber") for _, h in items]
-    if any(n is None or str(n).strip() == "" for n in numbers):
+    numbers = [_integer(file, h, "InstanceNumber", None) for file, h in items]
+    if any(n is None for n in numbers):
         raise ImageReadError(path, "cannot order the DICOM slices: ImagePositionPatient and InstanceNumber are missing")
-    numbers = [int(n) for n in numbers]
     if len(set(numbers)) < len(numbers):
         raise ImageReadError(path, "mixed DICOM series: two slices share an InstanceNumber and have no position")
     order = np.argsort(numbers, kind="stable")
@@ -241,17 +295,26 @@ def _window(values: np.ndarray, center: float, width: float, function: str) -> N
 
 
 def read_dicom(path: Path, axis: int) -> Volume:
+    """A DICOM file or series folder as a :class:`Volume` (``read_volume`` describes it)."""
+    with warnings.catch_warnings():  # pydicom warns of odd values; the reason of a failure says what matters
+        warnings.simplefilter("ignore")
+        return _read_dicom(path, axis)
+
+
+def _read_dicom(path: Path, axis: int) -> Volume:
     pydicom = optional_import("pydicom")
-    optional_import("pydicom.errors")
+    for module in ("errors", "datadict", "pixels", "pixels.utils", "uid"):
+        optional_import(f"pydicom.{module}")
     items = _series(pydicom, path)
     items, positions = _sort_series(path, items) if len(items) > 1 else (items, None)
     first = items[0][1]
     rows, columns = int(first.Rows), int(first.Columns)
-    frames = int(first.get("NumberOfFrames", 1) or 1) if len(items) == 1 else 1
+    frames = (_integer(items[0][0], first, "NumberOfFrames", 1) or 1) if len(items) == 1 else 1
     depth = frames * len(items)
-    photometric = str(first.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    photometric = _photometric(first)
     samples = int(first.get("SamplesPerPixel", 1) or 1)
-    colour = samples == 3 and (photometric == "RGB" or photometric.startswith("YBR"))
+    palette = photometric == "PALETTE COLOR" and samples == 1
+    colour = palette or (samples == 3 and (photometric == "RGB" or photometric.startswith("YBR")))
     if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
         reason = f"unsupported format: DICOM photometric interpretation {photometric} (SamplesPerPixel {samples})"
         raise ImageReadError(items[0][0], reason)
@@ -265,20 +328,19 @@ def read_dicom(path: Path, axis: int) -> Volume:
         block[...] = pixels
         if pixels.dtype.kind == "f" and not np.isfinite(block).all():
             raise ImageReadError(file, "contains NaN or infinite values")
-        if colour:
-            top = max(top, float(2 ** int(ds.get("BitsStored", 8) or 8) - 1))
+        if colour:  # a palette's RGB spans its entries' type; stored RGB its BitsStored
+            full = np.iinfo(pixels.dtype).max if palette else 2 ** int(ds.get("BitsStored", 8) or 8) - 1
+            top = max(top, float(full))
             continue
         slope = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
         intercept = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
         if slope != 1.0 or intercept != 0.0:
             block *= slope
             block += intercept
-        inverted[index * frames : (index + 1) * frames] = (
-            str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1"
-        )
+        inverted[index * frames : (index + 1) * frames] = _photometric(ds) == "MONOCHROME1"
     if colour:
         data /= top
-        intensity = f"RGB / {top:g}"
+        intensity = f"{'PALETTE COLOR lookup table, ' if palette else ''}RGB / {top:g}"
     else:
         center = _number(_shared(first, "FrameVOILUTSequence", "WindowCenter"))
         width = _number(_shared(first, "FrameVOILUTSequence", "WindowWidth"))
