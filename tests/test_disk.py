@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from selfseg import cli, io, volumes
 from selfseg.models.unet import UNet
 from selfseg.runner import RESULT_COLUMNS, run_batch
 from selfseg.runner import task as runner_task
+from selfseg.runner.batch import Batch
+from selfseg.settings import FitSettings, MaskRule
 from selfseg.study import StudySettings
 from selfseg.study.model import StudyModel
 from selfseg.study.store import save_study_model
@@ -143,6 +146,54 @@ def test_files_partly_rewritten_when_the_disk_filled_are_fitted_again(tmp_path, 
     assert not (out / "a_overlay.png").exists() and _rows(out)["a"]["min_labels"] == "3"
     assert run_batch([tmp_path / "in"], out, min_labels=3, resume=True, workers=1, progress=False).skipped == []
     assert len(fits) == 3 and _complete(out, "a") == {"a"}
+
+
+def _retell(overlay: Path, **changes) -> None:
+    """Write ``overlay`` again with its note's cells changed (an edited or forged note)."""
+    cells = json.loads(io.read_note(overlay)) | changes
+    io.write_image(overlay, np.asarray(Image.open(overlay)), note=json.dumps(cells))
+
+
+@pytest.mark.parametrize("changes", [{"image": "../../evil"}, {"chosen": None}, {"iterations": "many"}])
+def test_an_overlay_whose_note_is_not_a_row_of_its_input_is_fitted_again(tmp_path, fits, changes):
+    """Another input's name, a value that is not text, a number that is not one: no row is taken, the input is
+    fitted again, and nothing is written outside ``out``."""
+    _noise(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    run_batch([tmp_path / "in"], out, workers=1, progress=False)
+    (out / "results.csv").unlink()
+    _retell(out / "a_overlay.png", **changes)
+    study = StudySettings(size=16, width=4, depth=1, epochs=1, batch=4, device="cpu")
+    report = run_batch([tmp_path / "in"], out, resume=True, workers=1, progress=False, study=study)
+    assert report.skipped == [] and fits == [1, 1] and [row["image"] for row in report.study] == ["a"]
+    assert list(_rows(out)) == ["a"] and "None" not in _rows(out)["a"].values()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_the_files_of_another_input_copied_beside_an_identical_one_are_not_its_row(tmp_path, fits):
+    """b.png is a copy of a.png and a's files are copied to b's names: b is fitted under its own name."""
+    (a,) = _noise(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    run_batch([a], out, workers=1, progress=False)
+    shutil.copy(a, tmp_path / "in" / "b.png")
+    for suffix in runner_task.OUTPUT_SUFFIXES:
+        shutil.copy(out / f"a{suffix}", out / f"b{suffix}")
+    report = run_batch([tmp_path / "in"], out, resume=True, workers=1, progress=False)
+    assert report.skipped == ["a"] and [row["image"] for row in report.results] == ["b"] and fits == [1, 1]
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        assert [row["image"] for row in csv.DictReader(handle)] == ["a", "b"]
+
+
+def test_the_study_stage_names_each_image_after_its_input(tmp_path, fits):
+    """Rows for the study stage carry the input's stem and path, whatever the stored cells say."""
+    (a,) = _noise(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    run_batch([a], out, workers=1, progress=False)
+    batch = Batch.open(out, FitSettings(), MaskRule(), seed=0, axis=None, resume=True, ground_truth=None,
+                       on_result=None)
+    batch.manifest.rows["a"] |= {"image": "../../evil", "input": "elsewhere.png"}
+    (row,) = batch.image_rows([a])
+    assert (row["image"], row["input"]) == ("a", str(a))
 
 
 @pytest.mark.parametrize("code, cause", [(errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")])

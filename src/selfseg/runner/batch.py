@@ -95,7 +95,7 @@ class Batch:
             return None
         wanted = {name: cell(value) for name, value in self.row_values[volume].items()} | {"input_sha256": digest}
         if self.resume:
-            self.adopted += self.manifest.adopt(stem, overlay_row(outputs, volume, path))
+            self.adopted += self.manifest.adopt(stem, overlay_row(outputs, volume, path, stem))
         previous = self.manifest.current.get(stem) if self.resume else None
         action = decide(previous, wanted, outputs)
         if action == "skip":
@@ -114,14 +114,15 @@ class Batch:
             self.adopted = 0
 
     def image_rows(self, paths: list[Path]) -> list[dict[str, str]]:
-        """The manifest rows of the 2-D images among ``paths`` whose files are complete (for the study stage)."""
+        """The manifest rows of the 2-D images among ``paths`` whose files are complete (for the study stage), each
+        named by its input's stem and path, whatever its cells say (the study stage names its files after them)."""
         rows = []
         for path in paths:
             stem = input_stem(path)
             row = self.manifest.rows.get(stem)
             complete = all((self.out_dir / f"{stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
             if row is not None and row["kind"] == "image" and complete:
-                rows.append(row)
+                rows.append({**row, "image": stem, "input": str(path)})
         return rows
 
     def record(self, task: Task, outcome: Outcome) -> None:

@@ -19,7 +19,7 @@ from selfseg.choice import choose
 from selfseg.decoding import decode_reason
 from selfseg.engine import Prepared, SegmentationResult, fit_images, prepare_image
 from selfseg.optional import optional_import
-from selfseg.runner.manifest import RESULT_COLUMNS, UNNOTED, cell
+from selfseg.runner.manifest import RESULT_COLUMNS, UNNOTED, cell, typed
 from selfseg.settings import FitSettings, MaskRule
 from selfseg.visualize import overlay
 
@@ -105,10 +105,12 @@ Outcome = tuple[dict, "str | io.WriteError | None"]
 disk that refuses every write (``WriteError.disk``), which stops the batch)."""
 
 
-def overlay_row(outputs: tuple[Path, ...], volume: bool, path: Path) -> dict[str, str] | None:
-    """The results row (cells) that the overlay ``outputs[2]`` carries, for the input at ``path``, where all of
-    ``outputs`` exist: the row written with these files, even when ``results.csv`` could not be. ``seconds`` is
-    not carried (empty). None without such files or note."""
+def overlay_row(outputs: tuple[Path, ...], volume: bool, path: Path, stem: str) -> dict[str, str] | None:
+    """The results row (cells) that the overlay ``outputs[2]`` carries, for the input ``stem`` at ``path``, where
+    all of ``outputs`` exist: the row written with these files, even when ``results.csv`` could not be. ``seconds``
+    is not carried (empty). None without such files or note, or where the note is not a row of ``stem`` (another
+    input's files copied, an edited note: a value that is not text, or a number that is not one); the input is
+    then fitted again."""
     if not all(output.exists() for output in outputs):
         return None
     note = (volumes.read_note if volume else io.read_note)(outputs[2])
@@ -118,7 +120,14 @@ def overlay_row(outputs: tuple[Path, ...], volume: bool, path: Path) -> dict[str
         return None
     if not isinstance(cells, dict) or set(cells) != set(RESULT_COLUMNS) - set(UNNOTED):
         return None
-    return {name: str(cells.get(name, "")) for name in RESULT_COLUMNS} | {"input": str(path)}
+    if cells["image"] != stem or not all(isinstance(value, str) for value in cells.values()):
+        return None
+    row = {name: cells.get(name, "") for name in RESULT_COLUMNS} | {"input": str(path)}
+    try:
+        typed(row)
+    except ValueError:
+        return None
+    return row
 
 
 @dataclass(frozen=True)
