@@ -148,6 +148,21 @@ def test_files_partly_rewritten_when_the_disk_filled_are_fitted_again(tmp_path, 
     assert len(fits) == 3 and _complete(out, "a") == {"a"}
 
 
+def test_a_cluster_map_rewritten_by_other_settings_is_not_chosen_from(tmp_path, monkeypatch, fits):
+    """One readout count, so that a re-choice would be taken: the missing overlay marks files partly rewritten by
+    another seed, and the input is fitted again rather than its mask chosen from that seed's cluster map."""
+    _noise(tmp_path / "in", 1)
+    out, options = tmp_path / "out", {"method": "kmeans", "readout_clusters": (3,), "workers": 1, "progress": False}
+    run_batch([tmp_path / "in"], out, seed=0, **options)
+    with monkeypatch.context() as patch:
+        _refuse(patch, errno.ENOSPC, "a_mask.png")  # seed 5's cluster map is written, its mask is not
+        with pytest.raises(io.WriteError):
+            run_batch([tmp_path / "in"], out, seed=5, resume=True, **options)
+    assert not (out / "a_overlay.png").exists() and _rows(out)["a"]["seed"] == "0" and len(fits) == 2
+    report = run_batch([tmp_path / "in"], out, seed=0, resume=True, **options)
+    assert report.skipped == [] and len(fits) == 3 and _complete(out, "a") == {"a"}
+
+
 def _retell(overlay: Path, **changes) -> None:
     """Write ``overlay`` again with its note's cells changed (an edited or forged note)."""
     cells = json.loads(io.read_note(overlay)) | changes

@@ -155,14 +155,16 @@ def decide(previous: dict[str, str] | None, wanted: dict[str, str], outputs: tup
     """What resume does with one input: "skip", "rechoose" or "refit".
 
     ``previous`` is its ``Manifest.current`` row (None: none, or one to refit), ``wanted`` the cells a new row
-    would have, ``outputs`` its files (cluster map first). The cluster map is kept if the ``TRAINING`` cells match
-    and it exists; the mask too if the ``SELECTION`` cells match and the other files exist.
+    would have, ``outputs`` its files (cluster map first, overlay last). The cluster map is kept if the
+    ``TRAINING`` cells match and it and the overlay exist (the overlay is removed before an input's files are
+    rewritten: without it, the cluster map may be another run's); the mask too if the ``SELECTION`` cells match
+    and the mask exists.
     """
 
     def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
         return all(previous[name] == wanted[name] for name in names) and all(f.exists() for f in files)
 
-    if previous is None or not matches(TRAINING, outputs[:1]):
+    if previous is None or not matches(TRAINING, (outputs[0], outputs[-1])):
         return "refit"
-    return "skip" if matches(SELECTION, outputs[1:]) else "rechoose"
+    return "skip" if matches(SELECTION, outputs[1:2]) else "rechoose"
 
