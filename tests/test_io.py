@@ -21,6 +21,7 @@ from selfseg.io import (
     atomic_path,
     check_folder,
     find_images,
+    is_temporary,
     read_image,
     read_mask,
     read_note,
@@ -390,6 +391,14 @@ def test_atomic_path_keeps_compressed_double_suffix(tmp_path):
         assert tmp.name.endswith(".tmp.png")
         tmp.write_bytes(b"y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.b.png", "scan.nii.gz"]
+
+
+def test_temporary_names_are_recognised_whole(tmp_path):
+    for name in ("out.png", "scan.nii.gz", "results.csv", "model", "odd.my-suffix", "y" * 250 + ".png"):
+        with atomic_path(tmp_path / name) as tmp:
+            assert is_temporary(tmp.name) and not is_temporary(name)
+            tmp.write_bytes(b"x")
+    assert not is_temporary(".x.0123abcd.tmp_labels.png") and not is_temporary(".x.0123abcd.tmp.png_mask.png")
 
 
 def test_atomic_path_exception_keeps_destination(tmp_path):

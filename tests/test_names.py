@@ -16,6 +16,7 @@ from PIL import Image
 
 from selfseg import cli
 from selfseg.batch_inputs import find_inputs, input_stem
+from selfseg.runner import run_batch
 from selfseg.runner import task as runner_task
 from selfseg.study.store import FORMAT
 
@@ -80,6 +81,18 @@ def test_hostile_names_are_segmented_into_out_and_nowhere_else(tmp_path, hostile
     assert "a\\nb: 2 labels" in printed.out and len(printed.out.splitlines()) == len(stems) + 1
     assert cli.main(argv) == 1 and len(calls) == len(stems)  # resumed: nothing fitted again
     assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []
+
+
+def test_an_input_named_like_a_temporary_file_keeps_its_outputs(tmp_path, monkeypatch):
+    """The outputs of ``.x.0123abcd.tmp.png`` start like a killed run's temporary file; a run leaves them be."""
+    calls = []
+    fake = fake_fit_images()
+    monkeypatch.setattr(runner_task, "fit_images", lambda images, *a, **k: calls.append(len(images)) or fake(images, *a, **k))
+    image, out = _png(tmp_path / ".x.0123abcd.tmp.png"), tmp_path / "out"
+    run_batch([image], out, workers=1, progress=False)
+    report = run_batch([image], out, resume=True, workers=1, progress=False)
+    assert report.skipped == [".x.0123abcd.tmp"] and calls == [1]
+    assert (out / ".x.0123abcd.tmp_labels.png").exists()
 
 
 def test_symlink_loops_are_not_inputs_and_a_folder_named_dot_dot_is_named_for_itself(hostile) -> None:

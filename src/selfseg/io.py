@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import re
 import secrets
 import stat
 import warnings
@@ -49,6 +50,7 @@ __all__ = [
     "check_folder",
     "check_name",
     "find_images",
+    "is_temporary",
     "read_image",
     "read_labels",
     "read_mask",
@@ -165,28 +167,42 @@ NAME_MAX = 255
 """Longest file name in bytes on common file systems (ext4, XFS, APFS, NTFS in UTF-16 units)."""
 
 
-def _temporary(path: Path, suffix: str = "") -> Path:
-    """A fresh temporary name beside ``path``: ``.<name>.<8 random hex digits>.tmp<suffix>``, ``<name>`` shortened
-    to keep it within ``NAME_MAX`` bytes, so that any name that fits has a temporary name that fits."""
+_SUFFIX = r"(?:\.[0-9A-Za-z]+){0,2}"
+"""The suffix a temporary name keeps: one or two of letters and digits (``.png``, ``.nii.gz``)."""
+_TEMPORARY = re.compile(rf"\..+\.[0-9a-f]{{8}}\.tmp{_SUFFIX}")
+"""The names ``_temporary`` gives, whole (``is_temporary``)."""
+
+
+def _temporary(path: Path) -> Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<8 random hex digits>.tmp<suffix>``. ``<suffix>`` is that
+    of ``path``, so that writers that pick the format from the suffix still work (a compressed suffix keeps the one
+    before it, ``.nii.gz``; none if not ``_SUFFIX``); ``<name>`` is shortened to keep it within ``NAME_MAX`` bytes,
+    so that any name that fits has a temporary name that fits."""
+    suffix = "".join(path.suffixes[-2:]) if path.suffix.lower() in (".gz", ".bz2") else path.suffix
+    if not re.fullmatch(_SUFFIX, suffix):
+        suffix = ""
     tail, name = f".{secrets.token_hex(4)}.tmp{suffix}", path.name
     while len(os.fsencode(f".{name}{tail}")) > NAME_MAX:
         name = name[:-1]
     return path.with_name(f".{name}{tail}")
 
 
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary name of ``atomic_path`` (a file a killed run left), and not one that only
+    starts like it (an output of an input named ``.x.0123abcd.tmp.png``)."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+    """Yield a temporary path next to ``path`` (``_temporary``: ``.<name>.<random>.tmp<suffix>``, ``is_temporary``);
+    move it onto ``path`` on success.
 
-    The temporary name is ``.<name>.<random>.tmp<suffix>`` so writers that pick the
-    format from the suffix still work; a compressed suffix keeps the one before it
-    (``.nii.gz``). On an exception the temporary file is removed and ``path`` is left
-    untouched; an OSError (full disk, read-only folder, ...) becomes a :class:`WriteError`
-    naming ``path``. Missing parent folders are created.
+    On an exception the temporary file is removed and ``path`` is left untouched; an OSError (full disk, read-only
+    folder, ...) becomes a :class:`WriteError` naming ``path``. Missing parent folders are created.
     """
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix.lower() in (".gz", ".bz2") else path.suffix
-    tmp = _temporary(path, suffix)
+    tmp = _temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp

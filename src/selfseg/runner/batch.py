@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,15 +23,13 @@ from selfseg.settings import FitSettings, MaskRule
 
 __all__ = ["Batch"]
 
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")  # io.atomic_path's names, left by a killed run
-
 
 def _clear_leftovers(out_dir: Path) -> None:
     """Remove the previous run's failures.csv and the temporary files of a killed run."""
     (out_dir / "failures.csv").unlink(missing_ok=True)
     if out_dir.is_dir():
         for stale in out_dir.iterdir():
-            if _TEMPORARY.match(stale.name):
+            if io.is_temporary(stale.name):
                 stale.unlink(missing_ok=True)
 
 
