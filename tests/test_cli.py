@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from PIL import Image
 from selfseg import cli, engine, runner
 from selfseg.runner import BatchReport
 
-from helpers import fake_fit_images
+from helpers import DOCS, fake_fit_images
 
 FAST = ["--size", "32", "--max-iter", "2", "--device", "cpu", "--quiet"]
 
@@ -123,6 +124,24 @@ def test_help(capsys):
     text = capsys.readouterr().out
     for name in ("_labels.png", "_mask.png", "_overlay.png", "results.csv", "failures.csv", "example"):
         assert name in text
+
+
+def _statuses(text: str) -> set[int]:
+    """The exit statuses a sentence "exit status: 0 ..., 1 ..., 130 ..." lists."""
+    return {int(status) for status in re.findall(r"(?:^\s*|[:,]\s+)(\d+) ", text)}
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_help_lists_the_exit_statuses_of_the_docs(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    listed = capsys.readouterr().out.split("exit status:")[1].split("\n\n")[0]
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    if command == "segment":
+        documented = {int(n) for n in re.findall(r"^\| (\d+) \|", page.split("### Exit status")[1], re.M)}
+    else:
+        documented = _statuses(page.split("## `selfseg evaluate`")[1].split("Exit status:")[1].split(".")[0])
+    assert _statuses(listed) == documented and 3 in documented
 
 
 def test_version_via_python_m():

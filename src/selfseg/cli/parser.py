@@ -39,6 +39,7 @@ and files are complete; a changed input or parameter is fitted again (another --
 re-chooses the masks). --overwrite fits everything again. An interrupted run leaves complete files only.
 
 exit status: 0 all inputs segmented (and scored), 1 some failed, 2 usage error (e.g. a missing input),
+3 an output could not be written (a full or read-only disk: the same command resumes once space is back),
 130 interrupted.
 
 example:
@@ -55,7 +56,8 @@ infinite HD95). Surface distances are in pixels unless --spacing is given.
 --gt is a folder of masks named <stem>.png (or <stem>_segmentation.png, <stem>_lesion.bmp, ...) or a
 dataset: images/ + masks/ folders, the PH2 layout, or ISIC challenge naming.
 
-exit status: 0 every mask scored, 1 some could not be scored, 2 usage error.
+exit status: 0 every mask scored, 1 some could not be scored, 2 usage error, 3 metrics.csv could not be
+written (a full or read-only disk).
 
 example:
   selfseg evaluate results --gt ../data/isic2018/masks
