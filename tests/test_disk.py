@@ -24,6 +24,7 @@ from selfseg.models.unet import UNet
 from selfseg.runner import RESULT_COLUMNS, run_batch
 from selfseg.runner import task as runner_task
 from selfseg.runner.batch import Batch
+from selfseg.runner.study import apply_study_model
 from selfseg.settings import FitSettings, MaskRule
 from selfseg.study import StudySettings
 from selfseg.study.model import StudyModel
@@ -242,6 +243,30 @@ def test_a_disk_refusing_while_results_are_written_stops_with_the_file_named(tmp
         run_batch([tmp_path / "in"], out, workers=1, progress=False)
     assert str(raised.value) == f"cannot write {out / 'a_labels.png'}: read-only file system" and raised.value.disk
     assert sorted(p.name for p in out.iterdir()) == [] and len(fits) == 1  # b never started
+
+
+def _refuse_folder(monkeypatch, name: str) -> None:
+    """A disk that refuses to create the folder called ``name``."""
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.name == name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+def test_a_study_folder_the_disk_refuses_is_one_write_error(tmp_path, monkeypatch, fits):
+    (a,) = _noise(tmp_path / "in", 1)
+    out, study = tmp_path / "out", StudySettings(size=16, width=4, depth=1, epochs=1, batch=4, device="cpu")
+    _refuse_folder(monkeypatch, "study")
+    with pytest.raises(io.WriteError, match=re.escape(f"cannot write {out / 'study' / 'study_model.pt'}: no space")):
+        run_batch([a], out, workers=1, progress=False, study=study)
+    model = tmp_path / "model.pt"
+    save_study_model(StudyModel(UNet(3, study.width, study.depth), study, "lesion"), model)
+    with pytest.raises(io.WriteError, match=re.escape(f"cannot write {out / 'study' / 'a_mask.png'}: no space")):
+        apply_study_model(model, [("a", a, "")], out / "study", device="cpu", progress=False)
 
 
 def _mount_tmpfs(folder: Path, options: str) -> None:

@@ -434,6 +434,11 @@ def test_a_failed_write_is_one_write_error_naming_the_file_and_its_cause(tmp_pat
     assert type(copy) is WriteError and str(copy) == str(err) and copy.disk
 
 
+def test_a_write_error_without_an_errno_is_an_io_error(tmp_path):
+    err = WriteError(None, tmp_path / "out.png")
+    assert str(err) == f"cannot write {tmp_path / 'out.png'}: input/output error" and err.disk
+
+
 def test_a_name_too_long_is_a_write_error_of_that_file_only(tmp_path):
     dest = tmp_path / ("x" * 250 + "_overlay.png")
     with pytest.raises(WriteError, match="file name too long$") as raised:

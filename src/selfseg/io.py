@@ -71,9 +71,10 @@ permission, a failing device), unlike a bad name (``ENAMETOOLONG``) or a folder 
 class WriteError(OSError):
     """A file could not be written: ``filename``, ``errno`` and ``reason``, the cause in words ("no space left on
     device"); ``str(err)`` is ``"cannot write <file>: <reason>"``. ``disk`` says whether the cause holds for every
-    file of the folder (``DISK_ERRNOS``)."""
+    file of the folder (``DISK_ERRNOS``). ``code`` None (an ``OSError`` without one) is ``EIO``."""
 
-    def __init__(self, code: int, path: str | os.PathLike) -> None:
+    def __init__(self, code: int | None, path: str | os.PathLike) -> None:
+        code = errno.EIO if code is None else code
         super().__init__(code, os.strerror(code), str(path))
 
     @property
@@ -231,7 +232,7 @@ def check_folder(folder: str | os.PathLike) -> Path:
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as err:
-        raise WriteError(err.errno or errno.EIO, folder) from err
+        raise WriteError(err.errno, folder) from err
     return folder
 
 

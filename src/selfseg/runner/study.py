@@ -95,7 +95,6 @@ def _train(rows: list[dict], out_dir: Path, settings: StudySettings, progress: b
         model = train_study(images, masks, [float(row["confidence"]) for row in rows],
                             prior=prior[0][0] if prior else "lesion", settings=settings, callback=step)
     model.fingerprint = fingerprint
-    folder.mkdir(parents=True, exist_ok=True)
     return model, save_study_model(model, path)
 
 
@@ -146,6 +145,5 @@ def apply_study_model(model_path: Path, items: list[tuple[str, Path, str]], out_
     """The masks of the stored study model at ``model_path`` for each (stem, input, input SHA-256), written into
     ``out_dir`` (a forward pass and the prior; no per-image fit); the rows."""
     model = load_study_model(model_path, device=device)
-    out_dir.mkdir(parents=True, exist_ok=True)
     return _predict(model, _model_sha(model_path), items, out_dir, "study-model", None, progress)
 
