@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import signal
 import sys
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfseg import cli
+from selfseg import cli, io
 from selfseg.optional import MissingDependencyError
-from selfseg.runner import run_batch
+from selfseg.runner import OUTPUT_SUFFIXES, run_batch
 
 FAST = dict(size=32, max_iter=2, device="cpu", n_channels=8)
 
@@ -95,6 +96,27 @@ def test_a_killed_worker_is_retried_and_recorded_once(local_ray, tmp_path) -> No
     assert [row["image"] for row in _rows(tmp_path / "ray")] == ["img0", "img1", "img2"]
     run_batch([src], tmp_path / "local", workers=1, progress=False, **slow)
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+
+
+@pytest.mark.ray
+def test_a_stop_lets_the_running_tasks_finish_and_starts_no_other(local_ray, tmp_path) -> None:
+    """A disk that refuses results.csv after the first input (simulated in the driver): the input fitted beside
+    it, slower, finishes its files; no temporary file remains; inputs not started are never fitted."""
+    src = _inputs(tmp_path / "in", 4)
+    yy, xx = np.mgrid[:160, :160]
+    Image.fromarray(np.where((yy - 80) ** 2 + (xx - 70) ** 2 < 2000, 50, 200).astype(np.uint8)).save(src / "img1.png")
+    out, slow = tmp_path / "out", {**FAST, "size": None, "max_iter": 30, "min_iter": 30}
+
+    def refuse(row: dict) -> None:
+        raise io.WriteError(errno.ENOSPC, out / "results.csv")
+
+    with pytest.raises(io.WriteError):
+        run_batch([src], out, backend="ray", progress=False, on_result=refuse, **slow)
+    complete = {stem for stem in ("img0", "img1", "img2", "img3")
+                if all((out / f"{stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)}
+    assert {"img0", "img1"} <= complete and "img3" not in complete
+    written = {f"{stem}{suffix}" for stem in complete for suffix in OUTPUT_SUFFIXES}
+    assert {p.name for p in out.iterdir()} == written | {"results.csv"}  # no temporary file, no partial input
 
 
 def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:

@@ -188,9 +188,15 @@ def run_tasks(
 
 
 def _ray_task(tasks: list[Task], threads: int, batch_images: int) -> list[Outcome]:
-    """``run_tasks_together`` in a Ray worker process, with ``threads`` torch threads (results depend on them)."""
+    """``run_tasks_together`` in a Ray worker process, with ``threads`` torch threads (results depend on them).
+    SIGINT is ignored meanwhile: Ray's cancel without ``force`` interrupts a running task with it (in the main
+    thread, where Ray runs tasks), and a task that has started finishes instead (``run_ray_tasks``)."""
     torch.set_num_threads(threads)
-    return run_tasks_together(tasks, batch_images)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return run_tasks_together(tasks, batch_images)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _died(error: Exception) -> str:
@@ -214,8 +220,9 @@ def run_ray_tasks(
     Uses the Ray of this process if it is initialised, else connects to ``address`` (None: starts a local
     Ray on this machine's cores, shut down at the end). A task whose worker dies is run again by Ray
     (``RAY_RETRIES`` times), then reported as a failure; the worker writes the input's files (atomically,
-    to the output folder, which must be shared with the driver), the driver its rows. An exception here
-    (Ctrl-C) or closing the iterator (a full disk) cancels the tasks not yet finished.
+    to the output folder, which must be shared with the driver), the driver its rows. Ctrl-C ends every task at
+    once (the next run removes what they leave); another exception or closing the iterator (a full disk) cancels
+    the tasks not yet started and waits for those running to finish.
     """
     ray = optional_import("ray")
     started = not ray.is_initialized()
@@ -233,9 +240,15 @@ def run_ray_tasks(
             except ray.exceptions.RayError as err:  # the worker died every time (a task's own errors are outcomes)
                 outcomes = [({}, _died(err))] * len(groups[ref])
             yield from zip(groups[ref], outcomes)
-    except BaseException:
+    except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
+        raise
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)  # a task that has started ignores it (``_ray_task``)
+        if pending:
+            ray.wait(pending, num_returns=len(pending))
         raise
     finally:
         if started:
