@@ -88,7 +88,8 @@ def _complete(out: Path, stems: str) -> set[str]:
 def test_a_full_disk_stops_with_one_line_and_the_same_command_resumes(tmp_path, monkeypatch, capsys, fits, workers):
     _noise(tmp_path / "in", 4)
     out = tmp_path / "out"
-    argv = ["segment", str(tmp_path / "in"), "--out", str(out), "--workers", str(workers), "--quiet"]
+    # on the CPU, workers are forked and inherit the patches (a CUDA device would spawn them)
+    argv = ["segment", str(tmp_path / "in"), "--out", str(out), "--workers", str(workers), "--device", "cpu", "--quiet"]
     with monkeypatch.context() as patch:
         _refuse(patch, errno.ENOSPC, "c_overlay.png")
         assert cli.main(argv) == 3

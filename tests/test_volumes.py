@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import sys
 import tracemalloc
 
@@ -231,15 +232,22 @@ def test_dicom_bad_files(tmp_path):
     _assert_error(tmp_path / "missing.dcm", "file not found")
 
 
+def _without_decoders(reason: str | None) -> str | None:
+    """A refusal's reason without the list of installed decoders (it depends on what is installed)."""
+    return None if reason is None else re.sub(r"the installed decoders \([^)]*\)", "the installed decoders", reason)
+
+
 def test_pydicom_test_files_are_read_or_refused_as_formats_md_lists():
     """Each file of pydicom's own test data that holds pixel data reads as a volume in [0, 1] or is refused with
-    an ImageReadError whose one-line reason is the one docs/formats.md lists (written by docs/dicom_table.py)."""
+    an ImageReadError whose reason is one line; with the pydicom version the table of docs/formats.md was written
+    with (docs/dicom_table.py), the outcome is the one the table lists, whatever decoders the reason names."""
     table = docs_script("dicom_table")
     version, published = table.published()
-    files = {path.relative_to(table.TEST_FILES).as_posix(): path for path in table.pixel_files()}
-    if version == pydicom.__version__:  # another pydicom ships other files: those are only read
-        assert sorted(files) == sorted(published), "run docs/dicom_table.py"
     assert len(published) > 60
+    files = {path.relative_to(table.TEST_FILES).as_posix(): path for path in table.pixel_files()}
+    compared = version == pydicom.__version__  # another pydicom ships other files, decoded otherwise: only read
+    if compared:
+        assert sorted(files) == sorted(published), "run docs/dicom_table.py"
     differ = []
     for name, path in files.items():
         try:
@@ -250,7 +258,7 @@ def test_pydicom_test_files_are_read_or_refused_as_formats_md_lists():
         else:
             assert data.dtype == np.float32 and np.isfinite(data).all() and 0 <= data.min() <= data.max() <= 1, name
             outcome = None
-        if name in published and outcome != published[name]:
+        if compared and _without_decoders(outcome) != _without_decoders(published[name]):
             differ.append((name, outcome, published[name]))
     assert not differ, "outcome, docs/formats.md: " + repr(differ)
 
