@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import sys
 import tracemalloc
+import types
 
 import nibabel as nib
 import numpy as np
@@ -511,6 +512,17 @@ def test_missing_dependency(tmp_path, monkeypatch):
     hint = 'is not installed; medical volumes need it: pip install "selfseg[medical]"'
     _assert_error(tmp_path / "v.nii.gz", f"nibabel {hint}")
     _assert_error(tmp_path / "s.dcm", f"pydicom {hint}")
+
+
+def test_a_pydicom_older_than_3_is_named_with_the_version_needed(tmp_path, monkeypatch):
+    dicom = write_dicom(tmp_path / "s.dcm")
+    old = types.ModuleType("pydicom")
+    old.__version__ = "2.4.4"  # no pydicom.pixels
+    monkeypatch.setitem(sys.modules, "pydicom", old)
+    hint = 'pydicom 2.4.4 is installed; medical volumes need pydicom >= 3.0: pip install "selfseg[medical]"'
+    with pytest.raises(MissingDependencyError, match=f"^{re.escape(hint)}$"):
+        optional_import("pydicom.pixels")
+    _assert_error(dicom, hint)
 
 
 def test_write_volume_like_from_dicom(tmp_path):
