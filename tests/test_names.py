@@ -83,6 +83,21 @@ def test_hostile_names_are_segmented_into_out_and_nowhere_else(tmp_path, hostile
     assert [p.name for p in out.iterdir() if ".tmp" in p.name] == []
 
 
+def test_the_folders_printed_are_one_line_each(tmp_path, monkeypatch, capsys):
+    """An --out with a newline in its name: the summary, report and score lines show it as \\n."""
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
+    (tmp_path / "in").mkdir()
+    _png(tmp_path / "in" / "a.png")
+    (tmp_path / "gt").mkdir()
+    _png(tmp_path / "gt" / "a.png")
+    out = tmp_path / "o\nut"
+    argv = ["segment", str(tmp_path / "in"), "--out", str(out), "--gt", str(tmp_path / "gt"), "--report",
+            "--workers", "1", "--quiet"]
+    assert cli.main(argv) == 0
+    named = [line for line in capsys.readouterr().out.splitlines() if "->" in line]  # images, scores, report
+    assert len(named) == 3 and all(f"{tmp_path}/o\\nut" in line for line in named)
+
+
 def test_an_input_named_like_a_temporary_file_keeps_its_outputs(tmp_path, monkeypatch):
     """The outputs of ``.x.0123abcd.tmp.png`` start like a killed run's temporary file; a run leaves them be."""
     calls = []

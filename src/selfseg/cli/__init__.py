@@ -66,7 +66,7 @@ def _report(out: str) -> int:
     except FileNotFoundError as err:
         _error(err)
         return 2
-    print(f"report -> {path}")
+    print(one_line(f"report -> {path}"))
     return 0
 
 
@@ -80,7 +80,7 @@ def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | Non
     for stem, reason in report.failures:
         _error(f"{stem}: {reason}")
     print(summary_table(summarize(report.results)))
-    print(f"{len(report.results)} masks scored, {len(report.failures)} not -> {Path(pred_dir) / 'metrics.csv'}")
+    print(one_line(f"{len(report.results)} masks scored, {len(report.failures)} not -> {Path(pred_dir) / 'metrics.csv'}"))
     return 1 if report.failures else 0
 
 
@@ -92,7 +92,7 @@ def _study_model(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:  # StudyModelError is a ValueError
         _error(err)
         return 2
-    print(f"{len(rows)} images segmented with {args.study_model} -> {args.out}")
+    print(one_line(f"{len(rows)} images segmented with {args.study_model} -> {args.out}"))
     return _evaluate(args.out, args.gt, None) if args.gt is not None else 0
 
 
@@ -114,11 +114,11 @@ def _segment(args: argparse.Namespace) -> int:
         _error(err)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted; finished images are in {args.out}", file=sys.stderr)
+        print(one_line(f"interrupted; finished images are in {args.out}"), file=sys.stderr)
         return 130
-    print(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}")
+    print(one_line(f"{len(report.results)} images segmented, {len(report.failures)} failed -> {args.out}"))
     if report.study:
-        print(f"study stage: {len(report.study)} study masks -> {Path(args.out) / 'study'}")
+        print(one_line(f"study stage: {len(report.study)} study masks -> {Path(args.out) / 'study'}"))
     status = 1 if report.failures else 0
     if args.gt is not None:
         status = max(status, _evaluate(args.out, args.gt, None))
