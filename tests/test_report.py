@@ -123,6 +123,14 @@ def test_segment_report_option_writes_the_page(tmp_path, monkeypatch) -> None:
     assert len(_page_data((tmp_path / "out" / REPORT_NAME).read_text(encoding="utf-8"))["rows"]) == 2
 
 
+def test_a_short_row_without_an_image_is_a_failure_of_the_report(tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.csv").write_text("input,image\nx.png\n", encoding="utf-8")  # an edited table
+    data = _page_data(write_report(tmp_path, thumbnail_side=16).read_text(encoding="utf-8"))
+    assert data["rows"] == [] and data["failures"] == [
+        {"run": "run", "image": "", "reason": "not a file name: left out of the report"}]
+
+
 @pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("SELFSEG_REQUIRE_BROWSER"),
     reason="no chromium here (CI installs it and sets SELFSEG_REQUIRE_BROWSER)",

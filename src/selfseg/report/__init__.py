@@ -61,9 +61,10 @@ def _read_table(path: Path) -> list[dict[str, str]]:
         return []
 
 
-def _plain(name: str) -> bool:
-    """Whether ``name`` is a file name, not a path: the page's thumbnails of an input stay in ``report_files/``."""
-    return name not in ("", ".", "..") and not any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0"))
+def _plain(name: str | None) -> bool:
+    """Whether ``name`` is a file name, not a path (nor missing: a short row): the page's thumbnails of an input
+    stay in ``report_files/``."""
+    return name not in (None, "", ".", "..") and not any(sep and sep in name for sep in ("/", os.sep, os.altsep, "\0"))
 
 
 def _runs(out_dir: Path) -> list[_Run]:
@@ -78,7 +79,7 @@ def _runs(out_dir: Path) -> list[_Run]:
         scores = {row["image"]: row for row in _read_table(folder / "metrics.csv")}
         rows = _read_table(table)
         shown = [row for row in rows if _plain(row["image"])]
-        refused = [{"image": row["image"], "reason": "not a file name: left out of the report"}
+        refused = [{"image": row["image"] or "", "reason": "not a file name: left out of the report"}
                    for row in rows if not _plain(row["image"])]
         runs.append(_Run(folder, relative.as_posix() if relative.parts else "", shown, scores,
                          _read_table(folder / "failures.csv") + refused))
