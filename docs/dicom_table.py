@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pydicom
 
+from selfseg.volumes.dicom import PIXEL_KEYWORDS
+
 FORMATS = Path(__file__).resolve().parent / "formats.md"
 TEST_FILES = Path(pydicom.__file__).resolve().parent / "data" / "test_files"
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 MARKER = re.compile(r"(<!-- table: dicom -->\n).*?(<!-- /table -->)", re.S)
 ROW = re.compile(r"^\| `([^`]+)` \| [^|]* \| (?:segmented|refused: `(.*)`) \|$", re.M)
 VERSION = re.compile(r"pydicom (\S+) ships")

@@ -22,11 +22,12 @@ from selfseg.volumes.base import (
     min_max,
 )
 
-__all__ = ["read_dicom"]
+__all__ = ["PIXEL_KEYWORDS", "read_dicom"]
 
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+"""The elements that hold a DICOM image's pixels: a dataset without any is no image."""
 _INSTALL = 'pip install "selfseg[medical]"'  # pydicom with the decoders of every compressed syntax it supports
 
 
@@ -141,7 +142,7 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
         ds = _read(pydicom, file)
     except Exception as err:
         raise ImageReadError(file, f"cannot decode image: corrupt DICOM data ({decode_reason(err)})") from None
-    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+    if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise ImageReadError(file, "no pixel data in DICOM file (truncated, or not an image object)")
     uid = _transfer_syntax(pydicom, file, ds)
     if not uid.is_compressed and "PixelData" in ds:
@@ -175,7 +176,7 @@ def _no_image_reason(pydicom: ModuleType, file: Path) -> str:
         ds = _read(pydicom, file, defer_size=1024)
     except Exception:  # the header parsed; a failure past it is a truncated or corrupt file
         ds = {}
-    if any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+    if any(keyword in ds for keyword in PIXEL_KEYWORDS):
         return "cannot decode image: DICOM pixel data without Rows and Columns (an incomplete image object)"
     return "no pixel data in DICOM file (truncated, or not an image object)"
 
