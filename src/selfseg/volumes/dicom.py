@@ -303,57 +303,23 @@ def read_dicom(path: Path, axis: int) -> Volume:
 
 
 def _read_dicom(path: Path, axis: int) -> Volume:
-    pydicom = optional_import("pydicom")
-    for module in ("errors", "datadict", "pixels", "pixels.utils", "uid"):
-        optional_import(f"pydicom.{module}")
+    """``read_dicom`` within its warnings filter: the files' headers, then their pixels onto [0, 1]."""
+    pydicom = _import_pydicom()
     items = _series(pydicom, path)
     items, positions = _sort_series(path, items) if len(items) > 1 else (items, None)
-    first = items[0][1]
+    file, first = items[0]
     rows, columns = int(first.Rows), int(first.Columns)
-    frames = (_integer(items[0][0], first, "NumberOfFrames", 1) or 1) if len(items) == 1 else 1
+    frames = (_integer(file, first, "NumberOfFrames", 1) or 1) if len(items) == 1 else 1
     depth = frames * len(items)
-    photometric = _photometric(first)
-    samples = int(first.get("SamplesPerPixel", 1) or 1)
-    palette = photometric == "PALETTE COLOR" and samples == 1
-    colour = palette or (samples == 3 and (photometric == "RGB" or photometric.startswith("YBR")))
-    if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
-        reason = f"unsupported format: DICOM photometric interpretation {photometric} (SamplesPerPixel {samples})"
-        raise ImageReadError(items[0][0], reason)
+    colour, palette = _colour_type(file, first)
     check_size(path, (depth, rows, columns), axis, 3 if colour else 1)
     data, source = allocate(path, (depth, rows, columns), axis, colour)
-    inverted = np.zeros(depth, dtype=bool)
-    top = 0.0
-    for index, (file, _) in enumerate(items):
-        ds, pixels = _dicom_pixels(pydicom, file, (frames, rows, columns))
-        block = source[index * frames : (index + 1) * frames]
-        block[...] = pixels
-        if pixels.dtype.kind == "f" and not np.isfinite(block).all():
-            raise ImageReadError(file, "contains NaN or infinite values")
-        if colour:  # a palette's RGB spans its entries' type; stored RGB its BitsStored
-            full = np.iinfo(pixels.dtype).max if palette else 2 ** int(ds.get("BitsStored", 8) or 8) - 1
-            top = max(top, float(full))
-            continue
-        slope = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
-        intercept = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
-        if slope != 1.0 or intercept != 0.0:
-            block *= slope
-            block += intercept
-        inverted[index * frames : (index + 1) * frames] = _photometric(ds) == "MONOCHROME1"
+    top, inverted = _fill(pydicom, items, source, (frames, rows, columns), colour=colour, palette=palette)
     if colour:
         data /= top
         intensity = f"{'PALETTE COLOR lookup table, ' if palette else ''}RGB / {top:g}"
     else:
-        center = _number(_shared(first, "FrameVOILUTSequence", "WindowCenter"))
-        width = _number(_shared(first, "FrameVOILUTSequence", "WindowWidth"))
-        function = str(first.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-        if center is not None and width is not None and width >= 1:
-            _window(data, center, width, function)
-            intensity = f"window center {center:g} width {width:g}"
-        else:
-            intensity = min_max(data)
-        if inverted.any():
-            source[inverted] = 1.0 - source[inverted]
-            intensity += ", MONOCHROME1 inverted"
+        intensity = _grey_to_unit(data, source, first, inverted)
     if positions is None and frames > 1:
         positions = _frame_positions(first, frames)
     affine, voxel_spacing = _dicom_affine(first, positions, depth)
@@ -361,6 +327,75 @@ def _read_dicom(path: Path, axis: int) -> Volume:
         path, data, axis, "dicom", affine, voxel_spacing,
         source_shape=(depth, rows, columns), intensity=intensity, files=tuple(file for file, _ in items),
     )
+
+
+def _import_pydicom() -> ModuleType:
+    """pydicom with the modules read here (``optional_import``: one line where it is missing or too old)."""
+    pydicom = optional_import("pydicom")
+    for module in ("errors", "datadict", "pixels", "pixels.utils", "uid"):
+        optional_import(f"pydicom.{module}")
+    return pydicom
+
+
+def _colour_type(file: Path, ds: Any) -> tuple[bool, bool]:
+    """(colour, palette) of the series whose first header is ``ds``: RGB, YBR or PALETTE COLOR, else grey
+    (MONOCHROME1 or 2); another photometric interpretation is refused."""
+    photometric = _photometric(ds)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    palette = photometric == "PALETTE COLOR" and samples == 1
+    colour = palette or (samples == 3 and (photometric == "RGB" or photometric.startswith("YBR")))
+    if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
+        reason = f"unsupported format: DICOM photometric interpretation {photometric} (SamplesPerPixel {samples})"
+        raise ImageReadError(file, reason)
+    return colour, palette
+
+
+def _fill(pydicom: ModuleType, items: list[tuple[Path, Any]], source: np.ndarray, shape: tuple[int, int, int], *,
+          colour: bool, palette: bool) -> tuple[float, np.ndarray]:
+    """Read the frames (``shape``: frames, rows, columns) of each file into ``source``, in slice order, grey values
+    rescaled (``_rescale``). Returns the top of the colour scale (a palette's RGB spans its entries' type, stored
+    RGB its BitsStored; 0 for grey) and which slices are MONOCHROME1."""
+    frames = shape[0]
+    top, inverted = 0.0, np.zeros(len(source), dtype=bool)
+    for index, (file, _) in enumerate(items):
+        ds, pixels = _dicom_pixels(pydicom, file, shape)
+        block = source[index * frames : (index + 1) * frames]
+        block[...] = pixels
+        if pixels.dtype.kind == "f" and not np.isfinite(block).all():
+            raise ImageReadError(file, "contains NaN or infinite values")
+        if colour:
+            full = np.iinfo(pixels.dtype).max if palette else 2 ** int(ds.get("BitsStored", 8) or 8) - 1
+            top = max(top, float(full))
+        else:
+            _rescale(block, ds)
+            inverted[index * frames : (index + 1) * frames] = _photometric(ds) == "MONOCHROME1"
+    return top, inverted
+
+
+def _rescale(block: np.ndarray, ds: Any) -> None:
+    """Stored grey values to what they mean (RescaleSlope and RescaleIntercept: Hounsfield units in CT), in place."""
+    slope = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
+    intercept = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
+    if slope != 1.0 or intercept != 0.0:
+        block *= slope
+        block += intercept
+
+
+def _grey_to_unit(data: np.ndarray, source: np.ndarray, ds: Any, inverted: np.ndarray) -> str:
+    """Grey ``data`` onto [0, 1] in place: the VOI window of the first header ``ds`` where it has one, else
+    min-max; the ``inverted`` slices of ``source`` (its view in slice order) turned over. What was done, in words."""
+    center = _number(_shared(ds, "FrameVOILUTSequence", "WindowCenter"))
+    width = _number(_shared(ds, "FrameVOILUTSequence", "WindowWidth"))
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if center is not None and width is not None and width >= 1:
+        _window(data, center, width, function)
+        intensity = f"window center {center:g} width {width:g}"
+    else:
+        intensity = min_max(data)
+    if inverted.any():
+        source[inverted] = 1.0 - source[inverted]
+        intensity += ", MONOCHROME1 inverted"
+    return intensity
 
 
 def _dicom_affine(
