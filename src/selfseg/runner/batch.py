@@ -49,7 +49,7 @@ class Batch:
     on_result: Callable[[dict], None] | None
     report: BatchReport = field(default_factory=BatchReport)
     row_values: dict[bool, dict] = field(default_factory=dict)  # volume? -> the settings' row values
-    adopted: int = 0  # rows taken from the files of their inputs (``Manifest.adopt``), not yet saved
+    adopted: bool = False  # whether a row was taken from the files of its input (``Manifest.adopt``), not yet saved
 
     def __post_init__(self) -> None:
         for volume in (False, True):
@@ -91,8 +91,8 @@ class Batch:
             self.fail(path, err.reason if isinstance(err, io.ImageReadError) else str(err))
             return None
         wanted = {name: cell(value) for name, value in self.row_values[volume].items()} | {"input_sha256": digest}
-        if self.resume:
-            self.adopted += self.manifest.adopt(stem, overlay_row(outputs, volume, path, stem))
+        if self.resume and self.manifest.adopt(stem, overlay_row(outputs, volume, path, stem)):
+            self.adopted = True
         previous = self.manifest.current.get(stem) if self.resume else None
         action = decide(previous, wanted, outputs)
         if action == "skip":
@@ -108,7 +108,7 @@ class Batch:
         """Write the manifest once if ``plan`` took rows from the files of their inputs."""
         if self.adopted:
             self.manifest.save()
-            self.adopted = 0
+            self.adopted = False
 
     def image_rows(self, paths: list[Path]) -> list[dict[str, str]]:
         """The manifest rows of the 2-D images among ``paths`` whose files are complete (for the study stage), each
