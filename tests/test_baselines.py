@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from selfseg import choice
-from selfseg.baselines import kmeans_labels, otsu_labels
+from selfseg.baselines import KMEANS_SAMPLE, kmeans_labels, otsu_labels
 from selfseg.engine import segment
 from selfseg.foreground import choose_mask, most_agreed
 from selfseg.readout import relabel_by_area
@@ -30,22 +30,49 @@ def test_otsu_splits_dark_from_bright() -> None:
     np.testing.assert_array_equal(otsu_labels(np.full((4, 5, 1), 0.3, dtype=np.float32)), np.ones((4, 5)))
 
 
-def test_kmeans_finds_the_colours_and_is_seeded() -> None:
+def test_kmeans_finds_the_colours_and_takes_no_seed() -> None:
     image = _two_tone()
     image[0:2, 0:4] = (0.1, 0.9, 0.1)
-    labels = kmeans_labels(image, n_clusters=3, seed=0)
+    labels = kmeans_labels(image, n_clusters=3)
     assert labels.dtype == np.int32 and set(np.unique(labels)) == {1, 2, 3}
     for region in (labels[3:9, 4:12], labels[0:2, 0:4], labels[10:, 12:]):
         assert len(np.unique(region)) == 1
-    np.testing.assert_array_equal(labels, kmeans_labels(image, n_clusters=3, seed=0))
+    with pytest.warns(FutureWarning, match="seed is ignored"):
+        np.testing.assert_array_equal(labels, kmeans_labels(image, n_clusters=3, seed=7))
+
+
+def _inertia(features: np.ndarray, labels: np.ndarray) -> float:
+    points, flat = features.reshape(-1, features.shape[2]), labels.ravel()
+    return sum(float(((points[flat == k] - points[flat == k].mean(axis=0)) ** 2).sum()) for k in np.unique(flat))
+
+
+def test_kmeans_keeps_the_start_of_lowest_inertia() -> None:
+    """Five tight blobs: the first k-means++ start alone ends with two centroids in one blob."""
+    rng = np.random.default_rng(6)
+    centres = np.array([[0, 0], [0, 4], [4, 0], [4, 4], [2, 2]], dtype=float)
+    features = (centres[rng.integers(0, 5, 1200)] + rng.normal(scale=0.3, size=(1200, 2))).reshape(30, 40, 2)
+    one, best = (_inertia(features, kmeans_labels(features, n_clusters=5, starts=n)) for n in (1, 4))
+    assert best < 0.25 * one
+    assert best == pytest.approx(1200 * 2 * 0.3**2, rel=0.15)  # each blob one cluster: the noise's variance
+
+
+def test_kmeans_of_a_large_image_compares_its_starts_on_a_sample() -> None:
+    image = np.zeros((150, 120, 3))  # 18000 pixels: more than KMEANS_SAMPLE
+    image[40:110, 30:90] = (0.8, 0.3, 0.2)
+    image[:10] = (0.1, 0.1, 0.9)
+    labels = kmeans_labels(image, n_clusters=3)
+    assert image.shape[0] * image.shape[1] > KMEANS_SAMPLE
+    for region in (labels[40:110, 30:90], labels[:10], labels[120:]):
+        assert len(np.unique(region)) == 1
+    assert len(np.unique(labels)) == 3
 
 
 def test_kmeans_of_fewer_colours_than_clusters_returns_fewer_clusters_quietly() -> None:
     image = _two_tone()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        labels = [kmeans_labels(image, n_clusters=3, seed=seed) for seed in range(4)]
-        flat = kmeans_labels(np.zeros((6, 5, 3)), n_clusters=3, seed=0)
+        labels = [kmeans_labels(image, n_clusters=3, starts=starts) for starts in (1, 4)]
+        flat = kmeans_labels(np.zeros((6, 5, 3)), n_clusters=3)
     for found in labels:
         assert len(np.unique(found)) == 2
         assert len(np.unique(found[3:9, 4:12])) == 1 and found[3, 4] != found[0, 0]
@@ -74,9 +101,9 @@ def _noisy_lesion(channels: int) -> np.ndarray:
     return np.clip(noisy[..., None] * tint, 0, 1).astype(np.float32)
 
 
-def _most_agreed_map(image: np.ndarray, counts: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _most_agreed_map(image: np.ndarray, counts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """The k-means map (one per count) whose mask the others' masks agree with most, and that mask."""
-    maps = [relabel_by_area(kmeans_labels(image, n_clusters=k, seed=seed)) for k in counts]
+    maps = [relabel_by_area(kmeans_labels(image, n_clusters=k)) for k in counts]
     masks = [choose_mask(labels, image)[0] for labels in maps]
     best = most_agreed(masks)
     return maps[best], masks[best]
@@ -89,7 +116,7 @@ def test_kmeans_clusters_with_the_networks_readout_counts(monkeypatch) -> None:
     colour, grey = _noisy_lesion(3), _noisy_lesion(1)
     for min_labels, counts in ((None, (3, 4, 5)), (2, (2, 3, 4))):
         result = segment(colour, method="kmeans", seed=7, min_labels=min_labels)
-        labels, mask = _most_agreed_map(colour, counts, seed=7)
+        labels, mask = _most_agreed_map(colour, counts)
         np.testing.assert_array_equal(result.labels, labels)
         np.testing.assert_array_equal(result.mask, mask)
     masks_seen: list[int] = []

@@ -20,28 +20,35 @@ from selfseg.metrics import dice
 STEMS = ("Test_1", "Test_2", "Test_3")
 
 
-@pytest.mark.parametrize(("method", "readout"), [("s3net", "kmeans"), ("msformer", "kmeans"), ("s3net", "argmax")])
-def test_cli_segments_dermoscopy_samples_without_ground_truth(method, readout, shared_data, tmp_path, capsys) -> None:
+def _segment_samples(shared_data, tmp_path, argv: list[str]) -> dict[str, float]:
+    """`selfseg segment` of the dermoscopy samples with ``argv``; each sample's Dice against its expert mask."""
     samples = shared_data / "ssct-samples"
     inputs = [str(samples / "images" / f"{stem}.bmp") for stem in STEMS]
-    argv = ["segment", *inputs, "--out", str(tmp_path), "--method", method, "--quiet"]
-    assert main(argv + (["--readout", readout] if readout != "kmeans" else [])) == 0
+    assert main(["segment", *inputs, "--out", str(tmp_path), "--quiet", *argv]) == 0
     with open(tmp_path / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["image"] for row in rows] == list(STEMS)
-    assert {row["method"] for row in rows} == {method}
     assert {row["chosen"] for row in rows} == {"lesion"}
-    scores = {}
-    for stem in STEMS:
-        predicted = read_mask(tmp_path / f"{stem}_mask.png")
-        truth = read_mask(samples / "masks" / f"{stem}.png")
-        scores[stem] = 2 * np.logical_and(predicted, truth).sum() / (predicted.sum() + truth.sum())
-    # selfseg 0.10 (96 px, 32 channels), seed 0, this project's machine (2026-12-03): Test_1/2/3 S3-Net
-    # 0.93/0.87/0.96 with the default readout (kmeans, the most agreed of 3, 4 and 5 clusters on colour images),
-    # MS-Former 0.89/0.90/0.94. A fit follows the CPU's floating-point rounding, so other machines differ a little.
-    # The bounds catch a broken pipeline (a wrong region or an empty mask scores below 0.5), not rounding.
-    assert min(scores.values()) >= 0.6 and np.mean(list(scores.values())) >= 0.8, f"{method}: Dice {scores}"
+    return {stem: dice(read_mask(tmp_path / f"{stem}_mask.png"), read_mask(samples / "masks" / f"{stem}.png"))
+            for stem in STEMS}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_fit_of_each_dermoscopy_sample_is_good_whatever_the_seed(seed, shared_data, tmp_path, capsys) -> None:
+    """The default S3-Net fit: each sample >= 0.85 for every seed. Measured for seeds 0-4 under 1 and 2 torch
+    threads (docs/experiments/single-image-spread.md): with one k-means++ start per readout the worst run scored
+    0.82 (Test_1); with the best of several, 0.86."""
+    scores = _segment_samples(shared_data, tmp_path, ["--seed", str(seed)])
+    assert min(scores.values()) >= 0.85, f"seed {seed}: Dice {scores}"
     assert len(capsys.readouterr().out.strip().splitlines()) == len(STEMS) + 1
+
+
+@pytest.mark.parametrize(("method", "readout"), [("msformer", "kmeans"), ("s3net", "argmax")])
+def test_cli_segments_dermoscopy_samples_with_other_fits(method, readout, shared_data, tmp_path) -> None:
+    """MS-Former, and the papers' argmax readout: bounds that catch a broken pipeline (a wrong region or an
+    empty mask scores below 0.5); their spread over seeds is not measured against issue 37's targets."""
+    scores = _segment_samples(shared_data, tmp_path, ["--method", method, "--readout", readout])
+    assert min(scores.values()) >= 0.6 and np.mean(list(scores.values())) >= 0.8, f"{method}: Dice {scores}"
 
 
 def test_chest_xray_lungs_stop_at_the_shoulders(shared_data) -> None:
@@ -54,15 +61,15 @@ def test_chest_xray_lungs_stop_at_the_shoulders(shared_data) -> None:
     assert dice(result.mask, truth) >= 0.85
 
 
-def test_chest_xray_whose_lungs_join_the_body_gets_one_more_cluster(shared_data) -> None:
-    """CHNCXR_0299_0 with the seed the benchmark gives it (seed 0): three k-means clusters join the lungs to the
-    body and the rule picks the gaps between the arms and the chest (Dice 0, centroid at 0.76 of the height);
-    the fallback's four clusters give the lungs (Dice 0.63, 2026-12-05)."""
+def test_chest_xray_whose_lungs_one_unlucky_start_joined_to_the_body(shared_data) -> None:
+    """CHNCXR_0299_0: with the one k-means++ start its benchmark seed drew, three clusters joined the lungs to
+    the body and the rule picked the gaps between the arms and the chest (Dice 0; one more cluster then gave
+    0.63, 2026-12-05). The best of several starts finds the lungs in three clusters (Dice 0.91); the retry with
+    one more cluster is tested in tests/test_choice.py."""
     folder = shared_data / "lung-cxr-shenzhen"
-    image = read_image(folder / "images" / "CHNCXR_0299_0.jpg")
-    result = segment(image, method="kmeans", seed=506501920)
-    assert result.foreground == "lungs" and result.n_labels == 4
-    assert dice(result.mask, read_mask(folder / "masks" / "CHNCXR_0299_0.png")) >= 0.55
+    result = segment(read_image(folder / "images" / "CHNCXR_0299_0.jpg"), method="kmeans", seed=506501920)
+    assert result.foreground == "lungs" and result.n_labels == 3
+    assert dice(result.mask, read_mask(folder / "masks" / "CHNCXR_0299_0.png")) >= 0.85
 
 
 def test_basal_ct_slice_keeps_its_low_lungs(shared_data) -> None:

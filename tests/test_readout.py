@@ -39,12 +39,12 @@ def test_kmeans_readout_separates_what_the_argmax_merged() -> None:
     image = torch.full((1, 1, 6, 8), 0.2)
     image[..., 4:] = 0.8
     assert scores.argmax(1).unique().tolist() == [0]
-    one_hot = kmeans_readout(scores, image, n_clusters=2, seed=0)
+    one_hot = kmeans_readout(scores, image, n_clusters=2)
     assert one_hot.shape == (1, 2, 6, 8) and one_hot.sum(1).eq(1).all()
     clusters = one_hot.argmax(1)[0]
     assert clusters[:, :4].unique().numel() == 1 and clusters[:, 4:].unique().numel() == 1
     assert clusters[0, 0] != clusters[0, 7]
-    torch.testing.assert_close(kmeans_readout(scores, image, n_clusters=2, seed=0), one_hot)
+    torch.testing.assert_close(kmeans_readout(scores, image, n_clusters=2), one_hot)
 
 
 def test_default_readout_clusters() -> None:
@@ -55,17 +55,17 @@ def test_default_readout_clusters() -> None:
 
 def test_kmeans_readout_checks_shapes() -> None:
     with pytest.raises(ValueError, match=r"scores must have shape \(1, K, h, w\), got \(2, 4, 6, 8\)"):
-        kmeans_readout(torch.zeros(2, 4, 6, 8), torch.zeros(1, 1, 6, 8), n_clusters=2, seed=0)
+        kmeans_readout(torch.zeros(2, 4, 6, 8), torch.zeros(1, 1, 6, 8), n_clusters=2)
     with pytest.raises(ValueError, match=r"image must have shape \(1, C, 6, 8\), got \(1, 3, 6, 7\)"):
-        kmeans_readout(torch.zeros(1, 4, 6, 8), torch.zeros(1, 3, 6, 7), n_clusters=2, seed=0)
+        kmeans_readout(torch.zeros(1, 4, 6, 8), torch.zeros(1, 3, 6, 7), n_clusters=2)
 
 
 def test_cluster_maps_one_per_count_at_the_native_size() -> None:
     scores = torch.randn(1, 6, 8, 10, generator=torch.Generator().manual_seed(1))
     image = torch.rand(1, 3, 8, 10, generator=torch.Generator().manual_seed(2))
-    maps = cluster_maps(scores, image, (16, 20), readout="kmeans", counts=(2, 3), seed=0)
+    maps = cluster_maps(scores, image, (16, 20), readout="kmeans", counts=(2, 3))
     assert [m.shape for m in maps] == [(16, 20), (16, 20)] and [int(m.max()) for m in maps] == [2, 3]
-    (argmax,) = cluster_maps(scores, image, (16, 20), readout="argmax", counts=(2, 3), seed=0)
+    (argmax,) = cluster_maps(scores, image, (16, 20), readout="argmax", counts=(2, 3))
     np.testing.assert_array_equal(argmax, relabel_by_area(upsampled_argmax(scores, 16, 20).numpy()))
 
 

@@ -23,13 +23,49 @@ def otsu_labels(image: np.ndarray) -> np.ndarray:
     return np.where(grey > threshold_otsu(grey), 2, 1).astype(np.int32)
 
 
-def kmeans_labels(image: np.ndarray, *, n_clusters: int = 3, seed: int = 0) -> np.ndarray:
-    """k-means of the pixel colours, or of any (H, W, D) per-pixel features (``scipy.cluster.vq.kmeans2``,
-    k-means++ start, seeded). An image with fewer distinct colours than ``n_clusters`` gets fewer clusters
-    (scipy's warnings about the empty ones are silenced)."""
+KMEANS_STARTS = 4
+"""k-means++ starts of ``kmeans_labels``; the clustering of lowest inertia is kept."""
+
+KMEANS_SAMPLE = 16384
+"""Most pixels the starts of ``kmeans_labels`` are compared on (an even stride over the image)."""
+
+
+def kmeans_labels(
+    image: np.ndarray, *, n_clusters: int = 3, seed: int | None = None, starts: int = KMEANS_STARTS
+) -> np.ndarray:
+    """k-means of the pixel colours, or of any (H, W, D) per-pixel features -> (H, W) int32 clusters 1..n.
+
+    The result depends on the pixels only: the same features give the same clusters whatever the fit's seed or
+    the machine. An image with fewer distinct colours than ``n_clusters`` gets fewer clusters.
+
+    Notes:
+        ``starts`` k-means++ starts (Arthur & Vassilvitskii, SODA 2007), drawn from generators seeded 0, 1, ...,
+        each refined by Lloyd's iterations (``scipy.cluster.vq.kmeans2``) on at most ``KMEANS_SAMPLE`` pixels; the
+        centroids of lowest inertia there are refined on every pixel. One random start lands in another local
+        optimum from seed to seed, and the mask chosen from the clusters moves with it (docs/experiments/
+        single-image-spread.md); the best of several does so far less.
+
+    .. deprecated:: 0.12
+        ``seed`` is ignored: the clusters no longer depend on it.
+
+    >>> image = np.zeros((4, 6, 3)); image[:, 3:] = 1.0
+    >>> kmeans_labels(image, n_clusters=2)[0]
+    array([1, 1, 1, 2, 2, 2], dtype=int32)
+    """
+    if seed is not None:
+        warnings.warn("kmeans_labels: seed is ignored since selfseg 0.12", FutureWarning, stacklevel=2)
     pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
+    sample = pixels[:: -(-len(pixels) // KMEANS_SAMPLE)]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "One of the clusters is empty", UserWarning)
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
-        _, assignment = kmeans2(pixels, n_clusters, minit="++", seed=np.random.default_rng(seed))
+        fits = [kmeans2(sample, n_clusters, minit="++", seed=np.random.default_rng(start)) for start in range(starts)]
+        centroids, assignment = min(fits, key=lambda fit: _inertia(sample, *fit))
+        if len(sample) < len(pixels):
+            _, assignment = kmeans2(pixels, centroids, minit="matrix")
     return (assignment.reshape(image.shape[:2]) + 1).astype(np.int32)
+
+
+def _inertia(points: np.ndarray, centroids: np.ndarray, assignment: np.ndarray) -> float:
+    """Sum of squared distances of (N, D) ``points`` to their assigned centroids."""
+    return float(((points - centroids[assignment]) ** 2).sum())

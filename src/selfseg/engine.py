@@ -105,7 +105,7 @@ def _baseline(image: Prepared, settings: FitSettings, rule: MaskRule) -> Segment
     start = time.perf_counter()
 
     def recluster(k: int) -> np.ndarray:
-        return relabel_by_area(BASELINES[settings.method](image.pixels, k, image.seed))
+        return relabel_by_area(BASELINES[settings.method](image.pixels, k))
 
     maps = [recluster(k) for k in settings.counts(image.pixels)]
     seconds = time.perf_counter() - start
@@ -123,7 +123,7 @@ def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: Ma
     def read_out(counts: Sequence[int]) -> list[np.ndarray]:
         with torch.no_grad(), autocast(x.device, precision):
             shape = image.pixels.shape[:2]
-            return cluster_maps(scores, x, shape, readout=settings.readout, counts=counts, seed=network.seed)
+            return cluster_maps(scores, x, shape, readout=settings.readout, counts=counts)
 
     maps = read_out(settings.counts(image.pixels))
     seconds = time.perf_counter() - network.start

@@ -65,11 +65,12 @@ DEFAULT_SIZE = 96
 """Default working size (longer side, px) of the networks: the masks are smooth, and the readout and the
 foreground rule work at the native resolution (docs/speed.md)."""
 
-BASELINES: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
-    "otsu": lambda pixels, n_clusters, seed: otsu_labels(pixels),
-    "kmeans": lambda pixels, n_clusters, seed: kmeans_labels(pixels, n_clusters=n_clusters, seed=seed),
+BASELINES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "otsu": lambda pixels, n_clusters: otsu_labels(pixels),
+    "kmeans": lambda pixels, n_clusters: kmeans_labels(pixels, n_clusters=n_clusters),
 }
-"""Methods without a network: (H, W, C) image, number of clusters, seed -> (H, W) cluster map."""
+"""Methods without a network: (H, W, C) image, number of clusters -> (H, W) cluster map (no seed: both are
+deterministic)."""
 
 BASELINE_CLUSTERS = {"otsu": None, "kmeans": 3}
 """The ``min_labels`` of each baseline when none is given: k-means' number of clusters, read out like the networks'

@@ -66,15 +66,15 @@ def upsampled_argmax(scores: Tensor, height: int, width: int, rows_per_strip: in
     return out
 
 
-def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int) -> Tensor:
+def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int) -> Tensor:
     """Clusters of a fitted network by k-means instead of argmax. (1, K, h, w) scores, (1, C, h, w) image
     -> (1, n_clusters, h, w) one-hot cluster scores (for ``upsampled_argmax``).
 
     Each pixel is described by its L2-normalised score vector joined with its colour, standardised to
-    unit variance and weighted by ``COLOUR_WEIGHT``; ``baselines.kmeans_labels`` (k-means++ start,
-    seeded) groups them into ``n_clusters``. The argmax of a network that has merged regions of
-    different brightness into one dominant cluster (lungs and body on chest X-rays) cannot separate
-    them again; its score vectors, with the colour, still do.
+    unit variance and weighted by ``COLOUR_WEIGHT``; ``baselines.kmeans_labels`` (the best of several
+    k-means++ starts, independent of the fit's seed) groups them into ``n_clusters``. The argmax of a
+    network that has merged regions of different brightness into one dominant cluster (lungs and body on
+    chest X-rays) cannot separate them again; its score vectors, with the colour, still do.
     """
     check_shape("scores", scores, (1, "K", "h", "w"))
     check_shape("image", image, (1, "C", scores.shape[2], scores.shape[3]))
@@ -82,7 +82,7 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int, seed: int)
     colour = image.float()[0]
     colour = COLOUR_WEIGHT * (colour - colour.mean(dim=(1, 2), keepdim=True)) / colour.std().clamp_min(1e-6)
     features = torch.cat([normed, colour]).permute(1, 2, 0).cpu().numpy()
-    labels = torch.from_numpy(kmeans_labels(features, n_clusters=n_clusters, seed=seed)).long() - 1
+    labels = torch.from_numpy(kmeans_labels(features, n_clusters=n_clusters)).long() - 1
     return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
 
 
@@ -117,9 +117,9 @@ def relabel_by_area(labels: np.ndarray) -> np.ndarray:
 
 
 def cluster_maps(
-    scores: Tensor, image: Tensor, shape: tuple[int, int], *, readout: str, counts: Sequence[int], seed: int
+    scores: Tensor, image: Tensor, shape: tuple[int, int], *, readout: str, counts: Sequence[int]
 ) -> list[np.ndarray]:
     """Cluster maps of (1, K, h, w) ``scores`` of the (1, C, h, w) working ``image``: one per count of
     ``counts`` ("kmeans") or one ("argmax"), each (H, W) int32 at the native ``shape``, numbered 1..n."""
-    readouts = [kmeans_readout(scores, image, n_clusters=k, seed=seed) for k in counts] if readout == "kmeans" else [scores]
+    readouts = [kmeans_readout(scores, image, n_clusters=k) for k in counts] if readout == "kmeans" else [scores]
     return [relabel_by_area(upsampled_argmax(r.contiguous(), *shape).cpu().numpy()) for r in readouts]
