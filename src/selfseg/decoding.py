@@ -7,9 +7,12 @@ Internal: users meet these names through :mod:`selfseg.io` (``ImageReadError``, 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,11 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "MODES",
+    "BoundedFile",
     "ImageReadError",
     "decode_reason",
     "failure_reason",
+    "open_image",
     "raw_pixels",
     "rescale",
     "size_reason",
@@ -47,6 +52,8 @@ MODES = frozenset(
     | {"I;16", "I;16L", "I;16B", "I;16N"}
 )
 _TAIL = 4096  # bytes read from the end of a file to look for its end marker
+_PILLOW_FORMATS = {"PNG": ["PNG"], "JPEG": ["JPEG", "MPO"], "GIF": ["GIF"], "TIFF": ["TIFF"], "BMP": ["BMP"],
+                   "WEBP": ["WEBP"], "JPEG 2000": ["JPEG2000"]}  # sniff_format's name -> Pillow's readers of it
 
 
 class ImageReadError(ValueError):
@@ -265,6 +272,42 @@ def failure_reason(path: Path, size: int, err: BaseException, fmt: str | None = 
     if "decoder" in message and "not available" in message:
         return f"unsupported format: this Pillow has no {fmt} decoder"
     return f"cannot decode image: corrupt {fmt} data ({message or type(err).__name__})"
+
+
+# --- opening with Pillow ---------------------------------------------------------------------
+
+
+class BoundedFile(io.BufferedReader):
+    """A file opened for reading whose ``read(n)`` asks for at most the bytes left in it.
+
+    Pillow passes lengths read from a header to ``read``, and a buffered file allocates all ``n`` bytes before
+    reading: a PNG chunk declaring 2 GiB made a 2 GiB allocation. Through this file it is the bytes left.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self.size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(self.size - self.tell(), 0))
+        return super().read(size)
+
+
+@contextmanager
+def open_image(path: Path, size: int) -> Iterator[Image.Image]:
+    """Pillow's image of ``path`` (``size`` bytes), read through a :class:`BoundedFile` and closed on exit;
+    ImageReadError with the reason when Pillow cannot open it.
+
+    A file whose first bytes name a format (``sniff_format``) is opened only by Pillow's reader of it: a broken
+    TIFF is a broken TIFF, not the GIMP brush that Pillow would try next and whose weaker check it can pass."""
+    formats = _PILLOW_FORMATS.get(sniff_format(path))
+    with ExitStack() as stack:
+        try:
+            img = stack.enter_context(Image.open(stack.enter_context(BoundedFile(path)), formats=formats))
+        except Exception as err:  # corrupt data raises many types
+            raise ImageReadError(path, failure_reason(path, size, err)) from None
+        yield img
 
 
 # --- pixels ---------------------------------------------------------------------------------

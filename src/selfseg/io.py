@@ -26,6 +26,7 @@ from selfseg.decoding import (
     ImageReadError,
     decode_reason,
     failure_reason,
+    open_image,
     raw_pixels,
     size_reason,
     sniff_format,
@@ -84,11 +85,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     # Pillow's warnings (corrupt EXIF, decompression bomb) would only repeat what the reason says.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            img = Image.open(path)
-        except Exception as err:  # corrupt data raises many types
-            raise ImageReadError(path, failure_reason(path, info.st_size, err)) from None
-        with img:
+        with open_image(path, info.st_size) as img:
             reason = size_reason(img.height, img.width)
             if reason is None and img.mode not in MODES:
                 reason = f"unsupported format: {img.format} with pixel mode {img.mode}"

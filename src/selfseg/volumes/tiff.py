@@ -13,6 +13,7 @@ from selfseg.decoding import (
     MODES,
     ImageReadError,
     failure_reason,
+    open_image,
     raw_pixels,
     rescale,
 )
@@ -51,11 +52,7 @@ def _tiff_frames(path: Path, img: Image.Image, axis: int) -> tuple[np.ndarray, s
 def read_tiff(path: Path, axis: int, size: int) -> Volume:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            img = Image.open(path)
-        except Exception as err:
-            raise ImageReadError(path, failure_reason(path, size, err)) from None
-        with img:
+        with open_image(path, size) as img:
             try:
                 data, mode, raw_dtype = _tiff_frames(path, img, axis)
             except ImageReadError:
