@@ -128,7 +128,8 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
     widths = {1: "B", 3: "H", 4: "I"}
     first: dict[int, list[int]] | None = None
     seen: set[int] = set()
-    while offset and offset not in seen and len(seen) < 65536:
+    entries = 1 << 20  # directory entries read at most: overlapping directories cannot make this take long
+    while offset and offset not in seen and entries > 0:
         seen.add(offset)
         if offset + 2 > size:
             return None, True, None
@@ -136,10 +137,11 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
         (count,) = struct.unpack(order + "H", f.read(2))
         if offset + 2 + 12 * count + 4 > size:
             return None, True, None
+        entries -= count + 1
         tags: dict[int, list[int]] = {}
         for _ in range(count):
             tag, kind, n, value = struct.unpack(order + "HHI4s", f.read(12))
-            if tag not in (256, 257, 258, 273, 277, 279, 324, 325, 339) or kind not in widths:
+            if tag not in (256, 257, 258, 273, 277, 279, 324, 325, 339) or kind not in widths or n == 0:
                 continue
             item = struct.calcsize(widths[kind])
             if n * item <= 4:
