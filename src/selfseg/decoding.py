@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "DEFLATE_RATIO",
     "GREY_MODES",
     "MAX_PIXELS",
     "MIN_SIDE",
@@ -27,6 +28,7 @@ __all__ = [
     "ImageReadError",
     "decode_reason",
     "failure_reason",
+    "least_bytes",
     "open_image",
     "raw_pixels",
     "rescale",
@@ -52,8 +54,14 @@ MODES = frozenset(
     | {"I;16", "I;16L", "I;16B", "I;16N"}
 )
 _TAIL = 4096  # bytes read from the end of a file to look for its end marker
+DEFLATE_RATIO = 1032
+"""Most bytes one byte of deflate data (PNG, TIFF, gzip) decodes to: a 258-byte match coded in two bits."""
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 _PILLOW_FORMATS = {"PNG": ["PNG"], "JPEG": ["JPEG", "MPO"], "GIF": ["GIF"], "TIFF": ["TIFF"], "BMP": ["BMP"],
                    "WEBP": ["WEBP"], "JPEG 2000": ["JPEG2000"]}  # sniff_format's name -> Pillow's readers of it
+# TIFF compression -> most bytes one stored byte decodes to: LZW (codes of at least 9 bits, strings of at most
+# 4096 bytes), deflate, PackBits (a 2-byte run of up to 128). Others (JPEG, CCITT, ...) have no such bound.
+_TIFF_RATIOS = {5: 4096 * 8 // 9, 8: DEFLATE_RATIO, 32946: DEFLATE_RATIO, 32773: 64}
 
 
 class ImageReadError(ValueError):
@@ -170,8 +178,8 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
     return dims, False, f"{bits}-bit {kind}, {samples} sample{'s' if samples != 1 else ''} per pixel"
 
 
-def _jpeg_dims(f, size: int) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's start-of-frame marker, or None where it cannot be reached."""
+def _jpeg_frame(f, size: int) -> tuple[int, int, int] | None:
+    """(marker, height, width) of a JPEG's start-of-frame, or None where it cannot be reached."""
     f.seek(2)
     while f.tell() + 4 <= size:
         marker, length = struct.unpack(">2sH", f.read(4))
@@ -179,7 +187,7 @@ def _jpeg_dims(f, size: int) -> tuple[int, int] | None:
             return None
         if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
             data = f.read(5)
-            return struct.unpack(">HH", data[1:5]) if len(data) == 5 else None
+            return (marker[1], *struct.unpack(">HH", data[1:5])) if len(data) == 5 else None
         f.seek(length - 2, os.SEEK_CUR)
     return None
 
@@ -200,14 +208,14 @@ def header_facts(path: Path, fmt: str | None, size: int) -> tuple[tuple[int, int
             if fmt == "TIFF":
                 f.seek(0)
                 return _tiff_facts(f, size)
-            dims = _jpeg_dims(f, size) if fmt == "JPEG" else None
+            frame = _jpeg_frame(f, size) if fmt == "JPEG" else None
     except (OSError, struct.error):
         return None, False, None
     if fmt == "PNG":
         dims = struct.unpack(">II", head[16:24])[::-1] if len(head) >= 24 else None
         return dims, b"IEND" not in tail, None
     if fmt in ("JPEG", "JPEG 2000"):
-        return dims, b"\xff\xd9" not in tail, None
+        return None if frame is None else frame[1:], b"\xff\xd9" not in tail, None
     if fmt == "GIF":
         dims = struct.unpack("<HH", head[6:10])[::-1] if len(head) >= 10 else None
         return dims, not tail.rstrip(b"\0").endswith(b";"), None
@@ -224,6 +232,37 @@ def header_facts(path: Path, fmt: str | None, size: int) -> tuple[tuple[int, int
     if fmt == "WEBP":
         return None, struct.unpack("<I", head[4:8])[0] + 8 > size, None
     return None, False, None
+
+
+def least_bytes(img: Image.Image, path: Path, size: int) -> int:
+    """Fewest bytes of ``path`` (``size`` bytes) that can hold the pixels the header of ``img`` (open, not loaded)
+    declares; 0 where its coding has no such bound.
+
+    Data stored as it is (uncompressed BMP, TIFF, ...: Pillow's "raw" tiles) takes at least a bit per pixel;
+    one byte of deflate (PNG, TIFF) decodes to at most ``DEFLATE_RATIO`` bytes, of LZW (TIFF) to 3640, of
+    PackBits (TIFF) to 64; Huffman-coded JPEG spends at least a bit on each 8x8 block of each component (a bit
+    per 128 pixels whatever the sampling). A shorter file cannot hold its pixels: the readers refuse it as
+    truncated before anything is allocated on the header's word. Other codings (JPEG 2000, WebP, arithmetic
+    JPEG, TIFF JPEG or CCITT, BMP RLE) can pack a blank image into almost nothing: the pixel limit bounds them.
+    """
+    pixels = img.height * img.width
+    if img.tile and all(tile[0] == "raw" for tile in img.tile):
+        return img.height * ((img.width + 7) // 8)
+    if img.format == "TIFF" and img.tag_v2.get(259) in _TIFF_RATIOS:
+        bits = img.tag_v2.get(258, (1,))
+        return pixels * sum(bits) // 8 // _TIFF_RATIOS[img.tag_v2[259]]
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+            frame = _jpeg_frame(f, size) if img.format == "JPEG" else None
+    except (OSError, struct.error):
+        return 0
+    if img.format == "PNG" and len(head) == 26:
+        depth, colour = head[24:26]
+        return img.height * (1 + (img.width * depth * _PNG_CHANNELS.get(colour, 1) + 7) // 8) // DEFLATE_RATIO
+    if frame is not None and frame[0] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7):  # Huffman coding
+        return pixels // 1024
+    return 0
 
 
 def pixel_limit() -> int:
