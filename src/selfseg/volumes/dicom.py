@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from selfseg.decoding import (
+    BoundedFile,
     ImageReadError,
     decode_reason,
 )
@@ -86,20 +87,36 @@ def _integer(file: Path, ds: Any, keyword: str, default: int | None) -> int | No
         raise ImageReadError(file, reason) from None
 
 
+def _dcmread(pydicom: ModuleType, file: Path, **options: Any) -> Any:
+    """``pydicom.dcmread`` through a :class:`~selfseg.decoding.BoundedFile`, so that an element length read from the
+    file never allocates more than the file holds; the public top-level elements are converted here (pydicom
+    converts on first access): one of a wrong length or an unknown VR fails now, not where a value is used."""
+    with BoundedFile(file) as fp:
+        ds = pydicom.dcmread(fp, **options)
+    for tag in [tag for tag in ds.keys() if not tag.is_private]:
+        try:
+            ds[tag]
+        except Exception:  # pydicom's BytesLengthException, NotImplementedError for an unknown VR, ...
+            raw = ds.get_item(tag)
+            size = len(raw.value or b"")
+            what = f"does not read as VR {raw.VR}" if raw.VR else "has no known VR"
+            raise ValueError(f"element {tag} {what} ({size} byte{'s' if size != 1 else ''})") from None
+    return ds
+
+
 def _read(pydicom: ModuleType, file: Path, **options: Any) -> Any:
     """``pydicom.dcmread(file)``; a file without the 128-byte preamble and "DICM" prefix is read when its first
     element is a public DICOM tag of group 0008 or above (a bare dataset); otherwise InvalidDicomError."""
     try:
-        return pydicom.dcmread(file, **options)
+        ds = _dcmread(pydicom, file, **options)
     except pydicom.errors.InvalidDicomError:
-        pass
-    try:
-        ds = pydicom.dcmread(file, force=True, **options)
-        first = next(iter(ds.keys()), None)
-    except Exception:  # junk parsed as DICOM fails in many ways
-        first = None
-    if first is None or first.group < 0x0008 or not pydicom.datadict.dictionary_has_tag(first):
-        raise pydicom.errors.InvalidDicomError(f"{file} is not a DICOM file")
+        try:
+            ds = _dcmread(pydicom, file, force=True, **options)
+            first = next(iter(ds.keys()), None)
+        except Exception:  # junk parsed as DICOM fails in many ways
+            first = None
+        if first is None or first.group < 0x0008 or not pydicom.datadict.dictionary_has_tag(first):
+            raise pydicom.errors.InvalidDicomError(f"{file} is not a DICOM file") from None
     return ds
 
 
@@ -172,7 +189,7 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
 def _no_image_reason(pydicom: ModuleType, file: Path) -> str:
     """Why a DICOM file without Rows is no image: pixel data without its description, or no pixel data."""
     try:
-        ds = _read(pydicom, file, defer_size=1024)
+        ds = _read(pydicom, file)
     except Exception:  # the header parsed; a failure past it is a truncated or corrupt file
         ds = {}
     if any(keyword in ds for keyword in _PIXEL_KEYWORDS):
@@ -203,7 +220,7 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
             continue
         dcm = file.name.lower().endswith(".dcm")
         try:  # a file without the DICOM preamble is tried only under a .dcm name
-            header = _read(pydicom, file, stop_before_pixels=True) if dcm else pydicom.dcmread(file, stop_before_pixels=True)
+            header = _read(pydicom, file, stop_before_pixels=True) if dcm else _dcmread(pydicom, file, stop_before_pixels=True)
         except pydicom.errors.InvalidDicomError:  # notes, thumbnails, ... beside the series
             if dcm:
                 raise ImageReadError(file, "cannot decode image: not a DICOM file") from None
