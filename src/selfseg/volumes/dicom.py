@@ -61,8 +61,17 @@ def _shared(ds: Any, sequence: str, keyword: str) -> Any:
         return ds.get(keyword)
     try:
         return ds.SharedFunctionalGroupsSequence[0][sequence][0].get(keyword)
-    except (AttributeError, IndexError, KeyError, TypeError):
+    except Exception:  # absent, or an item pydicom cannot convert: as absent
         return None
+
+
+def _vector(value: Any, count: int) -> np.ndarray | None:
+    """A multi-valued decimal element as ``count`` floats, or None when absent, of another length or not numbers."""
+    try:
+        values = np.asarray([float(v) for v in value])
+    except (TypeError, ValueError):  # None, a single value, text that is no number
+        return None
+    return values if len(values) == count else None
 
 
 def _frame_positions(ds: Any, frames: int) -> list[np.ndarray] | None:
@@ -70,20 +79,21 @@ def _frame_positions(ds: Any, frames: int) -> list[np.ndarray] | None:
     try:
         groups = ds.PerFrameFunctionalGroupsSequence
         positions = [np.asarray(g.PlanePositionSequence[0].ImagePositionPatient, dtype=float) for g in groups]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+    except Exception:  # absent, not numbers, or an item pydicom cannot convert
         return None
     return positions if len(positions) == frames else None
 
 
 def _integer(file: Path, ds: Any, keyword: str, default: int | None) -> int | None:
-    """An integer (IS) element of ``ds``; ``default`` when absent or empty. Another value is a corrupt header."""
+    """An integer (US or IS) element of ``ds``; ``default`` when absent or empty. Another value is a corrupt header."""
     value = ds.get(keyword)
     if value is None or str(value).strip() == "":
         return default
     try:
         return int(value)
     except (TypeError, ValueError):
-        reason = f"cannot decode image: corrupt DICOM header ({keyword} is {str(value)!r}, not an integer)"
+        shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:37]}..."
+        reason = f"cannot decode image: corrupt DICOM header ({keyword} is {shown!r}, not an integer)"
         raise ImageReadError(file, reason) from None
 
 
@@ -164,9 +174,9 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
     if not uid.is_compressed and "PixelData" in ds:
         try:
             needed = pydicom.pixels.utils.get_expected_length(ds, "bytes")
-        except (AttributeError, KeyError, TypeError, ValueError):  # an element missing: pixel_array names it below
+        except Exception:  # an element missing or unreadable: pixel_array names it below
             needed = 0
-        if len(ds.PixelData) < needed:
+        if len(ds.PixelData or b"") < needed:
             raise ImageReadError(file, "cannot decode image: truncated file")
     try:
         pixels = np.asarray(ds.pixel_array)
@@ -181,13 +191,15 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
         except Exception as err:
             reason = f"cannot decode image: DICOM PALETTE COLOR without a usable lookup table ({decode_reason(err)})"
             raise ImageReadError(file, reason) from None
-    frames, rows, columns = expect
-    channels = (3,) if palette or int(ds.get("SamplesPerPixel", 1) or 1) == 3 else ()
-    return ds, pixels.reshape((frames, rows, columns, *channels))
+    shape = (*expect, *((3,) if palette or _integer(file, ds, "SamplesPerPixel", 1) == 3 else ()))
+    if pixels.size != np.prod(shape):  # compressed data of another size than the header's
+        reason = f"cannot decode image: DICOM pixel data of {pixels.size} values, the header says {'x'.join(map(str, shape))}"
+        raise ImageReadError(file, reason)
+    return ds, pixels.reshape(shape)
 
 
 def _no_image_reason(pydicom: ModuleType, file: Path) -> str:
-    """Why a DICOM file without Rows is no image: pixel data without its description, or no pixel data."""
+    """Why a DICOM file without Rows or Columns is no image: pixel data without its description, or no pixel data."""
     try:
         ds = _read(pydicom, file)
     except Exception:  # the header parsed; a failure past it is a truncated or corrupt file
@@ -207,7 +219,7 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
         except Exception as err:
             reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
             raise ImageReadError(path, reason) from None
-        if "Rows" not in header:
+        if "Rows" not in header or "Columns" not in header:
             raise ImageReadError(path, _no_image_reason(pydicom, path))
         return [(path, header)]
     found = []
@@ -228,7 +240,7 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
         except Exception as err:
             reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
             raise ImageReadError(file, reason) from None
-        if "Rows" in header:  # skip reports, presentation states and other non-image objects
+        if "Rows" in header and "Columns" in header:  # skip reports, presentation states and other non-image objects
             found.append((file, header))
     if not found:
         raise ImageReadError(path, "no DICOM image files in the folder")
@@ -246,7 +258,7 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
             path, f"mixed DICOM series: the folder holds {len(series)} series (SeriesInstanceUID "
             f"{', '.join(series[:3])}{', ...' if len(series) > 3 else ''}); put each series in its own folder",
         )
-    sizes = sorted({(int(h.Rows), int(h.Columns)) for _, h in items})
+    sizes = sorted({(_integer(f, h, "Rows", 0), _integer(f, h, "Columns", 0)) for f, h in items})
     if len(sizes) > 1:
         shown = " and ".join(f"{r}x{c}" for r, c in sizes[:2])
         raise ImageReadError(path, f"mixed DICOM series: slices of different sizes ({shown} pixels)")
@@ -262,16 +274,15 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
             )
     if len(items) == 1:
         return items, None
-    orientations = [_shared(h, "PlaneOrientationSequence", "ImageOrientationPatient") for _, h in items]
-    positions = [_shared(h, "PlanePositionSequence", "ImagePositionPatient") for _, h in items]
-    known = all(o is not None and len(o) == 6 for o in orientations)
-    if known and all(p is not None and len(p) == 3 for p in positions):
-        orient = np.asarray([[float(v) for v in o] for o in orientations])
+    orientations = [_vector(_shared(h, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for _, h in items]
+    positions = [_vector(_shared(h, "PlanePositionSequence", "ImagePositionPatient"), 3) for _, h in items]
+    if all(o is not None for o in orientations) and all(p is not None for p in positions):
+        orient = np.asarray(orientations)
         if np.abs(orient - orient[0]).max() > 1e-3:
             reason = "mixed DICOM series: slices with different orientations (ImageOrientationPatient)"
             raise ImageReadError(path, reason)
         normal = np.cross(orient[0, :3], orient[0, 3:])
-        where = np.asarray([[float(v) for v in p] for p in positions])
+        where = np.asarray(positions)
         keys = where @ normal
         order = np.argsort(keys, kind="stable")
         gaps = np.diff(keys[order])
@@ -325,11 +336,11 @@ def _read_dicom(path: Path, axis: int) -> Volume:
     items = _series(pydicom, path)
     items, positions = _sort_series(path, items) if len(items) > 1 else (items, None)
     first = items[0][1]
-    rows, columns = int(first.Rows), int(first.Columns)
+    rows, columns = (_integer(items[0][0], first, keyword, 0) for keyword in ("Rows", "Columns"))
     frames = (_integer(items[0][0], first, "NumberOfFrames", 1) or 1) if len(items) == 1 else 1
     depth = frames * len(items)
     photometric = _photometric(first)
-    samples = int(first.get("SamplesPerPixel", 1) or 1)
+    samples = _integer(items[0][0], first, "SamplesPerPixel", 1) or 1
     palette = photometric == "PALETTE COLOR" and samples == 1
     colour = palette or (samples == 3 and (photometric == "RGB" or photometric.startswith("YBR")))
     if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
@@ -345,9 +356,10 @@ def _read_dicom(path: Path, axis: int) -> Volume:
         block[...] = pixels
         if pixels.dtype.kind == "f" and not np.isfinite(block).all():
             raise ImageReadError(file, "contains NaN or infinite values")
-        if colour:  # a palette's RGB spans its entries' type; stored RGB its BitsStored
-            full = np.iinfo(pixels.dtype).max if palette else 2 ** int(ds.get("BitsStored", 8) or 8) - 1
-            top = max(top, float(full))
+        if colour:  # a palette's RGB spans its entries' type; stored RGB its BitsStored (or its largest value)
+            bits = 8 * pixels.dtype.itemsize
+            bits = bits if palette else min(_integer(file, ds, "BitsStored", bits) or bits, bits)
+            top = max(top, float(2**bits - 1), float(pixels.max()))
             continue
         slope = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleSlope")) or 1.0
         intercept = _number(_shared(ds, "PixelValueTransformationSequence", "RescaleIntercept")) or 0.0
@@ -383,17 +395,16 @@ def _dicom_affine(
     ds: Any, positions: list[np.ndarray] | None, depth: int
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Affine of (slice, row, column) indices -> RAS+ mm, and the voxel size along those axes."""
-    spacing = _shared(ds, "PixelMeasuresSequence", "PixelSpacing") or ds.get("ImagerPixelSpacing")
-    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
-    orientation = _shared(ds, "PlaneOrientationSequence", "ImageOrientationPatient")
-    if orientation is not None and len(orientation) == 6:
-        along_row = np.asarray([float(v) for v in orientation[:3]])  # direction of increasing column
-        along_col = np.asarray([float(v) for v in orientation[3:]])  # direction of increasing row
+    spacing = _vector(_shared(ds, "PixelMeasuresSequence", "PixelSpacing") or ds.get("ImagerPixelSpacing"), 2)
+    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0)
+    orientation = _vector(_shared(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    if orientation is not None:
+        along_row, along_col = orientation[:3], orientation[3:]  # directions of increasing column, row
     else:
         along_row, along_col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     normal = np.cross(along_row, along_col)
-    origin = _shared(ds, "PlanePositionSequence", "ImagePositionPatient")
-    origin = np.asarray([float(v) for v in origin]) if origin is not None and len(origin) == 3 else np.zeros(3)
+    origin = _vector(_shared(ds, "PlanePositionSequence", "ImagePositionPatient"), 3)
+    origin = np.zeros(3) if origin is None else origin
     if positions is not None and len(positions) == depth and depth > 1:
         origin = positions[0]
         step = (positions[-1] - positions[0]) / (depth - 1)
