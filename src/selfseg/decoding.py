@@ -26,6 +26,7 @@ __all__ = [
     "MODES",
     "BoundedFile",
     "ImageReadError",
+    "codestream_size",
     "decode_reason",
     "failure_reason",
     "least_bytes",
@@ -179,16 +180,30 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
 
 
 def _jpeg_frame(f, size: int) -> tuple[int, int, int] | None:
-    """(marker, height, width) of a JPEG's start-of-frame, or None where it cannot be reached."""
+    """(marker, height, width) of a JPEG's (or JPEG-LS's) start-of-frame, or None where it cannot be reached."""
     f.seek(2)
     while f.tell() + 4 <= size:
         marker, length = struct.unpack(">2sH", f.read(4))
         if marker[0] != 0xFF or length < 2:
             return None
-        if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+        if (0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC)) or marker[1] == 0xF7:
             data = f.read(5)
             return (marker[1], *struct.unpack(">HH", data[1:5])) if len(data) == 5 else None
         f.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) that a JPEG, JPEG-LS or JPEG 2000 codestream declares in its header, or None."""
+    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # JPEG 2000 SIZ: the image area less its offset
+        width, height, left, top = struct.unpack(">IIII", data[8:24])
+        return height - top, width - left
+    if data[:2] == b"\xff\xd8":
+        try:
+            frame = _jpeg_frame(io.BytesIO(data), len(data))
+        except struct.error:
+            return None
+        return None if frame is None else frame[1:]
     return None
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from selfseg.decoding import (
     BoundedFile,
     ImageReadError,
+    codestream_size,
     decode_reason,
 )
 from selfseg.optional import optional_import
@@ -161,6 +162,19 @@ def _decoder_reason(pydicom: ModuleType, uid: Any) -> str:
     )
 
 
+def _codestream_reason(pydicom: ModuleType, ds: Any, expect: tuple[int, int, int]) -> str | None:
+    """Why compressed pixel data cannot fill the header's rows x columns: its first frame's own header (JPEG, JPEG-LS,
+    JPEG 2000) declares fewer pixels. Checked before pydicom allocates the header's frames x rows x columns."""
+    try:
+        first = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=expect[0]))
+    except Exception:  # no frame found: pixel_array says what is wrong
+        return None
+    size = codestream_size(first)
+    if size is None or size[0] * size[1] >= expect[1] * expect[2]:
+        return None
+    return f"cannot decode image: DICOM Rows x Columns are {expect[1]}x{expect[2]}, its compressed data {size[0]}x{size[1]}"
+
+
 def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int]) -> tuple[Any, np.ndarray]:
     """Read one DICOM file's dataset and pixels (frames, rows, columns[, 3]) in the stored type; PALETTE COLOR
     becomes RGB through the file's lookup table (uint8 or uint16, as the table's entries)."""
@@ -178,6 +192,8 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
             needed = 0
         if len(ds.PixelData or b"") < needed:
             raise ImageReadError(file, "cannot decode image: truncated file")
+    if uid.is_compressed and "PixelData" in ds and (reason := _codestream_reason(pydicom, ds, expect)):
+        raise ImageReadError(file, reason)
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as err:
@@ -331,7 +347,7 @@ def read_dicom(path: Path, axis: int) -> Volume:
 
 def _read_dicom(path: Path, axis: int) -> Volume:
     pydicom = optional_import("pydicom")
-    for module in ("errors", "datadict", "pixels", "pixels.utils", "uid"):
+    for module in ("errors", "datadict", "encaps", "pixels", "pixels.utils", "uid"):
         optional_import(f"pydicom.{module}")
     items = _series(pydicom, path)
     items, positions = _sort_series(path, items) if len(items) > 1 else (items, None)
@@ -347,11 +363,12 @@ def _read_dicom(path: Path, axis: int) -> Volume:
         reason = f"unsupported format: DICOM photometric interpretation {photometric} (SamplesPerPixel {samples})"
         raise ImageReadError(items[0][0], reason)
     check_size(path, (depth, rows, columns), axis, 3 if colour else 1)
+    decoded = _dicom_pixels(pydicom, items[0][0], (frames, rows, columns))  # the header's size is real: allocate
     data, source = allocate(path, (depth, rows, columns), axis, colour)
     inverted = np.zeros(depth, dtype=bool)
     top = 0.0
     for index, (file, _) in enumerate(items):
-        ds, pixels = _dicom_pixels(pydicom, file, (frames, rows, columns))
+        ds, pixels = decoded if index == 0 else _dicom_pixels(pydicom, file, (frames, rows, columns))
         block = source[index * frames : (index + 1) * frames]
         block[...] = pixels
         if pixels.dtype.kind == "f" and not np.isfinite(block).all():
