@@ -7,22 +7,30 @@ Internal: users meet these names through :mod:`selfseg.io` (``ImageReadError``, 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "DEFLATE_RATIO",
     "GREY_MODES",
     "MAX_PIXELS",
     "MIN_SIDE",
     "MODES",
+    "BoundedFile",
     "ImageReadError",
+    "codestream_size",
     "decode_reason",
     "failure_reason",
+    "least_bytes",
+    "open_image",
     "raw_pixels",
     "rescale",
     "size_reason",
@@ -47,6 +55,14 @@ MODES = frozenset(
     | {"I;16", "I;16L", "I;16B", "I;16N"}
 )
 _TAIL = 4096  # bytes read from the end of a file to look for its end marker
+DEFLATE_RATIO = 1032
+"""Most bytes one byte of deflate data (PNG, TIFF, gzip) decodes to: a 258-byte match coded in two bits."""
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+_PILLOW_FORMATS = {"PNG": ["PNG"], "JPEG": ["JPEG", "MPO"], "GIF": ["GIF"], "TIFF": ["TIFF"], "BMP": ["BMP"],
+                   "WEBP": ["WEBP"], "JPEG 2000": ["JPEG2000"]}  # sniff_format's name -> Pillow's readers of it
+# TIFF compression -> most bytes one stored byte decodes to: LZW (codes of at least 9 bits, strings of at most
+# 4096 bytes), deflate, PackBits (a 2-byte run of up to 128). Others (JPEG, CCITT, ...) have no such bound.
+_TIFF_RATIOS = {5: 4096 * 8 // 9, 8: DEFLATE_RATIO, 32946: DEFLATE_RATIO, 32773: 64}
 
 
 class ImageReadError(ValueError):
@@ -121,7 +137,8 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
     widths = {1: "B", 3: "H", 4: "I"}
     first: dict[int, list[int]] | None = None
     seen: set[int] = set()
-    while offset and offset not in seen and len(seen) < 65536:
+    entries = 1 << 20  # directory entries read at most: overlapping directories cannot make this take long
+    while offset and offset not in seen and entries > 0:
         seen.add(offset)
         if offset + 2 > size:
             return None, True, None
@@ -129,10 +146,11 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
         (count,) = struct.unpack(order + "H", f.read(2))
         if offset + 2 + 12 * count + 4 > size:
             return None, True, None
+        entries -= count + 1
         tags: dict[int, list[int]] = {}
         for _ in range(count):
             tag, kind, n, value = struct.unpack(order + "HHI4s", f.read(12))
-            if tag not in (256, 257, 258, 273, 277, 279, 324, 325, 339) or kind not in widths:
+            if tag not in (256, 257, 258, 273, 277, 279, 324, 325, 339) or kind not in widths or n == 0:
                 continue
             item = struct.calcsize(widths[kind])
             if n * item <= 4:
@@ -161,17 +179,31 @@ def _tiff_facts(f, size: int) -> tuple[tuple[int, int] | None, bool, str | None]
     return dims, False, f"{bits}-bit {kind}, {samples} sample{'s' if samples != 1 else ''} per pixel"
 
 
-def _jpeg_dims(f, size: int) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's start-of-frame marker, or None where it cannot be reached."""
+def _jpeg_frame(f, size: int) -> tuple[int, int, int] | None:
+    """(marker, height, width) of a JPEG's (or JPEG-LS's) start-of-frame, or None where it cannot be reached."""
     f.seek(2)
     while f.tell() + 4 <= size:
         marker, length = struct.unpack(">2sH", f.read(4))
         if marker[0] != 0xFF or length < 2:
             return None
-        if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+        if (0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC)) or marker[1] == 0xF7:
             data = f.read(5)
-            return struct.unpack(">HH", data[1:5]) if len(data) == 5 else None
+            return (marker[1], *struct.unpack(">HH", data[1:5])) if len(data) == 5 else None
         f.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) that a JPEG, JPEG-LS or JPEG 2000 codestream declares in its header, or None."""
+    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # JPEG 2000 SIZ: the image area less its offset
+        width, height, left, top = struct.unpack(">IIII", data[8:24])
+        return height - top, width - left
+    if data[:2] == b"\xff\xd8":
+        try:
+            frame = _jpeg_frame(io.BytesIO(data), len(data))
+        except struct.error:
+            return None
+        return None if frame is None else frame[1:]
     return None
 
 
@@ -191,14 +223,14 @@ def header_facts(path: Path, fmt: str | None, size: int) -> tuple[tuple[int, int
             if fmt == "TIFF":
                 f.seek(0)
                 return _tiff_facts(f, size)
-            dims = _jpeg_dims(f, size) if fmt == "JPEG" else None
+            frame = _jpeg_frame(f, size) if fmt == "JPEG" else None
     except (OSError, struct.error):
         return None, False, None
     if fmt == "PNG":
         dims = struct.unpack(">II", head[16:24])[::-1] if len(head) >= 24 else None
         return dims, b"IEND" not in tail, None
     if fmt in ("JPEG", "JPEG 2000"):
-        return dims, b"\xff\xd9" not in tail, None
+        return None if frame is None else frame[1:], b"\xff\xd9" not in tail, None
     if fmt == "GIF":
         dims = struct.unpack("<HH", head[6:10])[::-1] if len(head) >= 10 else None
         return dims, not tail.rstrip(b"\0").endswith(b";"), None
@@ -215,6 +247,37 @@ def header_facts(path: Path, fmt: str | None, size: int) -> tuple[tuple[int, int
     if fmt == "WEBP":
         return None, struct.unpack("<I", head[4:8])[0] + 8 > size, None
     return None, False, None
+
+
+def least_bytes(img: Image.Image, path: Path, size: int) -> int:
+    """Fewest bytes of ``path`` (``size`` bytes) that can hold the pixels the header of ``img`` (open, not loaded)
+    declares; 0 where its coding has no such bound.
+
+    Data stored as it is (uncompressed BMP, TIFF, ...: Pillow's "raw" tiles) takes at least a bit per pixel;
+    one byte of deflate (PNG, TIFF) decodes to at most ``DEFLATE_RATIO`` bytes, of LZW (TIFF) to 3640, of
+    PackBits (TIFF) to 64; Huffman-coded JPEG spends at least a bit on each 8x8 block of each component (a bit
+    per 128 pixels whatever the sampling). A shorter file cannot hold its pixels: the readers refuse it as
+    truncated before anything is allocated on the header's word. Other codings (JPEG 2000, WebP, arithmetic
+    JPEG, TIFF JPEG or CCITT, BMP RLE) can pack a blank image into almost nothing: the pixel limit bounds them.
+    """
+    pixels = img.height * img.width
+    if img.tile and all(tile[0] == "raw" for tile in img.tile):
+        return img.height * ((img.width + 7) // 8)
+    if img.format == "TIFF" and img.tag_v2.get(259) in _TIFF_RATIOS:
+        bits = img.tag_v2.get(258, (1,))
+        return pixels * sum(bits) // 8 // _TIFF_RATIOS[img.tag_v2[259]]
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+            frame = _jpeg_frame(f, size) if img.format == "JPEG" else None
+    except (OSError, struct.error):
+        return 0
+    if img.format == "PNG" and len(head) == 26:
+        depth, colour = head[24:26]
+        return img.height * (1 + (img.width * depth * _PNG_CHANNELS.get(colour, 1) + 7) // 8) // DEFLATE_RATIO
+    if frame is not None and frame[0] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7):  # Huffman coding
+        return pixels // 1024
+    return 0
 
 
 def pixel_limit() -> int:
@@ -265,6 +328,42 @@ def failure_reason(path: Path, size: int, err: BaseException, fmt: str | None = 
     if "decoder" in message and "not available" in message:
         return f"unsupported format: this Pillow has no {fmt} decoder"
     return f"cannot decode image: corrupt {fmt} data ({message or type(err).__name__})"
+
+
+# --- opening with Pillow ---------------------------------------------------------------------
+
+
+class BoundedFile(io.BufferedReader):
+    """A file opened for reading whose ``read(n)`` asks for at most the bytes left in it.
+
+    Pillow passes lengths read from a header to ``read``, and a buffered file allocates all ``n`` bytes before
+    reading: a PNG chunk declaring 2 GiB made a 2 GiB allocation. Through this file it is the bytes left.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self.size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is not None and size > 0:
+            size = min(size, max(self.size - self.tell(), 0))
+        return super().read(size)
+
+
+@contextmanager
+def open_image(path: Path, size: int) -> Iterator[Image.Image]:
+    """Pillow's image of ``path`` (``size`` bytes), read through a :class:`BoundedFile` and closed on exit;
+    ImageReadError with the reason when Pillow cannot open it.
+
+    A file whose first bytes name a format (``sniff_format``) is opened only by Pillow's reader of it: a broken
+    TIFF is a broken TIFF, not the GIMP brush that Pillow would try next and whose weaker check it can pass."""
+    formats = _PILLOW_FORMATS.get(sniff_format(path))
+    with ExitStack() as stack:
+        try:
+            img = stack.enter_context(Image.open(stack.enter_context(BoundedFile(path)), formats=formats))
+        except Exception as err:  # corrupt data raises many types
+            raise ImageReadError(path, failure_reason(path, size, err)) from None
+        yield img
 
 
 # --- pixels ---------------------------------------------------------------------------------

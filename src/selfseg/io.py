@@ -29,6 +29,8 @@ from selfseg.decoding import (
     ImageReadError,
     decode_reason,
     failure_reason,
+    least_bytes,
+    open_image,
     raw_pixels,
     size_reason,
     sniff_format,
@@ -122,14 +124,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     # Pillow's warnings (corrupt EXIF, decompression bomb) would only repeat what the reason says.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            img = Image.open(path)
-        except Exception as err:  # corrupt data raises many types
-            raise ImageReadError(path, failure_reason(path, info.st_size, err)) from None
-        with img:
+        with open_image(path, info.st_size) as img:
             reason = size_reason(img.height, img.width)
             if reason is None and img.mode not in MODES:
                 reason = f"unsupported format: {img.format} with pixel mode {img.mode}"
+            if reason is None and least_bytes(img, path, info.st_size) > info.st_size:
+                reason = "cannot decode image: truncated file"
             if reason is not None:
                 raise ImageReadError(path, reason)
             mode = img.mode

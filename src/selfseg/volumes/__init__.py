@@ -31,9 +31,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from selfseg.decoding import ImageReadError, sniff_format, stat_input
+from selfseg.decoding import ImageReadError, open_image, sniff_format, stat_input
 from selfseg.io import IMAGE_SUFFIXES
 from selfseg.optional import MissingDependencyError
 from selfseg.volumes.base import MAX_VOXELS, Volume
@@ -80,7 +79,7 @@ def is_volume(path: str | os.PathLike) -> bool:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with Image.open(path) as img:
+                with open_image(path, path.stat().st_size) as img:
                     return getattr(img, "n_frames", 1) > 1
         except Exception:  # unreadable: read_image reports it
             return False

@@ -59,11 +59,14 @@ class Volume:
 
 
 def check_size(path: Path, spatial: tuple[int, int, int], axis: int, channels: int = 1) -> None:
-    """Refuse slices (along ``axis``) under 2x2 or over MAX_PIXELS and volumes over MAX_VOXELS, before decoding."""
+    """Refuse slices (along ``axis``) under 2x2 or over MAX_PIXELS, volumes without a slice and volumes over
+    MAX_VOXELS, before decoding."""
     depth, height, width = spatial[axis], *(spatial[a] for a in range(3) if a != axis)
     reason = size_reason(height, width)
     if reason is not None:
         raise ImageReadError(path, reason)
+    if depth < 1:
+        raise ImageReadError(path, f"volume must have at least one slice, got {depth}x{height}x{width}")
     voxels = depth * height * width * channels
     if voxels > MAX_VOXELS:
         raise ImageReadError(

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from selfseg.decoding import (
+    BoundedFile,
     ImageReadError,
+    codestream_size,
     decode_reason,
 )
 from selfseg.optional import optional_import
@@ -61,8 +63,17 @@ def _shared(ds: Any, sequence: str, keyword: str) -> Any:
         return ds.get(keyword)
     try:
         return ds.SharedFunctionalGroupsSequence[0][sequence][0].get(keyword)
-    except (AttributeError, IndexError, KeyError, TypeError):
+    except Exception:  # absent, or an item pydicom cannot convert: as absent
         return None
+
+
+def _vector(value: Any, count: int) -> np.ndarray | None:
+    """A multi-valued decimal element as ``count`` floats, or None when absent, of another length or not numbers."""
+    try:
+        values = np.asarray([float(v) for v in value])
+    except (TypeError, ValueError):  # None, a single value, text that is no number
+        return None
+    return values if len(values) == count else None
 
 
 def _frame_positions(ds: Any, frames: int) -> list[np.ndarray] | None:
@@ -70,37 +81,54 @@ def _frame_positions(ds: Any, frames: int) -> list[np.ndarray] | None:
     try:
         groups = ds.PerFrameFunctionalGroupsSequence
         positions = [np.asarray(g.PlanePositionSequence[0].ImagePositionPatient, dtype=float) for g in groups]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+    except Exception:  # absent, not numbers, or an item pydicom cannot convert
         return None
     return positions if len(positions) == frames else None
 
 
 def _integer(file: Path, ds: Any, keyword: str, default: int | None) -> int | None:
-    """An integer (IS) element of ``ds``; ``default`` when absent or empty. Another value is a corrupt header."""
+    """An integer (US or IS) element of ``ds``; ``default`` when absent or empty. Another value is a corrupt header."""
     value = ds.get(keyword)
     if value is None or str(value).strip() == "":
         return default
     try:
         return int(value)
     except (TypeError, ValueError):
-        reason = f"cannot decode image: corrupt DICOM header ({keyword} is {str(value)!r}, not an integer)"
+        shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:37]}..."
+        reason = f"cannot decode image: corrupt DICOM header ({keyword} is {shown!r}, not an integer)"
         raise ImageReadError(file, reason) from None
+
+
+def _dcmread(pydicom: ModuleType, file: Path, **options: Any) -> Any:
+    """``pydicom.dcmread`` through a :class:`~selfseg.decoding.BoundedFile`, so that an element length read from the
+    file never allocates more than the file holds; the public top-level elements are converted here (pydicom
+    converts on first access): one of a wrong length or an unknown VR fails now, not where a value is used."""
+    with BoundedFile(file) as fp:
+        ds = pydicom.dcmread(fp, **options)
+    for tag in [tag for tag in ds.keys() if not tag.is_private]:
+        try:
+            ds[tag]
+        except Exception:  # pydicom's BytesLengthException, NotImplementedError for an unknown VR, ...
+            raw = ds.get_item(tag)
+            size = len(raw.value or b"")
+            what = f"does not read as VR {raw.VR}" if raw.VR else "has no known VR"
+            raise ValueError(f"element {tag} {what} ({size} byte{'s' if size != 1 else ''})") from None
+    return ds
 
 
 def _read(pydicom: ModuleType, file: Path, **options: Any) -> Any:
     """``pydicom.dcmread(file)``; a file without the 128-byte preamble and "DICM" prefix is read when its first
     element is a public DICOM tag of group 0008 or above (a bare dataset); otherwise InvalidDicomError."""
     try:
-        return pydicom.dcmread(file, **options)
+        ds = _dcmread(pydicom, file, **options)
     except pydicom.errors.InvalidDicomError:
-        pass
-    try:
-        ds = pydicom.dcmread(file, force=True, **options)
-        first = next(iter(ds.keys()), None)
-    except Exception:  # junk parsed as DICOM fails in many ways
-        first = None
-    if first is None or first.group < 0x0008 or not pydicom.datadict.dictionary_has_tag(first):
-        raise pydicom.errors.InvalidDicomError(f"{file} is not a DICOM file")
+        try:
+            ds = _dcmread(pydicom, file, force=True, **options)
+            first = next(iter(ds.keys()), None)
+        except Exception:  # junk parsed as DICOM fails in many ways
+            first = None
+        if first is None or first.group < 0x0008 or not pydicom.datadict.dictionary_has_tag(first):
+            raise pydicom.errors.InvalidDicomError(f"{file} is not a DICOM file") from None
     return ds
 
 
@@ -135,6 +163,19 @@ def _decoder_reason(pydicom: ModuleType, uid: Any) -> str:
     )
 
 
+def _codestream_reason(pydicom: ModuleType, ds: Any, expect: tuple[int, int, int]) -> str | None:
+    """Why compressed pixel data cannot fill the header's rows x columns: its first frame's own header (JPEG, JPEG-LS,
+    JPEG 2000) declares fewer pixels. Checked before pydicom allocates the header's frames x rows x columns."""
+    try:
+        first = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=expect[0]))
+    except Exception:  # no frame found: pixel_array says what is wrong
+        return None
+    size = codestream_size(first)
+    if size is None or size[0] * size[1] >= expect[1] * expect[2]:
+        return None
+    return f"cannot decode image: DICOM Rows x Columns are {expect[1]}x{expect[2]}, its compressed data {size[0]}x{size[1]}"
+
+
 def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int]) -> tuple[Any, np.ndarray]:
     """Read one DICOM file's dataset and pixels (frames, rows, columns[, 3]) in the stored type; PALETTE COLOR
     becomes RGB through the file's lookup table (uint8 or uint16, as the table's entries)."""
@@ -148,10 +189,12 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
     if not uid.is_compressed and "PixelData" in ds:
         try:
             needed = pydicom.pixels.utils.get_expected_length(ds, "bytes")
-        except (AttributeError, KeyError, TypeError, ValueError):  # an element missing: pixel_array names it below
+        except Exception:  # an element missing or unreadable: pixel_array names it below
             needed = 0
-        if len(ds.PixelData) < needed:
+        if len(ds.PixelData or b"") < needed:
             raise ImageReadError(file, "cannot decode image: truncated file")
+    if uid.is_compressed and "PixelData" in ds and (reason := _codestream_reason(pydicom, ds, expect)):
+        raise ImageReadError(file, reason)
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as err:
@@ -165,15 +208,17 @@ def _dicom_pixels(pydicom: ModuleType, file: Path, expect: tuple[int, int, int])
         except Exception as err:
             reason = f"cannot decode image: DICOM PALETTE COLOR without a usable lookup table ({decode_reason(err)})"
             raise ImageReadError(file, reason) from None
-    frames, rows, columns = expect
-    channels = (3,) if palette or int(ds.get("SamplesPerPixel", 1) or 1) == 3 else ()
-    return ds, pixels.reshape((frames, rows, columns, *channels))
+    shape = (*expect, *((3,) if palette or _integer(file, ds, "SamplesPerPixel", 1) == 3 else ()))
+    if pixels.size != np.prod(shape):  # compressed data of another size than the header's
+        reason = f"cannot decode image: DICOM pixel data of {pixels.size} values, the header says {'x'.join(map(str, shape))}"
+        raise ImageReadError(file, reason)
+    return ds, pixels.reshape(shape)
 
 
 def _no_image_reason(pydicom: ModuleType, file: Path) -> str:
-    """Why a DICOM file without Rows is no image: pixel data without its description, or no pixel data."""
+    """Why a DICOM file without Rows or Columns is no image: pixel data without its description, or no pixel data."""
     try:
-        ds = _read(pydicom, file, defer_size=1024)
+        ds = _read(pydicom, file)
     except Exception:  # the header parsed; a failure past it is a truncated or corrupt file
         ds = {}
     if any(keyword in ds for keyword in PIXEL_KEYWORDS):
@@ -191,7 +236,7 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
         except Exception as err:
             reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
             raise ImageReadError(path, reason) from None
-        if "Rows" not in header:
+        if "Rows" not in header or "Columns" not in header:
             raise ImageReadError(path, _no_image_reason(pydicom, path))
         return [(path, header)]
     found = []
@@ -204,7 +249,7 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
             continue
         dcm = file.name.lower().endswith(".dcm")
         try:  # a file without the DICOM preamble is tried only under a .dcm name
-            header = _read(pydicom, file, stop_before_pixels=True) if dcm else pydicom.dcmread(file, stop_before_pixels=True)
+            header = _read(pydicom, file, stop_before_pixels=True) if dcm else _dcmread(pydicom, file, stop_before_pixels=True)
         except pydicom.errors.InvalidDicomError:  # notes, thumbnails, ... beside the series
             if dcm:
                 raise ImageReadError(file, "cannot decode image: not a DICOM file") from None
@@ -212,7 +257,7 @@ def _series(pydicom: ModuleType, path: Path) -> list[tuple[Path, Any]]:
         except Exception as err:
             reason = f"cannot decode image: corrupt DICOM header ({decode_reason(err)})"
             raise ImageReadError(file, reason) from None
-        if "Rows" in header:  # skip reports, presentation states and other non-image objects
+        if "Rows" in header and "Columns" in header:  # skip reports, presentation states and other non-image objects
             found.append((file, header))
     if not found:
         raise ImageReadError(path, "no DICOM image files in the folder")
@@ -230,7 +275,7 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
             path, f"mixed DICOM series: the folder holds {len(series)} series (SeriesInstanceUID "
             f"{', '.join(series[:3])}{', ...' if len(series) > 3 else ''}); put each series in its own folder",
         )
-    sizes = sorted({(int(h.Rows), int(h.Columns)) for _, h in items})
+    sizes = sorted({(_integer(f, h, "Rows", 0), _integer(f, h, "Columns", 0)) for f, h in items})
     if len(sizes) > 1:
         shown = " and ".join(f"{r}x{c}" for r, c in sizes[:2])
         raise ImageReadError(path, f"mixed DICOM series: slices of different sizes ({shown} pixels)")
@@ -246,16 +291,15 @@ def _sort_series(path: Path, items: list[tuple[Path, Any]]) -> tuple[list[tuple[
             )
     if len(items) == 1:
         return items, None
-    orientations = [_shared(h, "PlaneOrientationSequence", "ImageOrientationPatient") for _, h in items]
-    positions = [_shared(h, "PlanePositionSequence", "ImagePositionPatient") for _, h in items]
-    known = all(o is not None and len(o) == 6 for o in orientations)
-    if known and all(p is not None and len(p) == 3 for p in positions):
-        orient = np.asarray([[float(v) for v in o] for o in orientations])
+    orientations = [_vector(_shared(h, "PlaneOrientationSequence", "ImageOrientationPatient"), 6) for _, h in items]
+    positions = [_vector(_shared(h, "PlanePositionSequence", "ImagePositionPatient"), 3) for _, h in items]
+    if all(o is not None for o in orientations) and all(p is not None for p in positions):
+        orient = np.asarray(orientations)
         if np.abs(orient - orient[0]).max() > 1e-3:
             reason = "mixed DICOM series: slices with different orientations (ImageOrientationPatient)"
             raise ImageReadError(path, reason)
         normal = np.cross(orient[0, :3], orient[0, 3:])
-        where = np.asarray([[float(v) for v in p] for p in positions])
+        where = np.asarray(positions)
         keys = where @ normal
         order = np.argsort(keys, kind="stable")
         gaps = np.diff(keys[order])
@@ -308,13 +352,14 @@ def _read_dicom(path: Path, axis: int) -> Volume:
     items = _series(pydicom, path)
     items, positions = _sort_series(path, items) if len(items) > 1 else (items, None)
     file, first = items[0]
-    rows, columns = int(first.Rows), int(first.Columns)
+    rows, columns = (_integer(file, first, keyword, 0) for keyword in ("Rows", "Columns"))
     frames = (_integer(file, first, "NumberOfFrames", 1) or 1) if len(items) == 1 else 1
     depth = frames * len(items)
     colour, palette = _colour_type(file, first)
     check_size(path, (depth, rows, columns), axis, 3 if colour else 1)
+    decoded = _dicom_pixels(pydicom, file, (frames, rows, columns))  # the header's size is real: allocate
     data, source = allocate(path, (depth, rows, columns), axis, colour)
-    top, inverted = _fill(pydicom, items, source, (frames, rows, columns), colour=colour, palette=palette)
+    top, inverted = _fill(pydicom, items, decoded, source, (frames, rows, columns), colour=colour, palette=palette)
     if colour:
         data /= top
         intensity = f"{'PALETTE COLOR lookup table, ' if palette else ''}RGB / {top:g}"
@@ -332,7 +377,7 @@ def _read_dicom(path: Path, axis: int) -> Volume:
 def _import_pydicom() -> ModuleType:
     """pydicom with the modules read here (``optional_import``: one line where it is missing or too old)."""
     pydicom = optional_import("pydicom")
-    for module in ("errors", "datadict", "pixels", "pixels.utils", "uid"):
+    for module in ("errors", "datadict", "encaps", "pixels", "pixels.utils", "uid"):
         optional_import(f"pydicom.{module}")
     return pydicom
 
@@ -341,7 +386,7 @@ def _colour_type(file: Path, ds: Any) -> tuple[bool, bool]:
     """(colour, palette) of the series whose first header is ``ds``: RGB, YBR or PALETTE COLOR, else grey
     (MONOCHROME1 or 2); another photometric interpretation is refused."""
     photometric = _photometric(ds)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = _integer(file, ds, "SamplesPerPixel", 1) or 1
     palette = photometric == "PALETTE COLOR" and samples == 1
     colour = palette or (samples == 3 and (photometric == "RGB" or photometric.startswith("YBR")))
     if not colour and (photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1):
@@ -350,26 +395,33 @@ def _colour_type(file: Path, ds: Any) -> tuple[bool, bool]:
     return colour, palette
 
 
-def _fill(pydicom: ModuleType, items: list[tuple[Path, Any]], source: np.ndarray, shape: tuple[int, int, int], *,
-          colour: bool, palette: bool) -> tuple[float, np.ndarray]:
+def _fill(pydicom: ModuleType, items: list[tuple[Path, Any]], decoded: tuple[Any, np.ndarray], source: np.ndarray,
+          shape: tuple[int, int, int], *, colour: bool, palette: bool) -> tuple[float, np.ndarray]:
     """Read the frames (``shape``: frames, rows, columns) of each file into ``source``, in slice order, grey values
-    rescaled (``_rescale``). Returns the top of the colour scale (a palette's RGB spans its entries' type, stored
-    RGB its BitsStored; 0 for grey) and which slices are MONOCHROME1."""
+    rescaled (``_rescale``); the first file's dataset and pixels are ``decoded`` already. Returns the top of the
+    colour scale (``_colour_top``; 0 for grey) and which slices are MONOCHROME1."""
     frames = shape[0]
     top, inverted = 0.0, np.zeros(len(source), dtype=bool)
     for index, (file, _) in enumerate(items):
-        ds, pixels = _dicom_pixels(pydicom, file, shape)
+        ds, pixels = decoded if index == 0 else _dicom_pixels(pydicom, file, shape)
         block = source[index * frames : (index + 1) * frames]
         block[...] = pixels
         if pixels.dtype.kind == "f" and not np.isfinite(block).all():
             raise ImageReadError(file, "contains NaN or infinite values")
         if colour:
-            full = np.iinfo(pixels.dtype).max if palette else 2 ** int(ds.get("BitsStored", 8) or 8) - 1
-            top = max(top, float(full))
+            top = max(top, _colour_top(file, ds, pixels, palette))
         else:
             _rescale(block, ds)
             inverted[index * frames : (index + 1) * frames] = _photometric(ds) == "MONOCHROME1"
     return top, inverted
+
+
+def _colour_top(file: Path, ds: Any, pixels: np.ndarray, palette: bool) -> float:
+    """The top of one file's RGB scale: a palette's RGB spans its entries' type; stored RGB its BitsStored (at most
+    its type's bits), or its largest value where that is higher (BitsStored below the data's)."""
+    bits = 8 * pixels.dtype.itemsize
+    bits = bits if palette else min(_integer(file, ds, "BitsStored", bits) or bits, bits)
+    return max(float(2**bits - 1), float(pixels.max()))
 
 
 def _rescale(block: np.ndarray, ds: Any) -> None:
@@ -402,17 +454,16 @@ def _dicom_affine(
     ds: Any, positions: list[np.ndarray] | None, depth: int
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Affine of (slice, row, column) indices -> RAS+ mm, and the voxel size along those axes."""
-    spacing = _shared(ds, "PixelMeasuresSequence", "PixelSpacing") or ds.get("ImagerPixelSpacing")
-    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
-    orientation = _shared(ds, "PlaneOrientationSequence", "ImageOrientationPatient")
-    if orientation is not None and len(orientation) == 6:
-        along_row = np.asarray([float(v) for v in orientation[:3]])  # direction of increasing column
-        along_col = np.asarray([float(v) for v in orientation[3:]])  # direction of increasing row
+    spacing = _vector(_shared(ds, "PixelMeasuresSequence", "PixelSpacing") or ds.get("ImagerPixelSpacing"), 2)
+    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0)
+    orientation = _vector(_shared(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    if orientation is not None:
+        along_row, along_col = orientation[:3], orientation[3:]  # directions of increasing column, row
     else:
         along_row, along_col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     normal = np.cross(along_row, along_col)
-    origin = _shared(ds, "PlanePositionSequence", "ImagePositionPatient")
-    origin = np.asarray([float(v) for v in origin]) if origin is not None and len(origin) == 3 else np.zeros(3)
+    origin = _vector(_shared(ds, "PlanePositionSequence", "ImagePositionPatient"), 3)
+    origin = np.zeros(3) if origin is None else origin
     if positions is not None and len(positions) == depth and depth > 1:
         origin = positions[0]
         step = (positions[-1] - positions[0]) / (depth - 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from selfseg.decoding import (
+    DEFLATE_RATIO,
     ImageReadError,
     decode_reason,
 )
@@ -76,8 +77,9 @@ def read_nifti(path: Path, axis: int, size: int) -> Volume:
     check_size(path, spatial, axis, 3 if rgb else 1)
     proxy = img.dataobj
     offset = getattr(proxy, "offset", None)
-    if offset is not None and not path.name.lower().endswith(".gz"):  # the size says if the data is all there
-        if size < int(offset) + math.prod(shape) * dtype.itemsize:
+    if offset is not None:  # the size says if the data can all be there (.nii.gz: at deflate's largest ratio)
+        ratio = DEFLATE_RATIO if path.name.lower().endswith(".gz") else 1
+        if size * ratio < int(offset) + math.prod(shape) * dtype.itemsize:
             raise ImageReadError(path, "cannot decode image: truncated file")
     slope = float(getattr(proxy, "slope", 1.0))
     inter = float(getattr(proxy, "inter", 0.0))

@@ -13,6 +13,8 @@ from selfseg.decoding import (
     MODES,
     ImageReadError,
     failure_reason,
+    least_bytes,
+    open_image,
     raw_pixels,
     rescale,
 )
@@ -26,7 +28,7 @@ from selfseg.volumes.base import (
 __all__ = ["read_tiff"]
 
 
-def _tiff_frames(path: Path, img: Image.Image, axis: int) -> tuple[np.ndarray, str, np.dtype]:
+def _tiff_frames(path: Path, size: int, img: Image.Image, axis: int) -> tuple[np.ndarray, str, np.dtype]:
     """All frames of an open multi-frame image, in their own scale (layout of ``allocate``); mode; stored dtype."""
     height, width, mode = img.height, img.width, img.mode
     if mode not in MODES:
@@ -34,6 +36,8 @@ def _tiff_frames(path: Path, img: Image.Image, axis: int) -> tuple[np.ndarray, s
     depth = int(getattr(img, "n_frames", 1))
     colour = mode not in GREY_MODES and not mode.startswith("I") and mode != "F"
     check_size(path, (depth, height, width), axis, 3 if colour else 1)
+    if least_bytes(img, path, size) > size:  # the first frame's pixels cannot be in the file: allocate nothing
+        raise ImageReadError(path, "cannot decode image: truncated file")
     data, source = allocate(path, (depth, height, width), axis, colour)
     raw_dtype = None
     for k, frame in enumerate(ImageSequence.Iterator(img)):
@@ -51,13 +55,9 @@ def _tiff_frames(path: Path, img: Image.Image, axis: int) -> tuple[np.ndarray, s
 def read_tiff(path: Path, axis: int, size: int) -> Volume:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            img = Image.open(path)
-        except Exception as err:
-            raise ImageReadError(path, failure_reason(path, size, err)) from None
-        with img:
+        with open_image(path, size) as img:
             try:
-                data, mode, raw_dtype = _tiff_frames(path, img, axis)
+                data, mode, raw_dtype = _tiff_frames(path, size, img, axis)
             except ImageReadError:
                 raise
             except Exception as err:  # a frame (or the frame count) that cannot be decoded
