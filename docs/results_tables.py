@@ -93,13 +93,6 @@ def summary() -> str:
     return markdown(header, body)
 
 
-def seeds() -> str:
-    rows = read("summary")
-    datasets, methods = unique([r["dataset"] for r in rows]), unique([r["method"] for r in rows])
-    body = [[m, *(" ".join(f"{v:.3f}" for v in per_seed(d, m)) for d in datasets)] for m in methods]
-    return markdown(["method (seeds 0 1 2)", *datasets], body)
-
-
 def spearman_values() -> list[float]:
     return [float(r["spearman"]) for r in read("confidence")]
 
@@ -236,10 +229,22 @@ def study_targets() -> str:
                      "study - k-means per-image (>= +0.03)", "spread median / p95 (<= 0.02 / 0.10)"], body)
 
 
+def spread() -> str:
+    """Each image's Dice range over seeds and thread counts, per set and version (docs/data/spread.csv, written by
+    benchmarks/spread.py), with issue 37's targets (median <= 0.02, 95th percentile <= 0.10) computed."""
+    body = [[f"{r['dataset']} ({r['images']})", r["version"], r["method"], r["runs"], r["dice"],
+             f"{r['range_median']} / {r['range_p95']} "
+             f"({met_or_not(float(r['range_median']) <= 0.02 and float(r['range_p95']) <= 0.10)})",
+             f"{100 * float(r['over_tenth']):.0f} %"]
+            for r in sorted(read("spread"), key=lambda r: (r["dataset"], r["version"]))]
+    return markdown(["set (images)", "selfseg", "method", "runs per image", "mean Dice",
+                     "range median / p95 (<= 0.02 / 0.10)", "range > 0.1"], body)
+
+
 TABLES: dict[str, Callable[[], str]] = {
-    "summary": summary, "seeds": seeds, "targets": targets, "ceilings": ceilings, "polyps": polyps,
+    "summary": summary, "targets": targets, "ceilings": ceilings, "polyps": polyps,
     "lung_errors": lung_errors, "confidence": confidence, "study": study,
-    "study_targets": study_targets,
+    "study_targets": study_targets, "spread": spread,
 }
 
 

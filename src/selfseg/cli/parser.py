@@ -164,7 +164,9 @@ def _add_fit_options(method: argparse._ArgumentGroup, *, several_seeds: bool) ->
             "the mean over the seeds and its standard deviation to OUT/benchmark.md (default: 0)",
         )
     else:
-        method.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+        method.add_argument("--seed", type=int, default=0,
+                            help="seed of a network's weights and transforms; k-means and Otsu take none "
+                            "(default: %(default)s)")
     method.add_argument(
         "--size",
         type=_size,
