@@ -1,5 +1,5 @@
 """A Ray cluster of `ray start` processes on this machine, as on real nodes: joining it at HOST:PORT with Ray's
-token authentication as it ships. Each process of the cluster runs in its own session
+token authentication as it ships, and a node lost mid-run. Each process of the cluster runs in its own session
 and is killed at the end, whatever happened."""
 
 from __future__ import annotations
@@ -179,3 +179,25 @@ def test_a_cluster_of_ray_start_is_joined_at_host_port_with_its_token(tmp_path) 
     assert _images(tmp_path / "ray") == ["img0", "img1"]
     assert _files(tmp_path / "ray") == _local(src, tmp_path / "local")
 
+
+def test_a_node_lost_mid_run_has_its_tasks_run_again_and_each_input_recorded_once(tmp_path) -> None:
+    """The second node's processes are killed while it fits an input: Ray runs its task again on the head; the
+    command ends with status 0 and the outputs of an uninterrupted local run."""
+    src = _inputs(tmp_path / "in", 5)
+    with ray_cluster(nodes=2) as (address, token, (_, node)):
+        args = [str(src), "--out", str(tmp_path / "ray"), *FIT, "--backend", "ray", "--ray-address", address]
+        with selfseg_segment(args, _env(token, RAY_AUTH_MODE="token")) as driver:
+            deadline, killed, fitting_since = time.monotonic() + DEADLINE, False, None
+            while driver.poll() is None and not killed and time.monotonic() < deadline:
+                fitting = any(b"ray::_ray_task" in cmdline for _, cmdline in _session(node))
+                fitting_since = (fitting_since or time.monotonic()) if fitting else None
+                if fitting_since is not None and time.monotonic() - fitting_since > 0.3:  # inside a fit of 1.5 s
+                    _kill_session(node)
+                    killed = True
+                time.sleep(0.05)
+            out, err = driver.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    assert killed, "no task ran on the second node"
+    assert driver.returncode == 0, err
+    assert out.splitlines()[-1] == f"5 images segmented, 0 failed -> {tmp_path / 'ray'}"
+    assert _images(tmp_path / "ray") == [f"img{k}" for k in range(5)]
+    assert _files(tmp_path / "ray") == _local(src, tmp_path / "local")
