@@ -17,7 +17,15 @@ from selfseg.cli.parser import build_parser
 from selfseg.datasets import DatasetError, load_masks
 from selfseg.optional import MissingDependencyError
 from selfseg.report import write_report
-from selfseg.runner import evaluate_outputs, run_batch, run_study_model, summarize, summary_line, summary_table
+from selfseg.runner import (
+    RayJoinError,
+    evaluate_outputs,
+    run_batch,
+    run_study_model,
+    summarize,
+    summary_line,
+    summary_table,
+)
 from selfseg.study import StudySettings
 
 __all__ = ["build_parser", "main"]
@@ -39,7 +47,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             seeds=args.seed,
             **_run_options(args),
         )
-    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
+    except (FileNotFoundError, ValueError, MissingDependencyError, RayJoinError) as err:  # DatasetError: a ValueError
         _error(err)
         return 2
     print(markdown_table(rows))
@@ -110,7 +118,7 @@ def _segment(args: argparse.Namespace) -> int:
             oracle_crop=args.oracle_crop, pattern=args.glob, axis=args.axis, resume=not args.overwrite,
             on_result=lambda row: tqdm.write(summary_line(row), file=sys.stdout), study=study, **_run_options(args),
         )
-    except (FileNotFoundError, ValueError, MissingDependencyError) as err:  # DatasetError is a ValueError
+    except (FileNotFoundError, ValueError, MissingDependencyError, RayJoinError) as err:  # DatasetError: a ValueError
         _error(err)
         return 2
     except KeyboardInterrupt:
@@ -141,8 +149,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error, 3 an output could
-    not be written, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 some images failed, 2 usage error or a Ray cluster that
+    cannot be joined, 3 an output could not be written, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

@@ -243,7 +243,11 @@ def _add_performance_options(performance: argparse._ArgumentGroup) -> None:
         help="local: worker processes on this machine (--workers); ray: one Ray task per input, on the cluster "
         "at --ray-address or a local Ray (needs selfseg[ray]) (default: %(default)s)",
     )
-    performance.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join, e.g. auto or ray://head:10001")
+    performance.add_argument(
+        "--ray-address", metavar="ADDR",
+        help="Ray cluster to join: auto, HOST:PORT (with RAY_AUTH_MODE=token where it uses token authentication) or "
+        "ray://head:10001",
+    )
     performance.add_argument(
         "--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per Ray task (default: %(default)s)"
     )

@@ -43,6 +43,7 @@ from selfseg.runner.workers import (
     BACKENDS,
     WORKER_MEMORY_GIB,
     Execution,
+    RayJoinError,
     available_cores,
     available_memory_gib,
     check_workers,
@@ -62,6 +63,7 @@ __all__ = [
     "VOLUME_OUTPUT_SUFFIXES",
     "WORKER_MEMORY_GIB",
     "BatchReport",
+    "RayJoinError",
     "available_cores",
     "available_memory_gib",
     "check_workers",
@@ -124,6 +126,8 @@ def run_batch(
         FileNotFoundError: an input does not exist.
         ValueError: a bad argument, two inputs sharing a stem, or a ``results.csv`` in ``out_dir`` that is not a
             results table. Nothing is written.
+        RayJoinError: ``backend="ray"`` and the cluster at ``ray_address`` cannot be joined (a ConnectionError;
+            the message says why, for a refused authentication token what to set).
         KeyboardInterrupt: Ctrl-C; the worker processes stop at once.
     """
     arguments = dict(size=size, max_iter=max_iter, min_labels=min_labels, device=device, precision=precision,

@@ -8,9 +8,11 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -24,6 +26,7 @@ from selfseg.settings import FitSettings
 __all__ = [
     "BACKENDS",
     "Execution",
+    "RayJoinError",
     "WORKER_MEMORY_GIB",
     "available_cores",
     "available_memory_gib",
@@ -37,7 +40,8 @@ __all__ = [
 BACKENDS = ("local", "ray")
 """Where the fits run: this machine's processes, or a Ray cluster."""
 RAY_RETRIES = 2
-"""Times Ray runs a task again whose worker process died (killed, out of memory) before it is a failure."""
+"""Times Ray runs a task again whose worker process died (killed, out of memory, its node lost) before it is a
+failure."""
 
 WORKER_MEMORY_GIB: dict[str, float] = {"s3net": 1.0, "msformer": 1.0, "dfc": 0.5, "otsu": 0.5, "kmeans": 0.5}
 """Peak resident memory of a process fitting one input at the default working size and widths, per method, in
@@ -199,10 +203,61 @@ def _ray_task(tasks: list[Task], threads: int, batch_images: int) -> list[Outcom
         signal.signal(signal.SIGINT, before)
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name where it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _died(error: Exception) -> str:
     """The failure reason of a task whose Ray worker died ``RAY_RETRIES + 1`` times, on one line."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"worker failed {RAY_RETRIES + 1} times (Ray: {type(error).__name__}: {first})"
+    return f"worker failed {RAY_RETRIES + 1} times (Ray: {type(error).__name__}: {_first_line(error)})"
+
+
+class RayJoinError(ConnectionError):
+    """The Ray cluster at ``--ray-address`` cannot be joined; the message says why in one line."""
+
+
+def _join_error(address: str, error: BaseException) -> RayJoinError:
+    """The one-line error for a ``ray.init(address=address)`` that raised ``error``. For a refused authentication
+    token (Ray raises ``AuthenticationError``, or names it in the text of its ``ConnectionError``'s cause), what
+    to set: Ray sends a token to an address given as ``HOST:PORT`` only with ``RAY_AUTH_MODE=token`` (as for
+    ``ray start --address``), read from ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names or
+    ``~/.ray/auth_token``."""
+    chain = [error]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    if any("AuthenticationError" in f"{type(link).__name__} {link}" for link in chain):
+        return RayJoinError(
+            f"the Ray cluster at {address} asks for its authentication token: set RAY_AUTH_MODE=token, with the "
+            "cluster's token (`ray get-auth-token` on its head node) in RAY_AUTH_TOKEN or ~/.ray/auth_token"
+        )
+    return RayJoinError(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
+
+
+def _check_answers(address: str) -> None:
+    """:class:`RayJoinError` at once where ``address`` is ``HOST:PORT`` and nothing there accepts a connection
+    (``ray.init`` would try for about 13 minutes); ``auto`` and ``ray://`` addresses are Ray's to resolve."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as err:
+        raise RayJoinError(f"cannot join the Ray cluster at {address}: nothing answers there ({err.strerror or err})") from err
+
+
+def _init_ray(ray: ModuleType, address: str | None) -> None:
+    """Start a local Ray on this machine's cores (``address`` None), or join the cluster at ``address``
+    (:class:`RayJoinError` where it cannot be joined)."""
+    if address is None:
+        ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+        return
+    _check_answers(address)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+        raise _join_error(address, err) from err
 
 
 def run_ray_tasks(
@@ -218,17 +273,17 @@ def run_ray_tasks(
     and ``gpus`` GPUs each, fractions allowed); yield ``(task, outcome)`` in the order the groups finish.
 
     Uses the Ray of this process if it is initialised, else connects to ``address`` (None: starts a local
-    Ray on this machine's cores, shut down at the end). A task whose worker dies is run again by Ray
-    (``RAY_RETRIES`` times), then reported as a failure; the worker writes the input's files (atomically,
-    to the output folder, which must be shared with the driver), the driver its rows. Ctrl-C ends every task at
+    Ray on this machine's cores, shut down at the end; :class:`RayJoinError` where the cluster cannot be joined).
+    A task whose worker dies, or whose node is lost, is run again by Ray (``RAY_RETRIES`` times), then reported
+    as a failure; the worker writes the input's files (atomically, to the output folder, which must be shared
+    with the driver), the driver its rows. Ctrl-C ends every task at
     once (the next run removes what they leave); another exception or closing the iterator (a full disk) cancels
     the tasks not yet started and waits for those running to finish.
     """
     ray = optional_import("ray")
     started = not ray.is_initialized()
     if started:
-        local = {"num_cpus": available_cores()} if address is None else {}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+        _init_ray(ray, address)
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(_ray_task)
     groups = {remote.remote(group, threads, batch_images): group for group in _groups(tasks, batch_images)}
     pending = list(groups)
