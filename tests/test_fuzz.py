@@ -12,12 +12,15 @@ runs it again alone. The inputs that once broke a reader are kept in ``tests/dat
 
 from __future__ import annotations
 
+import faulthandler
 import gzip
 import io
 import math
 import random
 import signal
 import struct
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -40,6 +43,11 @@ CASES = 50
 
 SECONDS = 5.0
 """Most CPU time one read of a fuzzed file (a few kB) may take; a read still running then is interrupted."""
+
+HANG = 120.0
+"""Wall-clock seconds after which a read still running (stuck in C code, where the CPU-time signal of ``SECONDS``
+is never handled: Python runs signal handlers between bytecodes) ends the test process, every thread's traceback
+on stderr: CI fails rather than hangs."""
 
 MEMORY = 64 << 20
 """Most a read of a fuzzed file may allocate (Python and NumPy, traced, plus Pillow's image blocks, each counted
@@ -255,16 +263,20 @@ def mutate(data: bytes, edits: list[tuple]) -> bytes:
 
 
 @contextmanager
-def _cpu_bound(seconds: float) -> Iterator[None]:
-    """Interrupt the code running here with TimeoutError once the process has used ``seconds`` of CPU time."""
+def _cpu_bound(seconds: float, hang: float) -> Iterator[None]:
+    """Interrupt the code running here with TimeoutError once the process has used ``seconds`` of CPU time; end the
+    process (``faulthandler``, tracebacks on stderr) where it still runs after ``hang`` seconds of wall-clock time,
+    e.g. stuck in C code, where no Python signal handler runs."""
     def expire(signum, frame):
         raise TimeoutError(f"over {seconds} s of CPU time")
 
     previous = signal.signal(signal.SIGPROF, expire)
     signal.setitimer(signal.ITIMER_PROF, seconds)
+    faulthandler.dump_traceback_later(hang, exit=True)
     try:
         yield
     finally:
+        faulthandler.cancel_dump_traceback_later()
         signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGPROF, previous)
 
@@ -272,13 +284,14 @@ def _cpu_bound(seconds: float) -> Iterator[None]:
 def outcome(path: Path, reader: Callable) -> str | None:
     """Read ``path`` with ``reader``: None when decoded (float32 in [0, 1]), else the reason it was refused.
 
-    Any other exception, a read over ``SECONDS`` of CPU time or one allocating over ``MEMORY`` fails the test.
+    Any other exception, a read over ``SECONDS`` of CPU time or one allocating over ``MEMORY`` fails the test; a read
+    still running after ``HANG`` seconds ends the test process.
     """
     Image.core.reset_stats()
     tracemalloc.start()
     start = time.process_time()
     try:
-        with _cpu_bound(SECONDS):
+        with _cpu_bound(SECONDS, HANG):
             result = reader(path)
     except ImageReadError as err:
         assert err.path == str(path) and err.reason and "\n" not in str(err), repr(err)
@@ -334,6 +347,16 @@ def test_mutated_file_is_read_or_refused(seeds, folder, name, index):
     path = _write(folder, seed, mutate(seed.data, mutations(seed, random.Random(f"{name}-{index}"))))
     for reader in seed.readers:
         outcome(path, reader)
+
+
+def test_a_read_stuck_in_c_code_ends_the_process_with_its_traceback():
+    """``time.sleep`` stands for a decoder stuck in C code: no CPU time, no bytecode, so no TimeoutError."""
+    stuck = "import time, test_fuzz\nwith test_fuzz._cpu_bound(5.0, 0.5):\n    time.sleep(60)\n"
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", stuck], cwd=Path(__file__).parent, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and time.monotonic() - start < 30
+    assert "Timeout (0:00:00.500000)!" in done.stderr and "most recent call first" in done.stderr, done.stderr
 
 
 REGRESSIONS = {
