@@ -85,16 +85,31 @@ def _env(token: Path, **settings: str) -> dict[str, str]:
     return env | {"RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": path} | settings
 
 
-def _ray_start(args: list[str], env: dict[str, str], log: Path, sessions: list[int]) -> None:
-    """Run ``ray start ARGS`` in a session of its own (added to ``sessions``, its processes stay in it); skip the
-    test where Ray cannot start a node on this machine."""
+def _ray_start(args: list[str], env: dict[str, str], log: Path, sessions: list[int]) -> str | None:
+    """Run ``ray start ARGS`` in a session of its own (added to ``sessions``, its processes stay in it); None where
+    it started, else the end of its output."""
     with open(log, "w") as out:
         process = subprocess.Popen([str(RAY), "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     sessions.append(process.pid)
-    if process.wait(DEADLINE) != 0:
-        last = (log.read_text().strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"`ray start {' '.join(args[:2])}` failed on this machine: {last}")
+    if process.wait(DEADLINE) == 0:
+        return None
+    return "\n".join(log.read_text().strip().splitlines()[-20:]) or "no output"
+
+
+def _start_node(common: list[str], env: dict[str, str], log: Path, sessions: list[int], *, join: str | None) -> str:
+    """Start the head on a free port (``join`` None) or a node joining the cluster at ``join``; one that fails is
+    tried once more (the head on another free port: the one probed may have been taken meanwhile), then the test
+    fails. Returns the cluster's HOST:PORT."""
+    for _ in range(2):
+        address = join or f"127.0.0.1:{_free_port()}"
+        where = ["--address", address] if join else ["--head", "--port", address.rpartition(":")[2],
+                                                     "--include-dashboard", "false"]
+        failure = _ray_start([*where, *common], env, log, sessions)
+        if failure is None:
+            return address
+        _kill_session(sessions.pop())
+    pytest.fail(f"`ray start {' '.join(where[:3])}` failed twice; it said:\n{failure}")
 
 
 @contextmanager
@@ -107,15 +122,13 @@ def ray_cluster(nodes: int) -> Iterator[tuple[str, Path, list[int]]]:
     root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live below it
     token = root / "token"
     token.write_text(os.urandom(32).hex())
-    address, sessions = f"127.0.0.1:{_free_port()}", []
+    sessions: list[int] = []
     common = ["--num-cpus", "1", "--disable-usage-stats", "--temp-dir", str(root / "ray")]
     try:
-        _ray_start(["--head", "--port", address.rpartition(":")[2], "--include-dashboard", "false", *common],
-                   _env(token), root / "head.log", sessions)
+        address = _start_node(common, _env(token), root / "head.log", sessions, join=None)
         assert "Token authentication is enabled" in (root / "head.log").read_text()
         for k in range(1, nodes):
-            _ray_start(["--address", address, *common], _env(token, RAY_AUTH_MODE="token"), root / f"node{k}.log",
-                       sessions)
+            _start_node(common, _env(token, RAY_AUTH_MODE="token"), root / f"node{k}.log", sessions, join=address)
         yield address, token, sessions
     finally:
         for sid in sessions:
@@ -148,6 +161,13 @@ def _local(src: Path, out: Path) -> dict[str, bytes]:
     """The local backend's files for ``src``, one process, the same fit."""
     assert cli.main(["segment", str(src), "--out", str(out), *FIT, "--workers", "1", "--quiet"]) == 0
     return _files(out)
+
+
+def test_a_ray_start_that_fails_twice_fails_the_test(monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "RAY", Path("/bin/false"))
+    with pytest.raises(pytest.fail.Exception, match=r"`ray start --head --port \d+` failed twice; it said:\nno output"):
+        with ray_cluster(nodes=1):
+            pass
 
 
 def test_nothing_at_the_address_is_one_line_at_once(tmp_path) -> None:
