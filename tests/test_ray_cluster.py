@@ -23,6 +23,7 @@ from PIL import Image
 
 import selfseg
 from selfseg import cli
+from selfseg.io import is_temporary
 
 pytestmark = [
     pytest.mark.ray,
@@ -220,4 +221,5 @@ def test_a_node_lost_mid_run_has_its_tasks_run_again_and_each_input_recorded_onc
     assert driver.returncode == 0, err
     assert out.splitlines()[-1] == f"5 images segmented, 0 failed -> {tmp_path / 'ray'}"
     assert _images(tmp_path / "ray") == [f"img{k}" for k in range(5)]
+    assert not [p.name for p in (tmp_path / "ray").iterdir() if is_temporary(p.name)]  # a write the kill cut short
     assert _files(tmp_path / "ray") == _local(src, tmp_path / "local")

@@ -142,6 +142,16 @@ def test_batch_seeds_images_by_content(tmp_path, monkeypatch) -> None:
     assert {row["seed"] for row in rows} == {5}
 
 
+def test_a_temporary_left_during_the_run_is_removed_at_its_end(tmp_path, monkeypatch) -> None:
+    """A worker that dies in a write (its node lost) leaves its temporary file; the task runs again elsewhere."""
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
+    out, left = tmp_path / "out", ".a_mask.png.0123abcd.tmp.png"
+    assert io.is_temporary(left)
+    run_batch([_disc(tmp_path / "a.png")], out, workers=1, progress=False,
+              on_result=lambda row: (out / left).write_bytes(b"partial"))
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.png", "a_mask.png", "a_overlay.png", "results.csv"]
+
+
 def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     a, b = _disc(tmp_path / "a.png"), _disc(tmp_path / "b.png")

@@ -113,7 +113,8 @@ def run_batch(
     map is current gets its mask chosen again where that gives what a fit would (``manifest.decide``); a row
     results.csv lacks is taken from the input's complete files (``Manifest.adopt``). A disk that refuses a write
     (full, read-only) stops the batch: what has not started is cancelled, the inputs finished are recorded where
-    the disk takes results.csv, no temporary file remains, and the same call resumes once space is back.
+    the disk takes results.csv, no temporary file remains, and the same call resumes once space is back. However the
+    run ends, the temporary files in ``out_dir`` are removed (those of a worker that died in a write: its node lost).
     ``method`` ... ``oracle_crop``, ``fits`` and ``**options`` are ``engine.segment``'s (``FitSettings``,
     ``MaskRule``; ``foreground="oracle"`` reads each image's mask from ``ground_truth``); ``workers`` ...
     ``ray_gpus`` say where the fits run (``workers.Execution``). With ``study``, the study stage follows
@@ -156,6 +157,8 @@ def run_batch(
         except io.WriteError:
             batch.stop()
             raise
+        finally:
+            batch.end()
     if study is not None:
         batch.report.study = run_study_stage(batch.out_dir, batch.image_rows(paths), study, progress=progress)
     return batch.report

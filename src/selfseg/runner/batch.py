@@ -24,13 +24,19 @@ from selfseg.settings import FitSettings, MaskRule
 __all__ = ["Batch"]
 
 
-def _clear_leftovers(out_dir: Path) -> None:
-    """Remove the previous run's failures.csv and the temporary files of a killed run."""
-    (out_dir / "failures.csv").unlink(missing_ok=True)
+def _remove_temporaries(out_dir: Path) -> None:
+    """Remove the temporary files (``io.is_temporary``) in ``out_dir``: a killed run's, or those a worker left when
+    it died in a write (its node lost)."""
     if out_dir.is_dir():
         for stale in out_dir.iterdir():
             if io.is_temporary(stale.name):
                 stale.unlink(missing_ok=True)
+
+
+def _clear_leftovers(out_dir: Path) -> None:
+    """Remove the previous run's failures.csv and the temporary files of a killed run."""
+    (out_dir / "failures.csv").unlink(missing_ok=True)
+    _remove_temporaries(out_dir)
 
 
 @dataclass
@@ -135,6 +141,12 @@ class Batch:
         self.manifest.write(row["image"], row)
         if self.on_result is not None:
             self.on_result(row)
+
+    def end(self) -> None:
+        """At the end of the run, whatever ended it: remove the temporary files that workers which died in a write
+        left (a task run again writes its own); a disk that refuses it leaves them to the next run."""
+        with contextlib.suppress(OSError):
+            _remove_temporaries(self.out_dir)
 
     def stop(self) -> None:
         """After a write the disk refused: the manifest written once more where the disk takes it now (the rows
