@@ -6,6 +6,7 @@ import csv
 import errno
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from PIL import Image
 
 from selfseg import cli, io
 from selfseg.optional import MissingDependencyError
-from selfseg.runner import OUTPUT_SUFFIXES, run_batch
+from selfseg.runner import OUTPUT_SUFFIXES, RayJoinError, run_batch, workers
 
 FAST = dict(size=32, max_iter=2, device="cpu", n_channels=8)
 
@@ -128,3 +129,66 @@ def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch, capsys) -> None:
     assert cli.main(["segment", str(src), "--out", str(tmp_path / "o"), "--backend", "ray", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and 'pip install "selfseg[ray]"' in err
+
+
+class _FakeRay:
+    """A ``ray`` whose ``init`` raises ``error``: how a cluster refuses a driver, without a cluster."""
+
+    class exceptions:  # noqa: N801 - ray.exceptions
+        class AuthenticationError(Exception):
+            pass
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **options) -> None:
+        raise self.error
+
+
+@pytest.fixture
+def listening() -> str:
+    """HOST:PORT of a socket that accepts connections (``_check_answers`` passes), closed after."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def _join(monkeypatch, address: str, error: Exception, **env: str) -> str:
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(workers, "optional_import", lambda name: _FakeRay(error))
+    with pytest.raises(RayJoinError) as caught:
+        next(workers.run_ray_tasks([], threads=1, address=address, cpus=1, gpus=0))
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("reason", [
+    "Version mismatch: The cluster was started with:\n    Ray: 2.59.0\n    Python: 3.12.3\n...",
+    "This node has an IP address of 10.0.0.5, and Ray expects this IP address to be either the GCS address or ...",
+])
+def test_a_runtime_error_of_ray_init_is_one_line(monkeypatch, listening, reason) -> None:
+    message = _join(monkeypatch, listening, RuntimeError(reason))
+    assert message == f"cannot join the Ray cluster at {listening}: {reason.splitlines()[0]}"
+
+
+def test_a_refused_token_says_where_it_was_read_from(monkeypatch, listening, tmp_path) -> None:
+    token = tmp_path / "token"
+    refused = _FakeRay.exceptions.AuthenticationError("Authentication failed: invalid token")
+    assert _join(monkeypatch, listening, refused) == (
+        f"the Ray cluster at {listening} asks for its authentication token: set RAY_AUTH_MODE=token, with the "
+        "cluster's token (`ray get-auth-token` on its head node) in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    assert _join(monkeypatch, listening, refused, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)) == (
+        f"the Ray cluster at {listening} asks for its authentication token, and there is none in {token}: put the "
+        "cluster's token there (`ray get-auth-token` on its head node)")
+    token.write_text("0" * 64)
+    assert _join(monkeypatch, listening, refused, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)) == (
+        f"the Ray cluster at {listening} refused the authentication token read from {token}: it must be the "
+        "cluster's (`ray get-auth-token` on its head node)")
+    assert _join(monkeypatch, listening, refused, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64) == (
+        f"the Ray cluster at {listening} refused the authentication token read from RAY_AUTH_TOKEN: it must be the "
+        "cluster's (`ray get-auth-token` on its head node)")

@@ -218,21 +218,37 @@ class RayJoinError(ConnectionError):
     """The Ray cluster at ``--ray-address`` cannot be joined; the message says why in one line."""
 
 
+def _token_source() -> tuple[str, bool]:
+    """Where Ray reads its authentication token from (``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``
+    names, else ``~/.ray/auth_token``), and whether a token is there."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN", True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join("~", ".ray", "auth_token")
+    return path, os.path.isfile(os.path.expanduser(path))
+
+
 def _join_error(address: str, error: BaseException) -> RayJoinError:
-    """The one-line error for a ``ray.init(address=address)`` that raised ``error``. For a refused authentication
-    token (Ray raises ``AuthenticationError``, or names it in the text of its ``ConnectionError``'s cause), what
-    to set: Ray sends a token to an address given as ``HOST:PORT`` only with ``RAY_AUTH_MODE=token`` (as for
-    ``ray start --address``), read from ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names or
-    ``~/.ray/auth_token``."""
+    """The one-line error for a ``ray.init(address=address)`` that raised ``error``. For an authentication error
+    (Ray raises ``AuthenticationError``, or names it in the text of its ``ConnectionError``'s cause): without
+    ``RAY_AUTH_MODE=token``, what to set (Ray sends a token to an address given as ``HOST:PORT`` only then, as for
+    ``ray start --address``); with it, that the token was refused, or is missing, and where it is read from
+    (``_token_source``)."""
     chain = [error]
     while chain[-1].__cause__ or chain[-1].__context__:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
-    if any("AuthenticationError" in f"{type(link).__name__} {link}" for link in chain):
+    if not any("AuthenticationError" in f"{type(link).__name__} {link}" for link in chain):
+        return RayJoinError(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         return RayJoinError(
             f"the Ray cluster at {address} asks for its authentication token: set RAY_AUTH_MODE=token, with the "
             "cluster's token (`ray get-auth-token` on its head node) in RAY_AUTH_TOKEN or ~/.ray/auth_token"
         )
-    return RayJoinError(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
+    source, found = _token_source()
+    if not found:
+        return RayJoinError(f"the Ray cluster at {address} asks for its authentication token, and there is none in "
+                            f"{source}: put the cluster's token there (`ray get-auth-token` on its head node)")
+    return RayJoinError(f"the Ray cluster at {address} refused the authentication token read from {source}: it "
+                        "must be the cluster's (`ray get-auth-token` on its head node)")
 
 
 def _check_answers(address: str) -> None:
@@ -249,14 +265,16 @@ def _check_answers(address: str) -> None:
 
 def _init_ray(ray: ModuleType, address: str | None) -> None:
     """Start a local Ray on this machine's cores (``address`` None), or join the cluster at ``address``
-    (:class:`RayJoinError` where it cannot be joined)."""
+    (:class:`RayJoinError` where it cannot be joined: nothing answers, a refused or missing token, another Ray
+    version on the cluster, this machine not a node of it)."""
     if address is None:
         ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
         return
     _check_answers(address)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
+        # RuntimeError: another Ray version on the cluster, or HOST:PORT given on a machine that is not a node
         raise _join_error(address, err) from err
 
 
