@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import logging
 import os
 import signal
 import socket
@@ -145,6 +146,7 @@ class _FakeRay:
         return False
 
     def init(self, **options) -> None:
+        logging.getLogger("ray").setLevel(options["logging_level"])  # as Ray's own setup_logger does
         raise self.error
 
 
@@ -172,7 +174,9 @@ def _join(monkeypatch, address: str, error: Exception, **env: str) -> str:
     "This node has an IP address of 10.0.0.5, and Ray expects this IP address to be either the GCS address or ...",
 ])
 def test_a_runtime_error_of_ray_init_is_one_line(monkeypatch, listening, reason) -> None:
+    before = logging.getLogger("ray").level
     message = _join(monkeypatch, listening, RuntimeError(reason))
+    assert logging.getLogger("ray").level == before  # silenced while joining only
     assert message == f"cannot join the Ray cluster at {listening}: {reason.splitlines()[0]}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,11 +190,12 @@ def test_a_cluster_of_ray_start_is_joined_at_host_port_with_its_token(tmp_path) 
         # without RAY_AUTH_MODE=token Ray sends no token to HOST:PORT; 2 connection attempts instead of Ray's 20
         with selfseg_segment(args, _env(token, RAY_gcs_server_port_wait_time_s="2")) as refused:
             _, err = refused.communicate(timeout=DEADLINE)
-        assert refused.returncode == 2 and "Traceback" not in err
-        assert [line for line in err.splitlines() if line.startswith("error")] == [err.splitlines()[-1]]
-        assert err.splitlines()[-1] == (
+        assert refused.returncode == 2
+        *ray_lines, last = err.splitlines()  # Ray's C++ client logs each attempt to stderr itself: nothing stops it
+        assert all(re.match(r"\[[\d-]+ [\d:,]+ [A-Z] \d+ \d+\] \w+\.cc:\d+: ", line) for line in ray_lines), err
+        assert [last] == [(
             f"error: the Ray cluster at {address} asks for its authentication token: set RAY_AUTH_MODE=token, with "
-            "the cluster's token (`ray get-auth-token` on its head node) in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+            "the cluster's token (`ray get-auth-token` on its head node) in RAY_AUTH_TOKEN or ~/.ray/auth_token")]
         with selfseg_segment(args, _env(token, RAY_AUTH_MODE="token")) as joined:
             out, err = joined.communicate(timeout=DEADLINE)
         assert joined.returncode == 0, err

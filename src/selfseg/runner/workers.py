@@ -5,6 +5,7 @@ hands each outcome back to the driver as it finishes (only the driver writes the
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -266,16 +267,24 @@ def _check_answers(address: str) -> None:
 def _init_ray(ray: ModuleType, address: str | None) -> None:
     """Start a local Ray on this machine's cores (``address`` None), or join the cluster at ``address``
     (:class:`RayJoinError` where it cannot be joined: nothing answers, a refused or missing token, another Ray
-    version on the cluster, this machine not a node of it)."""
-    if address is None:
-        ray.init(num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
-        return
-    _check_answers(address)
+    version on the cluster, this machine not a node of it). Ray's own log lines (its ``ray`` loggers: the local
+    instance started, each connection attempt) are silenced meanwhile, the level of the ``ray`` logger restored
+    after: the outcome is selfseg's to say, in one line."""
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.CRITICAL + 1)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
-        # RuntimeError: another Ray version on the cluster, or HOST:PORT given on a machine that is not a node
-        raise _join_error(address, err) from err
+        if address is None:
+            ray.init(num_cpus=available_cores(), **options)
+            return
+        _check_answers(address)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as err:
+            # RuntimeError: another Ray version on the cluster, or HOST:PORT given on a machine that is not a node
+            raise _join_error(address, err) from err
+    finally:
+        ray_logger.setLevel(level)
 
 
 def run_ray_tasks(
