@@ -288,7 +288,12 @@ def outcome(path: Path, reader: Callable) -> str | None:
     still running after ``HANG`` seconds ends the test process.
     """
     Image.core.reset_stats()
-    tracemalloc.start()
+    tracing = tracemalloc.is_tracing()  # (by ``python -X tracemalloc``, say): left running, its peak reset
+    if tracing:
+        tracemalloc.reset_peak()
+    else:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
     start = time.process_time()
     try:
         with _cpu_bound(SECONDS, HANG):
@@ -298,8 +303,10 @@ def outcome(path: Path, reader: Callable) -> str | None:
         result, reason = None, err.reason
     finally:
         seconds = time.process_time() - start
-        allocated = tracemalloc.get_traced_memory()[1] + Image.core.get_stats()["allocated_blocks"] * Image.core.get_block_size()
-        tracemalloc.stop()
+        allocated = (tracemalloc.get_traced_memory()[1] - before
+                     + Image.core.get_stats()["allocated_blocks"] * Image.core.get_block_size())
+        if not tracing:
+            tracemalloc.stop()
     assert seconds < SECONDS, f"{path.name}: {seconds:.1f} s"
     assert allocated < MEMORY, f"{path.name}: {allocated} bytes allocated"
     if result is None:
