@@ -196,3 +196,9 @@ def test_a_refused_token_says_where_it_was_read_from(monkeypatch, listening, tmp
     assert _join(monkeypatch, listening, refused, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64) == (
         f"the Ray cluster at {listening} refused the authentication token read from RAY_AUTH_TOKEN: it must be the "
         "cluster's (`ray get-auth-token` on its head node)")
+
+
+def test_an_exception_chain_with_a_cycle_is_walked_once(monkeypatch, listening) -> None:
+    first, second = ConnectionError("refused"), RuntimeError("AuthenticationError: invalid token")
+    first.__context__, second.__context__ = second, first
+    assert _join(monkeypatch, listening, first).startswith(f"the Ray cluster at {listening} asks for its authentication")

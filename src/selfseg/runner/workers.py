@@ -235,8 +235,8 @@ def _join_error(address: str, error: BaseException) -> RayJoinError:
     ``ray start --address``); with it, that the token was refused, or is missing, and where it is read from
     (``_token_source``)."""
     chain = [error]
-    while chain[-1].__cause__ or chain[-1].__context__:
-        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    while (link := chain[-1].__cause__ or chain[-1].__context__) is not None and link not in chain:  # a cycle ends
+        chain.append(link)
     if not any("AuthenticationError" in f"{type(link).__name__} {link}" for link in chain):
         return RayJoinError(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
