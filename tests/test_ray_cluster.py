@@ -26,11 +26,7 @@ import selfseg
 from selfseg import cli
 from selfseg.io import is_temporary
 
-pytestmark = [
-    pytest.mark.ray,
-    pytest.mark.ray_cluster,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the cluster's processes through /proc"),
-]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the cluster's processes through /proc")
 
 RAY = Path(sys.executable).with_name("ray")
 """The `ray` command of the Ray beside this Python."""
@@ -172,7 +168,9 @@ def test_a_ray_start_that_fails_twice_fails_the_test(monkeypatch) -> None:
             pass
 
 
+@pytest.mark.ray
 def test_nothing_at_the_address_is_one_line_at_once(tmp_path) -> None:
+    pytest.importorskip("ray")
     src = _inputs(tmp_path / "in", 1)
     address = f"127.0.0.1:{_free_port()}"
     start = time.monotonic()
@@ -183,6 +181,8 @@ def test_nothing_at_the_address_is_one_line_at_once(tmp_path) -> None:
     assert err == f"error: cannot join the Ray cluster at {address}: nothing answers there (Connection refused)\n"
 
 
+@pytest.mark.ray
+@pytest.mark.ray_cluster
 def test_a_cluster_of_ray_start_is_joined_at_host_port_with_its_token(tmp_path) -> None:
     src = _inputs(tmp_path / "in", 2)
     with ray_cluster(nodes=1) as (address, token, _):
@@ -203,6 +203,8 @@ def test_a_cluster_of_ray_start_is_joined_at_host_port_with_its_token(tmp_path) 
     assert _files(tmp_path / "ray") == _local(src, tmp_path / "local")
 
 
+@pytest.mark.ray
+@pytest.mark.ray_cluster
 def test_a_node_lost_mid_run_has_its_tasks_run_again_and_each_input_recorded_once(tmp_path) -> None:
     """The second node's processes are killed while it fits an input: Ray runs its task again on the head; the
     command ends with status 0 and the outputs of an uninterrupted local run."""
