@@ -75,6 +75,20 @@ def _kill_session(sid: int) -> None:
             pass
 
 
+def _wait_gone(sessions: list[int], seconds: float = 30) -> None:
+    """Wait until no live process of ``sessions`` remains (zombies aside: their parent, not the test, reaps them)."""
+    deadline = time.monotonic() + seconds
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except OSError:
+            return False
+    while any(alive(pid) for sid in sessions for pid, _ in _session(sid)):
+        assert time.monotonic() < deadline, f"processes of sessions {sessions} still running {seconds} s after SIGKILL"
+        time.sleep(0.1)
+
+
 def _env(token: Path, **settings: str) -> dict[str, str]:
     """This environment without its RAY_ settings, with the cluster's token in the file ``token`` (not
     ~/.ray/auth_token), selfseg's source on PYTHONPATH and ``settings``."""
@@ -131,6 +145,7 @@ def ray_cluster(nodes: int) -> Iterator[tuple[str, Path, list[int]]]:
     finally:
         for sid in sessions:
             _kill_session(sid)
+        _wait_gone(sessions)  # before their folder goes: a process still writing there would fill it again
         shutil.rmtree(root, ignore_errors=True)
 
 
