@@ -117,6 +117,18 @@ def test_symlink_loops_are_not_inputs_and_a_folder_named_dot_dot_is_named_for_it
     assert input_stem(hostile / "sub" / "up") == "up"  # a linked folder keeps the link's name
 
 
+@pytest.mark.parametrize(("name", "reason"), [("loop.png", "is a symlink loop"), ("ping.png", "is a symlink loop"),
+                                             ("gone.png", "not found")])
+def test_an_input_that_is_not_there_says_which_way(hostile, name, reason, capsys) -> None:
+    (hostile / "dangling.png").symlink_to("nowhere.png")
+    with pytest.raises(FileNotFoundError, match=f"^input {reason}: "):
+        find_inputs([hostile / name])
+    with pytest.raises(FileNotFoundError, match="^input is a broken symlink: "):
+        find_inputs([hostile / "dangling.png"])
+    assert cli.main(["segment", str(hostile / name), "--out", str(hostile.parent / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"input {reason}: {hostile / name}")
+
+
 def test_no_file_a_user_passes_in_is_unpickled(tmp_path, capsys) -> None:
     """A study model that runs code when unpickled is refused and runs none; no reader in selfseg unpickles."""
 

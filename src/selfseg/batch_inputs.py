@@ -120,7 +120,7 @@ def find_inputs(
         elif Path(item).exists():
             candidates = expand(Path(item))
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise io.missing_input(item)
         for candidate in candidates:
             found.setdefault(os.path.abspath(candidate), candidate)
     return list(found.values())

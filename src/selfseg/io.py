@@ -52,6 +52,7 @@ __all__ = [
     "check_folder",
     "check_name",
     "find_images",
+    "missing_input",
     "is_temporary",
     "read_image",
     "read_labels",
@@ -302,6 +303,19 @@ def write_csv(
             writer.writerows(rows)
 
 
+def missing_input(item: str | os.PathLike) -> FileNotFoundError:
+    """The error for an input that does not exist, saying which way: a symlink loop, a broken symlink, or no
+    such path."""
+    try:
+        os.stat(item)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return FileNotFoundError(f"input is a symlink loop: {item}")
+    if Path(item).is_symlink():
+        return FileNotFoundError(f"input is a broken symlink: {item}")
+    return FileNotFoundError(f"input not found: {item}")
+
+
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders into a list of image paths.
 
@@ -328,7 +342,7 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         elif item.exists():
             candidates = [item]
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise missing_input(item)
         for candidate in candidates:
             key = os.path.abspath(candidate)
             if key not in seen:
