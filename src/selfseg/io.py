@@ -54,6 +54,7 @@ __all__ = [
     "find_images",
     "missing_input",
     "is_temporary",
+    "read_csv",
     "read_image",
     "read_labels",
     "read_mask",
@@ -290,6 +291,15 @@ def read_note(path: str | os.PathLike) -> str | None:
     except (OSError, ValueError):
         return None
     return note if isinstance(note, str) else None
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file with one header row, as dicts; [] when the file does not exist."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except FileNotFoundError:
+        return []
 
 
 def write_csv(

@@ -34,6 +34,8 @@ radiograph).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
@@ -58,10 +60,12 @@ __all__ = [
     "most_agreed",
     "oracle_mask",
     "point_mask",
+    "points_mask",
     "polyp_mask",
     "resolve_target",
     "rule_mask",
     "select_foreground",
+    "toggle_region",
     "working_copies",
 ]
 
@@ -76,6 +80,36 @@ def point_mask(labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
     x, y = point
     components, _ = ndimage.label(labels == labels[y, x], structure=EIGHT)
     return ndimage.binary_fill_holes(components == components[y, x])
+
+
+def points_mask(labels: np.ndarray, points: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The union of ``point_mask`` over ``points`` ((x, y) each): several clicks take several regions. (H, W) bool,
+    empty without points.
+
+    >>> labels = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 3, 3]])
+    >>> points_mask(labels, [(0, 0), (3, 0)]).astype(int)
+    array([[1, 1, 1, 1],
+           [1, 1, 1, 1],
+           [0, 0, 0, 0]])
+    """
+    mask = np.zeros(labels.shape, dtype=bool)
+    for point in points:
+        mask |= point_mask(labels, point)
+    return mask
+
+
+def toggle_region(mask: np.ndarray, labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
+    """``mask`` with the region under ``point`` = (x, y) (``point_mask``) removed if the pixel is in the mask, added
+    if not: a click on a cluster adds it to the mask or takes it out. A new (H, W) bool array.
+
+    >>> labels = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])
+    >>> mask = labels == 1
+    >>> bool(toggle_region(mask, labels, (3, 1)).all()), bool(toggle_region(mask, labels, (0, 0)).any())
+    (True, False)
+    """
+    region = point_mask(labels, point)
+    x, y = point
+    return mask & ~region if mask[y, x] else mask | region
 
 
 def is_grey(image: np.ndarray) -> bool:

@@ -14,7 +14,6 @@ saves the marks as ``qc.csv`` (a download), and a later report of a folder holdi
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import os
@@ -24,13 +23,12 @@ from urllib.parse import quote
 
 from selfseg import io
 from selfseg.report.thumbnails import THUMBNAIL_SIDE, overlay_thumbnail, thumbnails
+from selfseg.runner.review import QC_MARKS, read_marks
 from selfseg.runner.study import STUDY_FOLDER
 
 __all__ = ["QC_MARKS", "REPORT_NAME", "write_report"]
 
 REPORT_NAME = "report.html"
-QC_MARKS = ("accepted", "rejected", "needs edit")
-"""The review marks of the page, as written to ``qc.csv`` (columns ``run``, ``image``, ``mark``)."""
 
 _PAGE = Path(__file__).with_name("page.html")
 _FILES = "report_files"
@@ -52,15 +50,6 @@ class _Run:
     """The run's study stage (its ``study/`` folder), shown beside it rather than as a run of its own."""
 
 
-def _read_table(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts; [] when it does not exist."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except FileNotFoundError:
-        return []
-
-
 def _plain(name: str | None) -> bool:
     """Whether ``name`` is a file name, not a path (nor missing: a short row): the page's thumbnails of an input
     stay in ``report_files/``."""
@@ -76,13 +65,13 @@ def _runs(out_dir: Path) -> list[_Run]:
         relative = folder.relative_to(out_dir)
         if any(part.startswith(".") or part == _FILES for part in relative.parts):
             continue
-        scores = {row["image"]: row for row in _read_table(folder / "metrics.csv")}
-        rows = _read_table(table)
+        scores = {row["image"]: row for row in io.read_csv(folder / "metrics.csv")}
+        rows = io.read_csv(table)
         shown = [row for row in rows if _plain(row["image"])]
         refused = [{"image": row["image"] or "", "reason": "not a file name: left out of the report"}
                    for row in rows if not _plain(row["image"])]
         runs.append(_Run(folder, relative.as_posix() if relative.parts else "", shown, scores,
-                         _read_table(folder / "failures.csv") + refused))
+                         io.read_csv(folder / "failures.csv") + refused))
     by_folder, shown = {run.folder: run for run in runs}, []
     for run in runs:
         parent = by_folder.get(run.folder.parent) if run.folder.name == STUDY_FOLDER else None
@@ -91,12 +80,6 @@ def _runs(out_dir: Path) -> list[_Run]:
         else:
             parent.study = run
     return shown
-
-
-def _marks(out_dir: Path) -> dict[str, str]:
-    """Review marks of an earlier report (``qc.csv``), keyed "run/image"."""
-    return {f"{row.get('run', '')}/{row['image']}": row["mark"] for row in _read_table(out_dir / "qc.csv")
-            if row.get("mark") in QC_MARKS}
 
 
 def _entries(run: _Run, out_dir: Path, side: int) -> list[dict]:
@@ -161,7 +144,7 @@ def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_
     runs = _runs(out_dir)
     if not runs:
         raise FileNotFoundError(f"no results.csv in {out_dir}: not a selfseg output folder")
-    benchmark = _read_table(out_dir / "benchmark.csv")
+    benchmark = io.read_csv(out_dir / "benchmark.csv")
     studied = any(run.study for run in runs)
     study_scored = any(run.study and run.study.scores for run in runs)
     data = {
@@ -170,7 +153,7 @@ def write_report(out_dir: str | os.PathLike, *, thumbnail_side: int = THUMBNAIL_
         "failures": [{"run": run.name, **row} for run in runs for row in run.failures],
         "scored": study_scored or any(run.scores for run in runs),
         "pictures": ["image", "clusters", "overlay"] + (["study"] if studied else []),
-        "marks": _marks(out_dir),
+        "marks": read_marks(out_dir),
         "qcMarks": list(QC_MARKS),
         "shown": list(_SHOWN) + (["agreement"] if studied else []),
         "numeric": [*_NUMERIC, "agreement"],

@@ -36,6 +36,8 @@ __all__ = [
     "overlay_row",
     "run_tasks_together",
     "slice_seed",
+    "stored_labels",
+    "write_outputs",
 ]
 
 MASK_SUFFIX = "_mask.png"
@@ -153,7 +155,7 @@ def _load(task: Task) -> _Loaded:
     return _Loaded(slices, volume, prepared)
 
 
-def _stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
+def stored_labels(path: Path, volume: volumes.Volume | None) -> np.ndarray:
     """A cluster map written by ``run_tasks_together``, as int32 (D, H, W) slices (D = 1 for an image)."""
     if volume is None:
         return io.read_labels(path)[None]
@@ -177,7 +179,7 @@ def _rechoose(task: Task, loaded: _Loaded) -> list[SegmentationResult] | None:
     """Each slice's mask chosen again from its stored cluster map, or None where that would differ from a fresh
     fit's choice (several readouts to vote among, or a retry with one more cluster) and the input must be fitted."""
     try:
-        stored = _stored_labels(task.outputs[0], loaded.volume)
+        stored = stored_labels(task.outputs[0], loaded.volume)
     except io.ImageReadError:
         return None
     if stored.shape != loaded.slices.shape[:3]:
@@ -253,9 +255,8 @@ def run_tasks_together(tasks: list[Task], batch_images: int | None = 1) -> list[
 
 
 def _write(task: Task, loaded: _Loaded, results: list[SegmentationResult], *, fitted: bool) -> dict:
-    """Write one input's outputs (the cluster map only when ``fitted``), each atomically, and return its results row.
-    The overlay goes first and comes back last, carrying the row (``overlay_row``): it exists only beside the
-    files its row describes."""
+    """Write one input's outputs (the cluster map only when ``fitted``; ``write_outputs``) and return its results
+    row."""
     slices, volume = loaded.slices, loaded.volume
     mask_stack = np.stack([result.mask for result in results])
     drawn = np.stack([overlay(pixels, result.mask) for pixels, result in zip(slices, results)])
@@ -263,19 +264,27 @@ def _write(task: Task, loaded: _Loaded, results: list[SegmentationResult], *, fi
     if label_stack is not None:
         label_stack = label_stack.astype(np.uint8 if label_stack.max() < 256 else np.uint16)
     row = {**task.row, **_fields(task, slices, volume, results, mask_stack, label_stack)}
+    write_outputs(task.outputs, volume, (label_stack, mask_stack, drawn), row)
+    return row
+
+
+def write_outputs(outputs: tuple[Path, Path, Path], volume: volumes.Volume | None,
+                  arrays: tuple[np.ndarray | None, np.ndarray, np.ndarray], row: dict) -> None:
+    """Write an input's (D, H, W) cluster map (skipped when None), mask and (D, H, W, 3) overlay to ``outputs``
+    (D = 1 for an image), each atomically: the overlay is removed first and written last, carrying ``row``
+    (``overlay_row``), so that it exists only beside the files its row describes."""
     note = json.dumps({name: cell(row.get(name)) for name in RESULT_COLUMNS if name not in UNNOTED})
     try:
-        task.outputs[2].unlink(missing_ok=True)
+        outputs[2].unlink(missing_ok=True)
     except OSError as err:
-        raise io.WriteError(err.errno, task.outputs[2]) from err
-    for path, array, carried in zip(task.outputs, (label_stack, mask_stack, drawn), (None, None, note)):
+        raise io.WriteError(err.errno, outputs[2]) from err
+    for path, array, carried in zip(outputs, arrays, (None, None, note)):
         if array is None:
             continue
         if volume is None:
             io.write_image(path, array[0], note=carried)
         else:
             volumes.write_volume_like(path, array, volume, note=carried)
-    return row
 
 
 def _fields(task: Task, slices: np.ndarray, volume: volumes.Volume | None, results: list[SegmentationResult],
