@@ -44,20 +44,43 @@ def _disc(height: int = 48, width: int = 64) -> np.ndarray:
 
 def _segment(widget, qtbot) -> None:
     widget.start_segment()
+    assert widget.busy and not widget.save_button.isEnabled()  # the fit runs in a worker thread
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+
+
+class _Mouse:
+    """What napari hands a layer's mouse callbacks: a press, then moves, then a release."""
+
+    def __init__(self, position) -> None:
+        self.type, self.position = "mouse_press", position
+
+
+def _click(layer, position, *, drag: bool = False) -> None:
+    """Drive the layer's mouse callbacks as napari does, for a click (or a drag) at data ``position``."""
+    for callback in list(layer.mouse_drag_callbacks):
+        event = _Mouse(position)
+        steps = callback(layer, event)
+        if steps is None:
+            continue
+        next(steps, None)
+        for kind in (["mouse_move"] if drag else []) + ["mouse_release"]:
+            event.type = kind
+            next(steps, None)
 
 
 def test_a_fit_in_a_worker_thread_adds_clusters_and_mask(widget, qtbot) -> None:
     viewer = widget.viewer
     viewer.add_image(_disc(), name="disc", rgb=True)
     widget.method.setCurrentText("s3net")
+    steps = []
+    widget.progress.valueChanged.connect(steps.append)
     _segment(widget, qtbot)
     assert "error" not in widget.status.text(), widget.status.text()
+    assert steps[:3] == [0, 1, 2] and max(steps) >= 3  # the bar followed the iterations
     labels, mask = viewer.layers["disc clusters"].data, viewer.layers["disc mask"].data > 0
     assert labels.shape == mask.shape == (48, 64) and labels.max() >= 2
     disc = _disc()[..., 0] < 0.5
     assert 2 * (mask & disc).sum() / (mask.sum() + disc.sum()) > 0.9
-    assert widget.progress.value() == widget.progress.maximum()
     assert viewer.layers["disc prompt"].ndim == 2
 
 
@@ -74,22 +97,39 @@ def test_the_point_prompt_and_a_click_mend_the_mask(widget, qtbot) -> None:
     np.testing.assert_array_equal(band, labels == labels[24, 2])
     prompt.add([[24, 30]])  # and the disc: the union of both regions
     np.testing.assert_array_equal(viewer.layers["disc mask"].data > 0, band | (labels == labels[24, 30]))
-    prompt.data = np.empty((0, 2))  # no points: the automatic mask again
+    prompt.data = np.empty((0, 2))  # no points: the mask from before the prompt again
     np.testing.assert_array_equal(viewer.layers["disc mask"].data > 0, automatic)
-
-    class Click:  # what napari hands a layer's mouse callback
-        type, position = "mouse_press", (24.0, 2.0)
 
     clusters = viewer.layers["disc clusters"]
     clusters.mode = "pan_zoom"
-    for callback in clusters.mouse_drag_callbacks:
-        callback(clusters, Click())
+    _click(clusters, (24.0, 2.0), drag=True)  # a drag pans: no edit
+    np.testing.assert_array_equal(viewer.layers["disc mask"].data > 0, automatic)
+    _click(clusters, (24.0, 2.0))
     clicked = viewer.layers["disc mask"].data > 0
     np.testing.assert_array_equal(clicked, automatic | (labels == labels[24, 2]))  # the band added
-    for callback in clusters.mouse_drag_callbacks:
-        callback(clusters, Click())
+    prompt.add([[40, 60]])  # a point on the background, then none: the click's edit comes back with the points gone
+    prompt.data = np.empty((0, 2))
+    np.testing.assert_array_equal(viewer.layers["disc mask"].data > 0, clicked)
+    _click(clusters, (24.0, 2.0))
     np.testing.assert_array_equal(viewer.layers["disc mask"].data > 0, automatic)  # and taken out
     assert widget.edited
+
+
+def test_a_second_fit_replaces_the_first_and_old_layers_edit_nothing(widget, qtbot) -> None:
+    viewer = widget.viewer
+    viewer.add_image((_disc()[..., 0] * 1000).astype(np.int16), name="ct")  # Hounsfield-like integers
+    widget.method.setCurrentText("kmeans")
+    _segment(widget, qtbot)
+    first = viewer.layers["ct mask"]
+    _segment(widget, qtbot)
+    assert first.unique_id not in {layer.unique_id for layer in viewer.layers}
+    assert [layer.name for layer in viewer.layers].count("ct mask") == 1 and "ct" in viewer.layers
+    viewer.add_image(_disc(), name="disc", rgb=True)
+    _segment(widget, qtbot)
+    before = viewer.layers["disc mask"].data.copy()
+    viewer.layers["ct prompt"].add([[24, 2]])
+    _click(viewer.layers["ct clusters"], (24.0, 2.0))
+    np.testing.assert_array_equal(viewer.layers["disc mask"].data, before)
 
 
 def _images(tmp_path: Path, shared: Path) -> Path:
@@ -122,11 +162,21 @@ def test_review_marks_edits_and_saves_a_folder(widget, qtbot, tmp_path, shared_d
     widget.toggle_at((mask.shape[1] // 2, x))
     edited = widget.mask()[0]
     assert (edited != mask[0]).any()
+    widget.mark("rejected")  # an unsaved edit: refused, said
+    assert widget.item == shown and widget.status.text() == f"{shown} has an unsaved edit: Save mask, or Revert"
+    assert f"/{shown}" not in read_marks(out)
     widget.save()
     np.testing.assert_array_equal(io.read_mask(out / f"{shown}_mask.png"), edited)
     rows = {row["image"]: row for row in io.read_csv(out / "results.csv")}
     assert rows[shown]["chosen"] == "edited" and rows[shown]["foreground_pixels"] == str(int(edited.sum()))
     assert read_marks(out)[f"/{shown}"] == "edited"
+    gone = [item.image for item in widget.items if item.image not in (shown, stems[2])][0]
+    (images / f"{gone}.jpg").unlink()  # an input that cannot be read is said, and can still be marked
+    widget.inputs.setCurrentRow([item.image for item in widget.items].index(gone))
+    assert widget.status.text().startswith(f"error: {gone}: input not found")
+    assert shown not in widget.viewer.layers and f"{shown} mask" not in widget.viewer.layers  # the previous input's
+    widget.mark("rejected")
+    assert read_marks(out)[f"/{gone}"] == "rejected"
 
 
 def test_a_layer_from_a_file_is_segmented_into_the_output_folder(widget, qtbot, tmp_path, shared_data) -> None:
@@ -141,8 +191,10 @@ def test_a_layer_from_a_file_is_segmented_into_the_output_folder(widget, qtbot, 
     expected = tmp_path / "cli"
     run_batch([path], expected, method="kmeans", progress=False, workers=1)
     assert (expected / f"{path.stem}_mask.png").read_bytes() == (tmp_path / "out" / f"{path.stem}_mask.png").read_bytes()
+    shown = {layer.unique_id for layer in widget.viewer.layers if layer.name.startswith(f"{path.stem} ")}
     widget.open_folder(tmp_path / "cli")  # elsewhere, then the same layer again: resumed, shown at its input
-    assert path.stem in widget.viewer.layers  # the layer read from the file stays
+    assert path.stem in widget.viewer.layers  # the layer read from the file stays, the reviewed ones go
+    assert len(shown) == 4 and not shown & {layer.unique_id for layer in widget.viewer.layers}  # "stem [1]" too
     widget.viewer.layers.selection.active = widget.viewer.layers[path.stem]
     widget.out.setText(str(tmp_path / "out"))
     _segment(widget, qtbot)

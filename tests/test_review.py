@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import selfseg
 from selfseg import io
 from selfseg.foreground import points_mask, toggle_region
 from selfseg.report import write_report
@@ -67,7 +69,7 @@ def test_review_order_and_marks_round_trip(tmp_path) -> None:
         review_items(tmp_path)
 
 
-def test_an_edited_mask_is_saved_whole_and_kept_by_resume(tmp_path) -> None:
+def test_an_edited_mask_is_saved_whole_and_kept_by_resume(tmp_path, monkeypatch) -> None:
     out = _folder(tmp_path)
     loaded = load_item(out, "img1")
     assert loaded.slices.shape == (1, 40, 48, 3) and loaded.labels.shape == loaded.mask.shape == (1, 40, 48)
@@ -86,19 +88,30 @@ def test_an_edited_mask_is_saved_whole_and_kept_by_resume(tmp_path) -> None:
     run_batch([tmp_path / "images"], out, method="kmeans", progress=False, workers=1, resume=True)
     assert (out / "img1_mask.png").read_bytes() == mask_before  # the edit survives a resumed run
     assert (out / "img1_labels.png").read_bytes() == labels_before
-    with pytest.raises(ValueError, match=r"the mask of img1 must have shape \(40, 48\), got \(1, 40, 47\)"):
+    monkeypatch.setattr(selfseg, "__version__", "99.0")  # a newer selfseg, another rule, another method: kept too
+    run_batch([tmp_path / "images"], out, method="otsu", target="polyp", progress=False, workers=1, resume=True)
+    assert (out / "img1_mask.png").read_bytes() == mask_before
+    rows = {r["image"]: r for r in io.read_csv(out / "results.csv")}
+    assert rows["img1"]["chosen"] == "edited" and rows["img0"]["method"] == "otsu"
+    Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(tmp_path / "images" / "img1.png")  # another file
+    run_batch([tmp_path / "images"], out, method="otsu", progress=False, workers=1, resume=True)
+    assert {r["image"]: r for r in io.read_csv(out / "results.csv")}["img1"]["chosen"] != "edited"
+    with pytest.raises(ValueError, match=r"the mask of img1 must have shape \(40, 48\), got \(40, 47\)"):
         save_edited_mask(out, "img1", np.zeros((40, 47), bool))
     with pytest.raises(KeyError):
         save_edited_mask(out, "nothing", edited)
 
 
-def test_a_moved_input_is_found_beside_the_folder_or_named(tmp_path, monkeypatch) -> None:
-    out = _folder(tmp_path)
-    monkeypatch.chdir(tmp_path / "images")  # the recorded path is absolute here: found anyway
-    assert load_item(out, "img0").slices.shape == (1, 40, 48, 3)
+def test_an_input_recorded_relative_is_found_from_the_folder_above(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = _folder(Path("."))  # inputs recorded as images/img0.png ..., relative to tmp_path
+    assert io.read_csv(tmp_path / "out" / "results.csv")[0]["input"] == "images/img0.png"
+    monkeypatch.chdir(tmp_path / "images")  # elsewhere: found beside the output folder
+    assert load_item(tmp_path / "out", "img0").slices.shape == (1, 40, 48, 3)
     (tmp_path / "images" / "img0.png").unlink()
-    with pytest.raises(FileNotFoundError, match="input not found: .*img0.png"):
-        load_item(out, "img0")
+    with pytest.raises(FileNotFoundError, match="input not found: images/img0.png"):
+        load_item(tmp_path / "out", "img0")
+    assert out == Path("out")
 
 
 def test_a_volume_slice_is_edited_and_written_back_as_nifti(tmp_path) -> None:

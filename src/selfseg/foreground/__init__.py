@@ -99,17 +99,26 @@ def points_mask(labels: np.ndarray, points: Sequence[tuple[int, int]]) -> np.nda
 
 
 def toggle_region(mask: np.ndarray, labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
-    """``mask`` with the region under ``point`` = (x, y) (``point_mask``) removed if the pixel is in the mask, added
-    if not: a click on a cluster adds it to the mask or takes it out. A new (H, W) bool array.
+    """``mask`` with the region under ``point`` = (x, y) added if the pixel is not in the mask (``point_mask``: holes
+    filled, as a point prompt takes it), or taken out if it is (the connected region of the cluster only, so a rim
+    taken out leaves what it encloses): a click on a cluster adds it to the mask or takes it out. A new (H, W) bool
+    array.
 
-    >>> labels = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])
-    >>> mask = labels == 1
-    >>> bool(toggle_region(mask, labels, (3, 1)).all()), bool(toggle_region(mask, labels, (0, 0)).any())
-    (True, False)
+    >>> labels = np.array([[1, 1, 1, 2], [1, 3, 1, 2], [1, 1, 1, 2]])  # a rim of 1 around a core of 3
+    >>> toggle_region(labels == 3, labels, (0, 0)).astype(int)  # the rim added, with what it encloses
+    array([[1, 1, 1, 0],
+           [1, 1, 1, 0],
+           [1, 1, 1, 0]])
+    >>> toggle_region(labels != 2, labels, (0, 0)).astype(int)  # the rim taken out, the core kept
+    array([[0, 0, 0, 0],
+           [0, 1, 0, 0],
+           [0, 0, 0, 0]])
     """
-    region = point_mask(labels, point)
     x, y = point
-    return mask & ~region if mask[y, x] else mask | region
+    if not mask[y, x]:
+        return mask | point_mask(labels, point)
+    components, _ = ndimage.label(labels == labels[y, x], structure=EIGHT)
+    return mask & (components != components[y, x])
 
 
 def is_grey(image: np.ndarray) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from napari.layers import Image, Labels, Points
+from napari.layers import Image
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
@@ -28,7 +28,8 @@ from selfseg.batch_inputs import input_stem
 from selfseg.engine import ALL_METHODS, METHODS, segment
 from selfseg.foreground import TARGETS, points_mask, toggle_region
 from selfseg.runner import run_batch
-from selfseg.runner.review import EDITED, ORDERS, load_item, review_items, save_edited_mask, write_mark
+from selfseg.runner.manifest import EDITED
+from selfseg.runner.review import ORDERS, load_item, review_items, save_edited_mask, write_mark
 from selfseg.runner.task import image_seed
 from selfseg.settings import FitSettings
 
@@ -43,6 +44,16 @@ class _Progress(QObject):
     step = Signal(int)
 
 
+def _is(layer, other) -> bool:
+    """Whether two layer handles are one layer (napari hands plugins proxies, a new one per access)."""
+    return other is not None and layer.unique_id == other.unique_id
+
+
+def _ids(layers: dict) -> set:
+    """Unique ids of the widget's layers."""
+    return {layer.unique_id for layer in layers.values()}
+
+
 class SelfsegWidget(QWidget):
     """Segment the selected image layer (method, target, seed; in a worker thread, with progress), mend the mask
     with a point prompt (the ``prompt`` Points layer: the regions under its points) or clicks (a click on a cluster
@@ -50,8 +61,9 @@ class SelfsegWidget(QWidget):
     to ``qc.csv``, a mended mask saved with ``runner.review.save_edited_mask``).
 
     Layers of an image named N: ``N clusters`` and ``N mask`` (Labels), ``N study mask`` where the folder has a
-    study stage, ``N prompt`` (Points). A 3-D grey layer is a volume: segmenting fits the slice shown; a point
-    prompt or a click mends the slice it is on.
+    study stage, ``N prompt`` (Points). Only the layers of the image shown last are edited. A 3-D grey layer is a
+    volume: segmenting fits the slice shown; a point prompt or a click mends the slice it is on. An unsaved edit
+    must be saved or reverted before another input is shown or marked.
     """
 
     def __init__(self, napari_viewer) -> None:
@@ -59,15 +71,14 @@ class SelfsegWidget(QWidget):
         self.viewer = napari_viewer
         self.folder: Path | None = None  # the output folder under review
         self.items: list = []  # its ReviewItems, in review order
-        self.image: str | None = None  # the name of the image whose layers the widget edits
-        self.item: str | None = None  # its input stem in ``folder``, when it is one
-        self.auto_mask: np.ndarray | None = None  # (D, H, W) bool: the mask before any prompt
+        self.item: str | None = None  # the input of ``folder`` shown, when it is one
+        self.layers: dict[str, object] = {}  # the edited image's layers: image, clusters, mask, prompt, study
+        self.before_prompt: dict[int, np.ndarray] = {}  # slice -> its mask before its first prompt point
         self.edited = False
         self.busy = False
         self._progress = _Progress()
         self._progress.step.connect(lambda value: self.progress.setValue(value))
-        self._connected: set[int] = set()  # the layers whose events the widget listens to
-        self._reviewed: set[int] = set()  # the layers showing the folder's input under review
+        self._reviewed: set = set()  # unique ids of the layers showing the input under review, removed for the next
         self._build()
 
     # ----- layout
@@ -106,13 +117,17 @@ class SelfsegWidget(QWidget):
             button.clicked.connect(lambda _=False, mark=mark: self.mark(mark))
             marks.addWidget(button)
             self.mark_buttons[mark] = button
-        self.save_button = QPushButton("Save mask")
+        edits = QHBoxLayout()
+        self.save_button, self.revert_button = QPushButton("Save mask"), QPushButton("Revert")
         self.save_button.clicked.connect(self.save)
+        self.revert_button.clicked.connect(self.revert)
+        edits.addWidget(self.save_button)
+        edits.addWidget(self.revert_button)
         review = QVBoxLayout()
         for widget in (self.open_button, self.order, self.inputs):
             review.addWidget(widget)
         review.addLayout(marks)
-        review.addWidget(self.save_button)
+        review.addLayout(edits)
         review_box = QGroupBox("Review an output folder")
         review_box.setLayout(review)
 
@@ -128,6 +143,14 @@ class SelfsegWidget(QWidget):
         """Show one line in the widget's status line."""
         self.status.setText(text)
 
+    def _set_busy(self, busy: bool) -> None:
+        """While a fit runs, nothing else writes to a folder: the buttons that do are disabled."""
+        self.busy = busy
+        for button in (self.segment_button, self.save_button, self.revert_button, self.open_button,
+                       *self.mark_buttons.values()):
+            button.setEnabled(not busy)
+        self.inputs.setEnabled(not busy)
+
     # ----- segment
     def _image_layer(self) -> Image | None:
         active = self.viewer.layers.selection.active
@@ -141,51 +164,52 @@ class SelfsegWidget(QWidget):
         given, is segmented by the batch runner into that folder (the same files and row as ``selfseg segment``)
         and opened for review; any other layer is segmented in memory (``engine.segment``)."""
         layer = self._image_layer()
-        if layer is None or self.busy:
-            self.say("select an image layer first" if layer is None else "a segmentation is running")
+        if layer is None or self.busy or self._unsaved():
+            if layer is None:
+                self.say("select an image layer first")
             return
         method, target, seed = self.method.currentText(), self.target.currentText(), self.seed.value()
         path, out = layer.source.path, self.out.text().strip()
-        self.busy = True
-        self.segment_button.setEnabled(False)
-        if path and out:
+        if path and out and Path(path).is_file():
             self.progress.setRange(0, 0)  # busy: the runner reports inputs, not iterations
             worker = create_worker(run_batch, [path], out, method=method, seed=seed, target=target, resume=True,
                                    progress=False, workers=1)
             worker.returned.connect(lambda report: self._on_saved_run(report, Path(out), input_stem(path)))
         else:
             data = np.asarray(layer.data)
+            if np.issubdtype(data.dtype, np.integer) and data.dtype not in (np.uint8, np.uint16):
+                data = data.astype(np.float32)  # e.g. CT in Hounsfield units: scaled by its range
             volume = data.ndim == 3 and not layer.rgb
-            index = int(self.viewer.dims.current_step[0]) if volume else 0
-            pixels = data[index] if volume else data
+            index = int(np.clip(round(layer.world_to_data(self.viewer.dims.point)[0]), 0, len(data) - 1)) if volume \
+                else None
             if path:
                 seed = image_seed(seed, path)
             self.progress.setRange(0, FitSettings(method).iterations if method in METHODS else 0)  # a baseline: busy
             self.progress.setValue(0)
-            worker = create_worker(segment, pixels, method, seed=seed, target=target,
+            worker = create_worker(segment, data[index] if volume else data, method, seed=seed, target=target,
                                    callback=lambda iteration, record: self._progress.step.emit(iteration))
-            worker.returned.connect(lambda result: self._on_result(layer, data, index if volume else None, result))
-        worker.errored.connect(self._on_error)
+            worker.returned.connect(lambda result: self._on_result(layer, data, index, result))
+        worker.errored.connect(lambda err: self.say(f"error: {err}"))
         worker.finished.connect(self._done)
         self.say(f"segmenting {layer.name} with {method}...")
+        self._set_busy(True)
         worker.start()
 
     def _done(self) -> None:
-        self.busy = False
-        self.segment_button.setEnabled(True)
+        self._set_busy(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
-
-    def _on_error(self, err: Exception) -> None:
-        self.say(f"error: {err}")
 
     def _on_result(self, layer: Image, data: np.ndarray, index: int | None, result) -> None:
         """Show an in-memory segmentation (slice ``index`` of a volume, else the image)."""
         shape = data.shape[:3] if index is not None else (1, *result.labels.shape)
         labels, mask = np.zeros(shape, np.int32), np.zeros(shape, bool)
         labels[index or 0], mask[index or 0] = result.labels, result.mask
+        if self.item is None and _is(layer, self.layers.get("image")):  # a fit of the same layer again
+            self._remove(_ids(self.layers) - {layer.unique_id})  # its layers, not the image
         self.item = None
         self._show(layer.name, labels, mask, None)
+        self.layers["image"] = layer
         self.say(f"{layer.name}: {result.n_labels} clusters, foreground {result.mask.mean():.1%} "
                  f"({result.foreground}); not saved: segment a layer read from a file, with an output folder")
 
@@ -194,81 +218,81 @@ class SelfsegWidget(QWidget):
         if report.failures:
             self.say(f"error: {report.failures[0][0]}: {report.failures[0][1]}")
             return
-        self.open_folder(out)
-        rows = [item.image for item in self.items]
-        if stem in rows:
-            self.inputs.setCurrentRow(rows.index(stem))
+        self.open_folder(out, show=stem)
 
     # ----- layers and edits
     def _show(self, name: str, labels: np.ndarray, mask: np.ndarray, study: np.ndarray | None) -> None:
-        """Add or update the Labels and Points layers of image ``name``: (D, H, W) arrays, D = 1 for an image."""
+        """Add the Labels and Points layers of image ``name`` ((D, H, W) arrays, D = 1 for an image); they become
+        the layers the widget edits."""
         squeeze = (lambda a: a[0]) if labels.shape[0] == 1 else (lambda a: a)
-        self.image, self.auto_mask, self.edited = name, mask.copy(), False
-        clusters = self._layer(f"{name} clusters", Labels, squeeze(labels), opacity=0.35)
-        self._layer(f"{name} mask", Labels, squeeze(mask.astype(np.uint8)), opacity=0.5)
+        ndim = 2 if labels.shape[0] == 1 else 3
+        self.layers = {
+            "clusters": self.viewer.add_labels(squeeze(labels), name=f"{name} clusters", opacity=0.35),
+            "mask": self.viewer.add_labels(squeeze(mask.astype(np.uint8)), name=f"{name} mask", opacity=0.5),
+        }
         if study is not None:
-            self._layer(f"{name} study mask", Labels, squeeze(study.astype(np.uint8)), opacity=0.5)
-        prompt = self._layer(f"{name} prompt", Points, np.empty((0, labels.ndim - (labels.shape[0] == 1))))
-        with prompt.events.data.blocker():
-            prompt.data = np.empty((0, prompt.ndim))
-        for layer in (clusters, self.viewer.layers[f"{name} mask"], prompt):
-            if id(layer) not in self._connected:
-                self._connected.add(id(layer))
-                if layer is prompt:
-                    layer.events.data.connect(self._on_points)
-                else:
-                    layer.mouse_drag_callbacks.append(self._on_click)
+            self.layers["study"] = self.viewer.add_labels(squeeze(study.astype(np.uint8)), name=f"{name} study mask",
+                                                          opacity=0.5)
+        self.layers["prompt"] = self.viewer.add_points(np.empty((0, ndim)), ndim=ndim, name=f"{name} prompt")
+        self.before_prompt, self.edited = {}, False
+        for layer in (self.layers["clusters"], self.layers["mask"]):
+            layer.mouse_drag_callbacks.append(self._on_click)
+        self.layers["prompt"].events.data.connect(self._on_points)
 
-    def _layer(self, name: str, kind: type, data: np.ndarray, **style):
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], kind) and (
-                self.viewer.layers[name].ndim == (data.ndim if kind is not Points else data.shape[1])):
-            layer = self.viewer.layers[name]
-            if kind is not Points:
-                layer.data = data
-            return layer
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        add = {Labels: self.viewer.add_labels, Points: self.viewer.add_points}[kind]
-        return add(data, name=name, **({"ndim": data.shape[1]} if kind is Points else style))
+    def _remove(self, ids: set) -> None:
+        """Remove the viewer's layers whose unique ids are ``ids``."""
+        for layer in [layer for layer in self.viewer.layers if layer.unique_id in ids]:
+            self.viewer.layers.remove(layer)
 
-    def _stack(self, layer: Labels) -> np.ndarray:
-        data = np.asarray(layer.data)
+    def _stack(self, key: str) -> np.ndarray:
+        data = np.asarray(self.layers[key].data)
         return data[None] if data.ndim == 2 else data
 
     def mask(self) -> np.ndarray:
-        """The current mask, (D, H, W) bool (D = 1 for an image)."""
-        return self._stack(self.viewer.layers[f"{self.image} mask"]) > 0
+        """The mask being edited, (D, H, W) bool (D = 1 for an image)."""
+        return self._stack("mask") > 0
 
     def _set_mask(self, mask: np.ndarray) -> None:
-        layer = self.viewer.layers[f"{self.image} mask"]
+        layer = self.layers["mask"]
         layer.data = (mask[0] if np.asarray(layer.data).ndim == 2 else mask).astype(np.uint8)
         self.edited = True
 
-    def _on_points(self, event=None) -> None:
+    def _on_points(self, event) -> None:
         """The point prompt: on each slice with points, the mask is the union of the regions under them
-        (``foreground.points_mask``); without points, the automatic mask."""
-        if self.image is None:
-            return
-        labels = self._stack(self.viewer.layers[f"{self.image} clusters"])
-        points = np.round(np.asarray(self.viewer.layers[f"{self.image} prompt"].data)).astype(int)
+        (``foreground.points_mask``); a slice whose last point is removed gets back its mask from before its
+        first point. Other slices keep their mask, edits included."""
+        if not _is(event.source, self.layers.get("prompt")):
+            return  # an earlier image's prompt
+        labels, mask = self._stack("clusters"), self.mask()
+        points = np.round(np.asarray(event.source.data)).astype(int)
         points = np.column_stack([np.zeros(len(points), int), points]) if points.shape[1] == 2 else points
-        mask = self.auto_mask.copy()
         inside = [(z, y, x) for z, y, x in points if 0 <= z < labels.shape[0] and 0 <= y < labels.shape[1]
                   and 0 <= x < labels.shape[2]]
-        for z in {z for z, _, _ in inside}:
+        prompted = {z for z, _, _ in inside}
+        for z in prompted - set(self.before_prompt):
+            self.before_prompt[z] = mask[z].copy()
+        for z in set(self.before_prompt) - prompted:
+            mask[z] = self.before_prompt.pop(z)
+        for z in prompted:
             mask[z] = points_mask(labels[z], [(x, y) for zz, y, x in inside if zz == z])
         self._set_mask(mask)
 
-    def _on_click(self, layer, event) -> None:
-        """A click (pan-zoom mode) on the clusters or mask layer adds the cluster region under it to the mask, or
-        takes it out (``foreground.toggle_region``)."""
-        if event.type != "mouse_press" or layer.mode != "pan_zoom" or self.image is None:
+    def _on_click(self, layer, event):
+        """A click (pan-zoom mode, press and release without moving) on the clusters or mask layer adds the cluster
+        region under it to the mask, or takes it out (``foreground.toggle_region``); a drag pans."""
+        if layer.mode != "pan_zoom" or not any(_is(layer, self.layers.get(key)) for key in ("clusters", "mask")):
             return
-        self.toggle_at(layer.world_to_data(event.position))
+        position, moved = layer.world_to_data(event.position), False
+        yield
+        while event.type == "mouse_move":
+            moved = True
+            yield
+        if not moved:
+            self.toggle_at(position)
 
     def toggle_at(self, position) -> None:
         """Add or remove the cluster region under data ``position`` ((y, x), or (z, y, x) for a volume)."""
-        labels = self._stack(self.viewer.layers[f"{self.image} clusters"])
+        labels = self._stack("clusters")
         z, y, x = (0, *np.round(position).astype(int)) if len(position) == 2 else np.round(position).astype(int)
         if not (0 <= z < labels.shape[0] and 0 <= y < labels.shape[1] and 0 <= x < labels.shape[2]):
             return
@@ -276,24 +300,33 @@ class SelfsegWidget(QWidget):
         mask[z] = toggle_region(mask[z], labels[z], (x, y))
         self._set_mask(mask)
 
+    def _unsaved(self) -> bool:
+        """Whether the input shown has an unsaved edit (then said in the status line)."""
+        if self.edited and self.item is not None:
+            self.say(f"{self.item} has an unsaved edit: Save mask, or Revert")
+            return True
+        return False
+
     # ----- review
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder of selfseg segment")
         if folder:
             self.open_folder(Path(folder))
 
-    def open_folder(self, folder: str | Path) -> None:
-        """List the inputs of output folder ``folder`` in review order and show the first."""
+    def open_folder(self, folder: str | Path, *, show: str | None = None) -> None:
+        """List the inputs of output folder ``folder`` in review order and show input ``show`` (else the first)."""
+        if self._unsaved():
+            return
         try:
             review_items(folder)
         except ValueError as err:
             self.say(f"error: {err}")
             return
-        self.folder = Path(folder)
-        self.out.setText(str(folder))
+        self.folder, self.item = Path(folder), None
         self.refresh()
-        if self.items:
-            self.inputs.setCurrentRow(0)
+        names = [item.image for item in self.items]
+        if names:
+            self.inputs.setCurrentRow(names.index(show) if show in names else 0)
 
     def refresh(self) -> None:
         """Re-read the folder's rows and marks; keep the input shown selected."""
@@ -304,33 +337,38 @@ class SelfsegWidget(QWidget):
         self.inputs.clear()
         for item in self.items:
             self.inputs.addItem(f"{item.image}   {item.confidence:.2f}" + (f"   [{item.mark}]" if item.mark else ""))
-        rows = [item.image for item in self.items]
-        if self.item in rows:
-            self.inputs.setCurrentRow(rows.index(self.item))
+        names = [item.image for item in self.items]
+        if self.item in names:
+            self.inputs.setCurrentRow(names.index(self.item))
         self.inputs.blockSignals(False)
 
     def _on_row(self, row: int) -> None:
-        if 0 <= row < len(self.items):
-            self.show_item(self.items[row].image)
+        if not 0 <= row < len(self.items) or self.items[row].image == self.item:
+            return
+        if self._unsaved():
+            self.inputs.blockSignals(True)
+            self.inputs.setCurrentRow([item.image for item in self.items].index(self.item))
+            self.inputs.blockSignals(False)
+            return
+        self.show_item(self.items[row].image)
 
     def show_item(self, image: str) -> None:
-        """Show input ``image`` of the folder: image, clusters, mask and study mask."""
+        """Show input ``image`` of the folder: image, clusters, mask and study mask. It becomes the input that marks
+        and saves are for, even when it cannot be read (it can still be marked)."""
+        self._remove(self._reviewed)  # the previous input's layers, never the user's own
+        self.item, self.layers, self.edited = image, {}, False
         try:
             loaded = load_item(self.folder, image)
         except (KeyError, OSError, ValueError) as err:
             self.say(f"error: {image}: {err}")
             return
-        for layer in [layer for layer in self.viewer.layers if id(layer) in self._reviewed]:
-            self.viewer.layers.remove(layer)  # the previous input's layers, never the user's own
         pixels = loaded.slices if loaded.volume is not None else loaded.slices[0]  # (D, H, W[, 3]) or (H, W, C)
         rgb = pixels.ndim == (4 if loaded.volume is not None else 3) and pixels.shape[-1] == 3
         grey = pixels[..., 0] if loaded.volume is None and not rgb else pixels
-        added = [self.viewer.add_image(grey, name=image, rgb=rgb)]
-        self.item = image
+        picture = self.viewer.add_image(grey, name=image, rgb=rgb)
         self._show(image, loaded.labels, loaded.mask, loaded.study_mask)
-        added += [self.viewer.layers[f"{image} {part}"] for part in ("clusters", "mask", "study mask", "prompt")
-                  if f"{image} {part}" in self.viewer.layers]
-        self._reviewed = {id(layer) for layer in added}
+        self.layers["image"] = picture
+        self._reviewed = _ids(self.layers)
         item = self.items[[i.image for i in self.items].index(image)]
         self.say(f"{image}: confidence {item.confidence:.2f}" + (f", marked {item.mark}" if item.mark else ""))
 
@@ -339,6 +377,8 @@ class SelfsegWidget(QWidget):
         if self.folder is None or self.item is None:
             self.say("open an output folder first")
             return
+        if self._unsaved():
+            return
         write_mark(self.folder, self.item, mark)
         order = [item.image for item in self.items]
         position = order.index(self.item)
@@ -346,9 +386,14 @@ class SelfsegWidget(QWidget):
         self.refresh()
         self.inputs.setCurrentRow([item.image for item in self.items].index(following))
 
+    def revert(self) -> None:
+        """Drop the unsaved edit of the input shown: its saved mask again."""
+        if self.folder is not None and self.item is not None:
+            self.show_item(self.item)
+
     def save(self) -> None:
         """Save the mask of the input shown (``runner.review.save_edited_mask``) and mark it edited."""
-        if self.folder is None or self.item is None:
+        if self.folder is None or self.item is None or "mask" not in self.layers:
             self.say("nothing to save: open an output folder, or segment a layer read from a file with an output "
                      "folder")
             return

@@ -19,7 +19,7 @@ from selfseg import io
 from selfseg.runner.upgrade import upgrade_row
 from selfseg.settings import FitSettings, MaskRule
 
-__all__ = ["RESULT_COLUMNS", "UNNOTED", "Manifest", "cell", "decide", "read_manifest", "settings_row", "typed"]
+__all__ = ["EDITED", "RESULT_COLUMNS", "UNNOTED", "Manifest", "cell", "decide", "read_manifest", "settings_row", "typed"]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image", "input", "method", "seed", "image_seed", "iterations", "seconds", "n_labels", "foreground_pixels",
@@ -40,6 +40,9 @@ TRAINING = (
 """Columns that must match for resume to keep an input's cluster map."""
 SELECTION = ("foreground", "target", "point", "version")
 """Columns that must also match for resume to keep its mask."""
+EDITED = "edited"
+"""The ``chosen`` cell of a mask mended by hand (``runner.review.save_edited_mask``): resume keeps it while its
+input is the same file, whatever the settings or the version."""
 
 _DEFAULTS = FitSettings()
 _IN_OPTIONS = ("min_iter", "tol", "patience", "lr", "fits")
@@ -158,12 +161,15 @@ def decide(previous: dict[str, str] | None, wanted: dict[str, str], outputs: tup
     would have, ``outputs`` its files (cluster map first, overlay last). The cluster map is kept if the
     ``TRAINING`` cells match and it and the overlay exist (the overlay is removed before an input's files are
     rewritten: without it, the cluster map may be another run's); the mask too if the ``SELECTION`` cells match
-    and the mask exists.
+    and the mask exists. A mask mended by hand (``EDITED``) is kept while its files exist and the input is the
+    same file: a hand's work is never replaced by a fit.
     """
 
     def matches(names: tuple[str, ...], files: tuple[Path, ...]) -> bool:
         return all(previous[name] == wanted[name] for name in names) and all(f.exists() for f in files)
 
+    if previous is not None and previous["chosen"] == EDITED and matches(("input_sha256",), outputs):
+        return "skip"
     if previous is None or not matches(TRAINING, (outputs[0], outputs[-1])):
         return "refit"
     return "skip" if matches(SELECTION, outputs[1:2]) else "rechoose"

@@ -4,8 +4,8 @@
 marks of ``qc.csv``, "needs edit" first); ``load_item`` reads one input with its cluster map, mask and (where the
 folder has a study stage) study mask; ``save_edited_mask`` replaces its mask by one mended by hand: the mask and
 the overlay (which carries the row) are written atomically, then the row says ``chosen = "edited"``. A later run
-of the same settings with ``--resume`` keeps the edit (its settings still match); a run with other mask settings
-chooses the mask again. The report (``selfseg report``) and the napari widget (``selfseg.napari``) read and write
+into the folder (a resumed run) keeps the edit while the input is the same file, whatever its settings or
+version (``manifest.decide``). The report (``selfseg report``) and the napari widget (``selfseg.napari``) read and write
 the same ``qc.csv``.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from selfseg import io, volumes
 from selfseg.confidence import mask_confidence
-from selfseg.runner.manifest import cell, read_manifest
+from selfseg.runner.manifest import EDITED, cell, read_manifest
 from selfseg.runner.study import STUDY_FOLDER
 from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, stored_labels, write_outputs
 from selfseg.visualize import overlay
@@ -40,8 +40,6 @@ __all__ = [
 QC_MARKS = ("accepted", "rejected", "needs edit", "edited")
 """Review marks, as ``qc.csv`` holds them (columns ``run``, ``image``, ``mark``; ``run`` is the folder of the
 input's ``results.csv`` relative to the reviewed folder, "" for the folder itself)."""
-EDITED = "edited"
-"""The ``chosen`` cell, and the mark, of a mask mended by hand."""
 ORDERS = ("confidence", "marks")
 """Review orders: least confident first; or "needs edit" first, then unmarked, edited, rejected, accepted (each
 least confident first)."""
@@ -168,11 +166,11 @@ def save_edited_mask(out_dir: str | os.PathLike, image: str, mask: np.ndarray) -
     """
     out_dir = Path(out_dir)
     item = load_item(out_dir, image)
-    mask = np.asarray(mask, dtype=bool)
-    mask = mask[None] if mask.ndim == 2 and item.volume is None else mask
+    given = np.asarray(mask, dtype=bool)
+    mask = given[None] if given.ndim == 2 and item.volume is None else given
     if mask.shape != item.mask.shape:
         wanted = item.mask.shape if item.volume is not None else item.mask.shape[1:]
-        raise ValueError(f"the mask of {image} must have shape {wanted}, got {mask.shape}")
+        raise ValueError(f"the mask of {image} must have shape {wanted}, got {given.shape}")
     manifest = read_manifest(out_dir / "results.csv")
     row = dict(manifest.rows[image])
     confidence = float(np.mean([mask_confidence(m, s) for m, s in zip(mask, item.slices)]))

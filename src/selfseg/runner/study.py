@@ -10,7 +10,6 @@ settings, change (``training_fingerprint``); an image's study mask is written ag
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import sys
@@ -101,10 +100,7 @@ def _train(rows: list[dict], out_dir: Path, settings: StudySettings, progress: b
 def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], folder: Path, stage: str,
              image_masks: Path | None, progress: bool) -> list[dict]:
     """Write the study mask and overlay of each (stem, input, input SHA-256) into ``folder``; its rows."""
-    previous = {}
-    if (folder / "results.csv").exists():
-        with open(folder / "results.csv", newline="", encoding="utf-8") as handle:
-            previous = {row["image"]: row for row in csv.DictReader(handle)}
+    previous = {row["image"]: row for row in io.read_csv(folder / "results.csv")}
     rows = []
     for stem, path, digest in tqdm(items, desc=f"{stage}: predict", unit="image", file=sys.stderr, disable=not progress):
         old = previous.get(stem)
