@@ -138,3 +138,31 @@ def test_the_report_shows_the_edited_mark(tmp_path) -> None:
     page = write_report(out).read_text()
     assert '"qcMarks": ["accepted", "rejected", "needs edit", "edited"]' in page
     assert '"/img2": "edited"' in page
+
+
+def test_the_study_stage_learns_a_mended_mask_as_sure(tmp_path, monkeypatch) -> None:
+    from selfseg.runner import study as runner_study
+    from selfseg.study import StudySettings
+
+    out = _folder(tmp_path)
+    edited = np.zeros((40, 48), bool)
+    edited[10:30, 14:34] = True
+    save_edited_mask(out, "img1", edited)
+    seen = {}
+
+    def train(images, masks, weights, *, prior, settings, callback):
+        seen.update(weights=weights, prior=prior, mask=masks[1])
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(runner_study, "train_study", train)
+    rows = sorted(io.read_csv(out / "results.csv"), key=lambda row: row["image"])
+    with pytest.raises(RuntimeError, match="stop here"):
+        runner_study.run_study_stage(out, rows, StudySettings(device="cpu"), progress=False)
+    confidences = [float(row["confidence"]) for row in rows]
+    assert seen["weights"] == [confidences[0], 1.0, confidences[2]] and seen["prior"] == "lesion"
+    np.testing.assert_array_equal(seen["mask"], edited)
+    for row in rows:  # every mask mended by hand: the prior is the rule the run asked for
+        row.update(chosen="edited", target="lungs")
+    with pytest.raises(RuntimeError, match="stop here"):
+        runner_study.run_study_stage(out, rows, StudySettings(device="cpu"), progress=False)
+    assert seen["prior"] == "lungs" and seen["weights"] == [1.0, 1.0, 1.0]

@@ -26,6 +26,7 @@ from selfseg import io
 from selfseg.confidence import mask_confidence
 from selfseg.metrics import dice
 from selfseg.pixels import as_float_image
+from selfseg.runner.manifest import EDITED
 from selfseg.study import PRIORS, StudyModel, StudySettings, load_study_model, predict_mask, save_study_model, train_study
 from selfseg.visualize import overlay
 
@@ -84,14 +85,16 @@ def _train(rows: list[dict], out_dir: Path, settings: StudySettings, progress: b
             pass
     images = _Loaded([row["input"] for row in rows], lambda path: as_float_image(io.read_image(path)))
     masks = _Loaded([out_dir / f"{row['image']}_mask.png" for row in rows], io.read_mask)
-    prior = Counter(row["chosen"] for row in rows if row["chosen"] in PRIORS).most_common(1)
+    prior = Counter(row["chosen"] for row in rows if row["chosen"] in PRIORS).most_common(1) or Counter(
+        row["target"] for row in rows if row["target"] in PRIORS).most_common(1)  # every mask mended by hand
     with tqdm(desc="study: train", unit="step", file=sys.stderr, disable=not progress) as bar:
         def step(done: int, total: int, loss: float) -> None:
             bar.total = total
             bar.update()
             bar.set_postfix_str(f"loss {loss:.3f}")
 
-        model = train_study(images, masks, [float(row["confidence"]) for row in rows],
+        weights = [1.0 if row["chosen"] == EDITED else float(row["confidence"]) for row in rows]  # a hand's: sure
+        model = train_study(images, masks, weights,
                             prior=prior[0][0] if prior else "lesion", settings=settings, callback=step)
     model.fingerprint = fingerprint
     return model, save_study_model(model, path)
