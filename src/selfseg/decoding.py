@@ -193,6 +193,14 @@ def _jpeg_frame(f, size: int) -> tuple[int, int, int] | None:
     return None
 
 
+def _head_and_frame(f, fmt: str | None, size: int) -> tuple[bytes, tuple[int, int, int] | None]:
+    """The first 64 bytes of an open image file of ``size`` bytes and, for a JPEG, its start-of-frame
+    (``_jpeg_frame``): what ``header_facts`` and ``least_bytes`` read of a header."""
+    f.seek(0)
+    head = f.read(64)
+    return head, _jpeg_frame(f, size) if fmt == "JPEG" else None
+
+
 def codestream_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) that a JPEG, JPEG-LS or JPEG 2000 codestream declares in its header, or None."""
     if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:  # JPEG 2000 SIZ: the image area less its offset
@@ -217,13 +225,11 @@ def header_facts(path: Path, fmt: str | None, size: int) -> tuple[tuple[int, int
         return None, False, None
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
+            if fmt == "TIFF":
+                return _tiff_facts(f, size)
+            head, frame = _head_and_frame(f, fmt, size)
             f.seek(max(0, size - _TAIL))
             tail = f.read()
-            if fmt == "TIFF":
-                f.seek(0)
-                return _tiff_facts(f, size)
-            frame = _jpeg_frame(f, size) if fmt == "JPEG" else None
     except (OSError, struct.error):
         return None, False, None
     if fmt == "PNG":
@@ -249,9 +255,9 @@ def header_facts(path: Path, fmt: str | None, size: int) -> tuple[tuple[int, int
     return None, False, None
 
 
-def least_bytes(img: Image.Image, path: Path, size: int) -> int:
-    """Fewest bytes of ``path`` (``size`` bytes) that can hold the pixels the header of ``img`` (open, not loaded)
-    declares; 0 where its coding has no such bound.
+def least_bytes(img: Image.Image, size: int) -> int:
+    """Fewest bytes of the file of ``img`` (open, not loaded; ``size`` bytes) that can hold the pixels its header
+    declares; 0 where its coding has no such bound. The header is read from the file Pillow holds open.
 
     Data stored as it is (uncompressed BMP, TIFF, ...: Pillow's "raw" tiles) takes at least a bit per pixel;
     one byte of deflate (PNG, TIFF) decodes to at most ``DEFLATE_RATIO`` bytes, of LZW (TIFF) to 3640, of
@@ -266,13 +272,16 @@ def least_bytes(img: Image.Image, path: Path, size: int) -> int:
     if img.format == "TIFF" and img.tag_v2.get(259) in _TIFF_RATIOS:
         bits = img.tag_v2.get(258, (1,))
         return pixels * sum(bits) // 8 // _TIFF_RATIOS[img.tag_v2[259]]
+    if img.format not in ("PNG", "JPEG") or img.fp is None:
+        return 0
+    here = img.fp.tell()
     try:
-        with open(path, "rb") as f:
-            head = f.read(26)
-            frame = _jpeg_frame(f, size) if img.format == "JPEG" else None
+        head, frame = _head_and_frame(img.fp, img.format, size)
     except (OSError, struct.error):
         return 0
-    if img.format == "PNG" and len(head) == 26:
+    finally:
+        img.fp.seek(here)
+    if img.format == "PNG" and len(head) >= 26:
         depth, colour = head[24:26]
         return img.height * (1 + (img.width * depth * _PNG_CHANNELS.get(colour, 1) + 7) // 8) // DEFLATE_RATIO
     if frame is not None and frame[0] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7):  # Huffman coding

@@ -130,7 +130,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             reason = size_reason(img.height, img.width)
             if reason is None and img.mode not in MODES:
                 reason = f"unsupported format: {img.format} with pixel mode {img.mode}"
-            if reason is None and least_bytes(img, path, info.st_size) > info.st_size:
+            if reason is None and least_bytes(img, info.st_size) > info.st_size:
                 reason = "cannot decode image: truncated file"
             if reason is not None:
                 raise ImageReadError(path, reason)

@@ -36,7 +36,7 @@ def _tiff_frames(path: Path, size: int, img: Image.Image, axis: int) -> tuple[np
     depth = int(getattr(img, "n_frames", 1))
     colour = mode not in GREY_MODES and not mode.startswith("I") and mode != "F"
     check_size(path, (depth, height, width), axis, 3 if colour else 1)
-    if depth * least_bytes(img, path, size) > size:  # every frame's pixels cannot be in the file: allocate nothing
+    if depth * least_bytes(img, size) > size:  # every frame's pixels cannot be in the file: allocate nothing
         raise ImageReadError(path, "cannot decode image: truncated file")
     data, source = allocate(path, (depth, height, width), axis, colour)
     raw_dtype = None
