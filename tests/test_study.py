@@ -155,3 +155,36 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
                  "--quiet"]) == 2
     assert capsys.readouterr().err.strip().endswith("bad.pt: not a usable selfseg study model: cannot be read safely "
                                                       "(UnpicklingError)")
+
+
+def test_the_kept_weights_are_the_mean_of_the_last_epochs(single_thread) -> None:
+    images, truths = _folder(16)
+    confidence = [0.9] * 16
+    tiny = dict(size=32, width=4, depth=2, epochs=3, batch=8, device="cpu")  # two steps per epoch
+    ends = []
+    originals = {}
+
+    def snapshot(step, steps, loss):  # the weights after each epoch, as the averaging sees them
+        if (step + 1) % 2 == 0:
+            ends.append({k: v.clone() for k, v in originals["network"].state_dict().items()})
+
+    import selfseg.study.model as study_model
+
+    class Spy(study_model.UNet):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            originals["network"] = self
+
+    study_model_unet, study_model.UNet = study_model.UNet, Spy
+    try:
+        model = train_study(images, truths, confidence, prior="lesion",
+                            settings=StudySettings(**tiny, average=2), callback=snapshot)
+    finally:
+        study_model.UNet = study_model_unet
+    weight = "down.0.0.weight"
+    assert len(ends) == 3
+    torch.testing.assert_close(model.network.state_dict()[weight], (ends[1][weight] + ends[2][weight]) / 2)
+    last = train_study(images, truths, confidence, prior="lesion", settings=StudySettings(**tiny, average=1))
+    torch.testing.assert_close(last.network.state_dict()[weight], ends[2][weight])  # average=1: the last weights
+    with pytest.raises(ValueError, match="average must be at least 1, got 0"):
+        StudySettings(average=0)

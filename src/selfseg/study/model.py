@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 
 from selfseg.checks import look_up_option
 from selfseg.fitting import resolve_device
@@ -30,6 +31,9 @@ class StudySettings:
         size: working side in pixels (images are resized to ``size`` x ``size``; a multiple of 8).
         width, depth: the U-Net's first-level channels and poolings.
         epochs, batch, lr: passes over the kept masks, images per step, AdamW's peak learning rate.
+        average: the weights kept are the mean of those at the end of each of the last ``average`` epochs (stochastic
+            weight averaging; 1: the last weights). It costs nothing and makes the model depend less on its seed
+            (docs/experiments/study-variance.md).
         keep: share of the folder's masks trained on, the most confident first.
         consistency: weight of the transformation-consistency term (off by default: it doubles the cost and has
             not paid yet, docs/experiments/study-stage.md).
@@ -43,6 +47,7 @@ class StudySettings:
     epochs: int = 20
     batch: int = 16
     lr: float = 3e-3
+    average: int = 5
     keep: float = 1.0
     consistency: float = 0.0
     seed: int = 0
@@ -53,7 +58,7 @@ class StudySettings:
             raise ValueError(f"size must be a multiple of {2**self.depth} of at least 8, got {self.size}")
         if not 0 < self.keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")
-        for name in ("width", "depth", "epochs", "batch"):
+        for name in ("width", "depth", "epochs", "batch", "average"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -145,6 +150,9 @@ def train_study(
     steps = settings.epochs * per_epoch
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps)
+    # stochastic weight averaging (Izmailov et al., UAI 2018, arXiv:1803.05407) over the ends of the last epochs of
+    # the one-cycle schedule, BatchNorm statistics averaged with the weights
+    averaged, first = AveragedModel(network, use_buffers=True), steps - min(settings.average, settings.epochs) * per_epoch
     network.train()
     for step in range(steps):
         if step % per_epoch == 0:
@@ -158,8 +166,11 @@ def train_study(
         loss.backward()
         optimizer.step()
         schedule.step()
+        if step + 1 > first and (step + 1 - first) % per_epoch == 0:
+            averaged.update_parameters(network)
         if callback is not None:
             callback(step, steps, float(loss.detach()))
+    network.load_state_dict(averaged.module.state_dict())
     return StudyModel(network.eval(), settings, prior)
 
 
