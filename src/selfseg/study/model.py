@@ -32,7 +32,7 @@ class StudySettings:
         width, depth: the U-Net's first-level channels and poolings.
         epochs, batch, lr: passes over the kept masks, images per step, AdamW's peak learning rate.
         average: the weights kept are the mean of those at the end of each of the last ``average`` epochs (stochastic
-            weight averaging; 1: the last weights). It costs nothing and makes the model depend less on its seed
+            weight averaging; 1: the last weights). It costs nothing and makes the masks depend less on the seed
             (docs/experiments/study-variance.md).
         keep: share of the folder's masks trained on, the most confident first.
         consistency: weight of the transformation-consistency term (off by default: it doubles the cost and has
