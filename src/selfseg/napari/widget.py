@@ -36,6 +36,8 @@ from selfseg.settings import FitSettings
 __all__ = ["SelfsegWidget"]
 
 _MARK_BUTTONS = (("Accept", "accepted"), ("Reject", "rejected"), ("Needs edit", "needs edit"))
+_BEFORE = {"adding", "removing", "changing"}
+"""The actions of a Points layer's data event that come before the change (the data is still the old one)."""
 
 
 class _Progress(QObject):
@@ -261,8 +263,8 @@ class SelfsegWidget(QWidget):
         """The point prompt: on each slice with points, the mask is the union of the regions under them
         (``foreground.points_mask``); a slice whose last point is removed gets back its mask from before its
         first point. Other slices keep their mask, edits included."""
-        if not _is(event.source, self.layers.get("prompt")):
-            return  # an earlier image's prompt
+        if str(event.action) in _BEFORE or not _is(event.source, self.layers.get("prompt")):
+            return  # napari's notice before the change, or an earlier image's prompt
         labels, mask = self._stack("clusters"), self.mask()
         points = np.round(np.asarray(event.source.data)).astype(int)
         points = np.column_stack([np.zeros(len(points), int), points]) if points.shape[1] == 2 else points

@@ -10,7 +10,7 @@ from PIL import Image
 
 from selfseg import io
 from selfseg.optional import MissingDependencyError, optional_import
-from selfseg.runner.task import LABELS_SUFFIX, OUTPUT_SUFFIXES, OVERLAY_SUFFIX, VOLUME_OUTPUT_SUFFIXES
+from selfseg.runner.task import LABELS_SUFFIX, OVERLAY_SUFFIX, output_paths
 from selfseg.visualize import colorize_labels
 
 __all__ = ["STRIP_SLICES", "THUMBNAIL_SIDE", "overlay_thumbnail", "thumbnails"]
@@ -46,7 +46,7 @@ def _strip(slices: list[np.ndarray], side: int, *, nearest: bool = False) -> np.
 def _volume_pictures(folder: Path, row: dict[str, str], side: int) -> dict[str, np.ndarray]:
     """Cluster-map and overlay strips of a volume's outputs (NIfTI; the image itself is in the overlay)."""
     nib = optional_import("nibabel")
-    labels_path, _, overlay_path = (folder / f"{row['image']}{suffix}" for suffix in VOLUME_OUTPUT_SUFFIXES)
+    labels_path, _, overlay_path = output_paths(folder, row["image"], True)
     labels = np.asarray(nib.load(labels_path).dataobj)
     overlay = np.asarray(nib.load(overlay_path).dataobj)
     axis = int(row["axis"]) if row.get("axis") else (2 if row.get("kind") == "nifti" else 0)
@@ -83,7 +83,7 @@ def thumbnails(folder: Path, row: dict[str, str], into: Path, *, side: int = THU
     A thumbnail newer than the outputs it shows is kept. Outputs that cannot be read give no thumbnail.
     """
     volume = row.get("kind") not in ("", None, "image")
-    outputs = [folder / f"{row['image']}{suffix}" for suffix in (VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES)]
+    outputs = output_paths(folder, row["image"], volume)
     newest = max((p.stat().st_mtime for p in outputs if p.is_file()), default=0.0)
     kinds = ("clusters", "overlay") if volume else ("image", "clusters", "overlay")
     paths = {kind: into / f"{row['image']}_{kind}.png" for kind in kinds}

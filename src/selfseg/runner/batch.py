@@ -18,7 +18,7 @@ from selfseg.batch_inputs import input_stem
 from selfseg.checks import one_line
 from selfseg.runner.manifest import Manifest, cell, decide, read_manifest, settings_row, typed
 from selfseg.runner.scoring import BatchReport
-from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, Outcome, Task, fingerprint, overlay_row
+from selfseg.runner.task import Outcome, Task, fingerprint, output_paths, overlay_row
 from selfseg.settings import FitSettings, MaskRule
 
 __all__ = ["Batch"]
@@ -85,8 +85,7 @@ class Batch:
         """The task of one input; None if it failed or is skipped (both recorded). With resume, the row its files
         carry is taken where the manifest lacks it (``Manifest.adopt``; ``save_adopted`` writes them)."""
         stem, volume = input_stem(path), volumes.is_volume(path)
-        suffixes = VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES
-        outputs = tuple(self.out_dir / f"{stem}{suffix}" for suffix in suffixes)
+        outputs = output_paths(self.out_dir, stem, volume)
         try:
             for output in outputs:
                 io.check_name(output)
@@ -123,7 +122,7 @@ class Batch:
         for path in paths:
             stem = input_stem(path)
             row = self.manifest.rows.get(stem)
-            complete = all((self.out_dir / f"{stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
+            complete = all(output.exists() for output in output_paths(self.out_dir, stem, False))
             if row is not None and row["kind"] == "image" and complete:
                 rows.append({**row, "image": stem, "input": str(path)})
         return rows

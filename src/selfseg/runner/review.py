@@ -21,8 +21,7 @@ from selfseg import io, volumes
 from selfseg.confidence import mask_confidence
 from selfseg.runner.manifest import EDITED, cell, read_manifest
 from selfseg.runner.study import STUDY_FOLDER
-from selfseg.runner.task import OUTPUT_SUFFIXES, VOLUME_OUTPUT_SUFFIXES, stored_labels, write_outputs
-from selfseg.visualize import overlay
+from selfseg.runner.task import output_paths, stored_labels, write_outputs
 
 __all__ = [
     "EDITED",
@@ -120,18 +119,19 @@ class LoadedItem:
     volume: volumes.Volume | None
 
 
-def _outputs(out_dir: Path, stem: str, volume: bool) -> tuple[Path, Path, Path]:
-    suffixes = VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES
-    return tuple(out_dir / f"{stem}{suffix}" for suffix in suffixes)
-
-
-def _input_path(out_dir: Path, recorded: str) -> Path:
-    """The input as recorded (absolute, or relative to the working folder), else relative to the folder above
-    ``out_dir`` (a run started there with ``--out`` naming ``out_dir``)."""
-    for path in (Path(recorded), out_dir.resolve().parent / recorded):
-        if recorded and path.exists():
-            return path
-    raise FileNotFoundError(f"input not found: {recorded} (open the folder from where selfseg segment ran)")
+def _read_input(out_dir: Path, row: dict[str, str]) -> tuple[np.ndarray, volumes.Volume | None]:
+    """The (D, H, W[, C]) slices of the input of ``row`` (D = 1 for an image) and its volume (None for an image).
+    The input is found as recorded (absolute, or relative to the working folder), else relative to the folder
+    above ``out_dir`` (a run started there with ``--out`` naming ``out_dir``)."""
+    recorded = row["input"]
+    path = next((path for path in (Path(recorded), out_dir.resolve().parent / recorded) if recorded and path.exists()),
+                None)
+    if path is None:
+        raise FileNotFoundError(f"input not found: {recorded} (open the folder from where selfseg segment ran)")
+    if row["kind"] in ("", "image"):
+        return io.read_image(path)[None], None
+    volume = volumes.read_volume(path, axis=int(row["axis"]) if row["axis"] else None)
+    return volume.data, volume
 
 
 def load_item(out_dir: str | os.PathLike, image: str) -> LoadedItem:
@@ -142,12 +142,8 @@ def load_item(out_dir: str | os.PathLike, image: str) -> LoadedItem:
         io.ImageReadError: the input or an output cannot be read.
     """
     out_dir = Path(out_dir)
-    row = read_manifest(out_dir / "results.csv").rows[image]
-    path = _input_path(out_dir, row["input"])
-    volume = volumes.read_volume(path, axis=int(row["axis"]) if row["axis"] else None) if row["kind"] not in (
-        "", "image") else None
-    slices = volume.data if volume is not None else io.read_image(path)[None]
-    labels_path, mask_path, _ = _outputs(out_dir, image, volume is not None)
+    slices, volume = _read_input(out_dir, read_manifest(out_dir / "results.csv").rows[image])
+    labels_path, mask_path, _ = output_paths(out_dir, image, volume is not None)
     labels = stored_labels(labels_path, volume)
     mask = stored_labels(mask_path, volume) > 0
     study_path = out_dir / STUDY_FOLDER / f"{image}_mask.png"
@@ -165,17 +161,16 @@ def save_edited_mask(out_dir: str | os.PathLike, image: str, mask: np.ndarray) -
         input's shape. io.WriteError: the disk refused a write (the former files stay whole).
     """
     out_dir = Path(out_dir)
-    item = load_item(out_dir, image)
-    given = np.asarray(mask, dtype=bool)
-    mask = given[None] if given.ndim == 2 and item.volume is None else given
-    if mask.shape != item.mask.shape:
-        wanted = item.mask.shape if item.volume is not None else item.mask.shape[1:]
-        raise ValueError(f"the mask of {image} must have shape {wanted}, got {given.shape}")
     manifest = read_manifest(out_dir / "results.csv")
     row = dict(manifest.rows[image])
-    confidence = float(np.mean([mask_confidence(m, s) for m, s in zip(mask, item.slices)]))
+    slices, volume = _read_input(out_dir, row)
+    given = np.asarray(mask, dtype=bool)
+    mask = given[None] if given.ndim == 2 and volume is None else given
+    if mask.shape != slices.shape[:3]:
+        wanted = slices.shape[:3] if volume is not None else slices.shape[1:3]
+        raise ValueError(f"the mask of {image} must have shape {wanted}, got {given.shape}")
+    confidence = float(np.mean([mask_confidence(m, s) for m, s in zip(mask, slices)]))
     row.update(chosen=EDITED, foreground_pixels=str(int(mask.sum())), confidence=cell(confidence))
-    drawn = np.stack([overlay(pixels, m) for pixels, m in zip(item.slices, mask)])
-    write_outputs(_outputs(out_dir, image, item.volume is not None), item.volume, (None, mask, drawn), row)
+    write_outputs(output_paths(out_dir, image, volume is not None), slices, volume, None, mask, row)
     manifest.write(image, row)
     return manifest.rows[image]

@@ -33,6 +33,7 @@ __all__ = [
     "Task",
     "fingerprint",
     "image_seed",
+    "output_paths",
     "overlay_row",
     "run_tasks_together",
     "slice_seed",
@@ -57,6 +58,11 @@ def _seed_salt(seed: int) -> bytes:
 def _seed_of(salted: str) -> int:
     """A 31-bit seed: the first bits of a salted SHA-256 (hex)."""
     return int(salted[:8], 16) >> 1
+
+
+def output_paths(out_dir: Path, stem: str, volume: bool) -> tuple[Path, Path, Path]:
+    """The files of input ``stem`` in ``out_dir``: cluster map, mask, overlay (NIfTI for a volume)."""
+    return tuple(out_dir / f"{stem}{suffix}" for suffix in (VOLUME_OUTPUT_SUFFIXES if volume else OUTPUT_SUFFIXES))
 
 
 def image_seed(seed: int, path: str | os.PathLike) -> int:
@@ -259,26 +265,26 @@ def _write(task: Task, loaded: _Loaded, results: list[SegmentationResult], *, fi
     row."""
     slices, volume = loaded.slices, loaded.volume
     mask_stack = np.stack([result.mask for result in results])
-    drawn = np.stack([overlay(pixels, result.mask) for pixels, result in zip(slices, results)])
     label_stack = np.stack([result.labels for result in results]) if fitted else None
     if label_stack is not None:
         label_stack = label_stack.astype(np.uint8 if label_stack.max() < 256 else np.uint16)
     row = {**task.row, **_fields(task, slices, volume, results, mask_stack, label_stack)}
-    write_outputs(task.outputs, volume, (label_stack, mask_stack, drawn), row)
+    write_outputs(task.outputs, slices, volume, label_stack, mask_stack, row)
     return row
 
 
-def write_outputs(outputs: tuple[Path, Path, Path], volume: volumes.Volume | None,
-                  arrays: tuple[np.ndarray | None, np.ndarray, np.ndarray], row: dict) -> None:
-    """Write an input's (D, H, W) cluster map (skipped when None), mask and (D, H, W, 3) overlay to ``outputs``
-    (D = 1 for an image), each atomically: the overlay is removed first and written last, carrying ``row``
-    (``overlay_row``), so that it exists only beside the files its row describes."""
+def write_outputs(outputs: tuple[Path, Path, Path], slices: np.ndarray, volume: volumes.Volume | None,
+                  labels: np.ndarray | None, mask: np.ndarray, row: dict) -> None:
+    """Write an input's (D, H, W) cluster map ``labels`` (skipped when None), ``mask`` and its overlay on the
+    (D, H, W[, C]) ``slices`` to ``outputs`` (D = 1 for an image), each atomically: the overlay is removed first and
+    written last, carrying ``row`` (``overlay_row``), so that it exists only beside the files its row describes."""
+    drawn = np.stack([overlay(pixels, one) for pixels, one in zip(slices, mask)])
     note = json.dumps({name: cell(row.get(name)) for name in RESULT_COLUMNS if name not in UNNOTED})
     try:
         outputs[2].unlink(missing_ok=True)
     except OSError as err:
         raise io.WriteError(err.errno, outputs[2]) from err
-    for path, array, carried in zip(outputs, arrays, (None, None, note)):
+    for path, array, carried in zip(outputs, (labels, mask, drawn), (None, None, note)):
         if array is None:
             continue
         if volume is None:
