@@ -260,7 +260,7 @@ def _refuse_folder(monkeypatch, name: str) -> None:
 
 def test_a_study_folder_the_disk_refuses_is_one_write_error(tmp_path, monkeypatch, fits):
     (a,) = _noise(tmp_path / "in", 1)
-    out, study = tmp_path / "out", StudySettings(size=16, width=4, depth=1, epochs=1, batch=4, device="cpu")
+    out, study = tmp_path / "out", StudySettings(network="unet", size=16, width=4, depth=1, epochs=1, batch=4, device="cpu")
     _refuse_folder(monkeypatch, "study")
     with pytest.raises(io.WriteError, match=re.escape(f"cannot write {out / 'study' / 'study_model.pt'}: no space")):
         run_batch([a], out, workers=1, progress=False, study=study)

@@ -19,7 +19,12 @@ from selfseg.study import (
     train_study,
 )
 
-FAST = StudySettings(size=32, width=8, depth=2, epochs=12, batch=8, keep=0.7, device="cpu")
+FAST = {
+    "unet": StudySettings(network="unet", size=32, width=8, depth=2, epochs=12, batch=8, keep=0.7, device="cpu"),
+    "pretrained": StudySettings(size=96, width=16, epochs=24, batch=8, keep=0.7, device="cpu"),
+}
+"""Settings that learn the synthetic folder in seconds, per network (the pretrained one needs 96 px: its coarsest
+features have a 16th of the side)."""
 
 
 def _folder(count: int = 40, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -36,15 +41,15 @@ def _folder(count: int = 40, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
     return images, truths
 
 
-@pytest.fixture(scope="module")
-def trained(single_thread):
+@pytest.fixture(scope="module", params=sorted(FAST))
+def trained(request, single_thread):
     """A study model trained where the least confident 30 % of the per-image masks are wrong (a corner square)."""
     images, truths = _folder()
     wrong = np.zeros((48, 48), dtype=bool)
     wrong[:12, :12] = True
     masks = [truth if k % 10 < 7 else wrong for k, truth in enumerate(truths)]
     confidence = [0.8 if k % 10 < 7 else 0.2 for k in range(len(truths))]
-    return train_study(images, masks, confidence, prior="lesion", settings=FAST), images, truths, masks
+    return train_study(images, masks, confidence, prior="lesion", settings=FAST[request.param]), images, truths, masks
 
 
 def test_the_study_stage_corrects_wrong_per_image_masks(trained) -> None:
@@ -68,10 +73,11 @@ def test_a_study_mask_is_one_region_within_the_prior(trained) -> None:
 
 def test_training_is_deterministic(single_thread) -> None:
     images, truths = _folder(12)
-    settings = StudySettings(size=16, width=4, depth=1, epochs=2, batch=4, consistency=1.0, device="cpu")
-    first, second = (train_study(images, truths, [0.5] * 12, prior="lesion", settings=settings) for _ in range(2))
-    for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values()):
-        assert torch.equal(a, b)
+    for settings in (StudySettings(network="unet", size=16, width=4, depth=1, epochs=2, batch=4, consistency=1.0,
+                                   device="cpu"), StudySettings(size=32, width=4, epochs=2, batch=4, device="cpu")):
+        first, second = (train_study(images, truths, [0.5] * 12, prior="lesion", settings=settings) for _ in range(2))
+        for a, b in zip(first.network.state_dict().values(), second.network.state_dict().values()):
+            assert torch.equal(a, b)
 
 
 def test_save_and_load_round_trip_and_refuse_foreign_or_altered_files(trained, tmp_path) -> None:
@@ -85,7 +91,7 @@ def test_save_and_load_round_trip_and_refuse_foreign_or_altered_files(trained, t
     with pytest.raises(StudyModelError, match=r"foreign\.pt: not a usable selfseg study model: no 'selfseg-study"):
         load_study_model(foreign)
     payload = torch.load(path, weights_only=True)
-    payload["state"]["head.bias"] += 1  # an altered weight
+    payload["state"][next(iter(payload["state"]))] += 1  # an altered weight
     torch.save(payload, tmp_path / "altered.pt")
     with pytest.raises(StudyModelError, match="do not match their checksum"):
         load_study_model(tmp_path / "altered.pt")
@@ -94,9 +100,21 @@ def test_save_and_load_round_trip_and_refuse_foreign_or_altered_files(trained, t
         load_study_model(tmp_path / "text.pt")
 
 
+def test_settings_resolve_each_networks_size_and_width() -> None:
+    assert (StudySettings().network, StudySettings().size, StudySettings().width) == ("pretrained", 224, 32)
+    assert (StudySettings(network="unet").size, StudySettings(network="unet").width) == (96, 8)
+    assert StudySettings(size=64).size == 64
+
+
 def test_bad_settings_and_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match="size must be a multiple of 8"):
-        StudySettings(size=20)
+    with pytest.raises(ValueError, match="size must be a multiple of 8 for the unet network, got 20"):
+        StudySettings(network="unet", size=20)
+    with pytest.raises(ValueError, match="size must be a multiple of 16 for the pretrained network, got 40"):
+        StudySettings(size=40)
+    with pytest.raises(ValueError, match="network must be one of pretrained, unet"):
+        StudySettings(network="resnet")
+    with pytest.raises(ValueError, match="the consistency term needs network='unet', got 'pretrained'"):
+        StudySettings(consistency=1.0)
     with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
         StudySettings(keep=0)
     with pytest.raises(ValueError, match="prior must be one of lesion, lungs, polyp"):
@@ -121,7 +139,7 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
     from selfseg.runner import evaluate_outputs, run_batch, run_study_model
 
     _disc_files(tmp_path / "in", 16, seed=2)
-    out, tiny = tmp_path / "out", StudySettings(size=32, width=4, depth=2, epochs=2, batch=8, device="cpu")
+    out, tiny = tmp_path / "out", StudySettings(size=32, width=4, epochs=2, batch=8, device="cpu")
     report = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, study=tiny)
     model = out / "study" / "study_model.pt"
     assert len(report.results) == len(report.study) == 16 and model.exists()
@@ -160,7 +178,7 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
 def test_the_kept_weights_are_the_mean_of_the_last_epochs(single_thread) -> None:
     images, truths = _folder(16)
     confidence = [0.9] * 16
-    tiny = dict(size=32, width=4, depth=2, epochs=3, batch=8, device="cpu")  # two steps per epoch
+    tiny = dict(network="unet", size=32, width=4, depth=2, epochs=3, batch=8, device="cpu")  # two steps per epoch
     ends = []
     originals = {}
 
@@ -188,3 +206,30 @@ def test_the_kept_weights_are_the_mean_of_the_last_epochs(single_thread) -> None
     torch.testing.assert_close(last.network.state_dict()[weight], ends[2][weight])  # average=1: the last weights
     with pytest.raises(ValueError, match="average must be at least 1, got 0"):
         StudySettings(average=0)
+
+
+@pytest.mark.parametrize("network", ["pretrained", "unet"])
+def test_the_cli_trains_the_chosen_study_network(tmp_path, network, single_thread) -> None:
+    from selfseg.cli import main
+
+    _disc_files(tmp_path / "in", 8, seed=5)
+    out = tmp_path / "out"
+    extra = [] if network == "pretrained" else ["--study-network", "unet"]  # the default: pretrained
+    assert main(["segment", str(tmp_path / "in"), "--out", str(out), "--method", "kmeans", "--study", "--quiet",
+                 "--device", "cpu", *extra]) == 0
+    model = load_study_model(out / "study" / "study_model.pt", device="cpu")
+    assert model.settings == StudySettings(network=network, device="cpu")
+    assert len(list((out / "study").glob("*_mask.png"))) == 8
+
+
+def test_a_model_of_selfseg_0_11_loads_as_the_unet_it_is(tmp_path, single_thread) -> None:
+    images, truths = _folder(8)
+    settings = StudySettings(network="unet", size=16, width=4, depth=1, epochs=1, batch=4, device="cpu")
+    model = train_study(images, truths, [0.5] * 8, prior="lesion", settings=settings)
+    path = save_study_model(model, tmp_path / "new.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["settings"]["network"]  # as 0.11 wrote them
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_study_model(tmp_path / "old.pt", device="cpu")
+    assert loaded.settings == settings
+    np.testing.assert_array_equal(predict_mask(loaded, images[0])[1], predict_mask(model, images[0])[1])

@@ -12,6 +12,7 @@ from selfseg.io import IMAGE_SUFFIXES
 from selfseg.methods import ALL_METHODS, BASELINE_CLUSTERS, DEFAULT_SIZE, METHODS, PRECISIONS
 from selfseg.readout import READOUTS
 from selfseg.runner import BACKENDS
+from selfseg.study import NETWORKS, StudySettings
 
 __all__ = ["build_parser"]
 
@@ -319,6 +320,12 @@ def _add_study_options(study: argparse._ArgumentGroup) -> None:
         "confidence, and give every "
         "image its study mask in DIR/study/ (with the model, DIR/study/study_model.pt): a folder of one kind "
         "teaches what a single image cannot",
+    )
+    study.add_argument(
+        "--study-network", choices=NETWORKS, default=StudySettings.network,
+        help="pretrained: a small decoder on the frozen features of an ImageNet-trained EfficientNet-Lite0 "
+        "(its weights come with selfseg); unet: a small U-Net trained from scratch, which scores lower "
+        "(default: %(default)s)",
     )
     study.add_argument(
         "--study-model", metavar="FILE",

@@ -14,13 +14,20 @@ from torch.optim.swa_utils import AveragedModel
 from selfseg.checks import look_up_option
 from selfseg.fitting import resolve_device
 from selfseg.foreground import keep_prior
+from selfseg.models.efficientnet_lite import FeatureDecoder
 from selfseg.models.unet import UNet
+from selfseg.study.features import encode, pretrained_encoder, scaled_inputs
 from selfseg.transforms import random_affine_matrix, warp_affine
 
-__all__ = ["PRIORS", "StudyModel", "StudySettings", "predict_mask", "train_study"]
+__all__ = ["NETWORKS", "PRIORS", "StudyModel", "StudySettings", "predict_mask", "train_study"]
 
 PRIORS = ("lesion", "lungs", "polyp")
 """The target priors a study mask is kept within (``foreground.keep_prior``)."""
+NETWORKS = ("pretrained", "unet")
+"""The study networks: "pretrained", a small decoder on EfficientNet-Lite0's frozen ImageNet features
+(``selfseg.study.features``); "unet", a small U-Net trained from scratch (``models.unet.UNet``)."""
+_DEFAULTS = {"pretrained": (224, 32), "unet": (96, 8)}
+"""Each network's working size and width when the settings leave them out."""
 
 
 @dataclass(frozen=True)
@@ -28,8 +35,13 @@ class StudySettings:
     """How the study network is trained, checked once.
 
     Attributes:
-        size: working side in pixels (images are resized to ``size`` x ``size``; a multiple of 8).
-        width, depth: the U-Net's first-level channels and poolings.
+        network: one of ``NETWORKS``. "pretrained" scores higher on every study folder
+            (docs/experiments/pretrained-encoder.md); "unet" needs no pretrained weights and is the one with the
+            ``consistency`` term.
+        size: working side in pixels (images are resized to ``size`` x ``size``); None: the network's own (224 for
+            "pretrained", a multiple of 16; 96 for "unet", a multiple of ``2**depth``).
+        width: the decoder's channels ("pretrained") or the U-Net's first-level channels; None: 32 and 8.
+        depth: the U-Net's poolings.
         epochs, batch, lr: passes over the kept masks, images per step, AdamW's peak learning rate.
         average: the weights kept are the mean of those at the end of each of the last ``average`` epochs (stochastic
             weight averaging; 1: the last weights). It costs nothing and makes the masks depend less on the seed
@@ -41,8 +53,9 @@ class StudySettings:
         device: "auto" (CUDA when present), "cpu", "cuda", ...
     """
 
-    size: int = 96
-    width: int = 8
+    network: str = "pretrained"
+    size: int | None = None
+    width: int | None = None
     depth: int = 3
     epochs: int = 20
     batch: int = 16
@@ -54,8 +67,15 @@ class StudySettings:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.size < 8 or self.size % 2**self.depth:
-            raise ValueError(f"size must be a multiple of {2**self.depth} of at least 8, got {self.size}")
+        look_up_option(self.network, NETWORKS, name="network")
+        size, width = _DEFAULTS[self.network]
+        object.__setattr__(self, "size", size if self.size is None else self.size)  # frozen: resolved once here
+        object.__setattr__(self, "width", width if self.width is None else self.width)
+        multiple = 16 if self.network == "pretrained" else 2**self.depth
+        if self.size < multiple or self.size % multiple:
+            raise ValueError(f"size must be a multiple of {multiple} for the {self.network} network, got {self.size}")
+        if self.consistency and self.network != "unet":
+            raise ValueError(f"the consistency term needs network='unet', got {self.network!r}")
         if not 0 < self.keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")
         for name in ("width", "depth", "epochs", "batch", "average"):
@@ -67,7 +87,7 @@ class StudySettings:
 class StudyModel:
     """A trained study network, the settings it was trained with and the prior its masks are kept within."""
 
-    network: UNet
+    network: UNet | FeatureDecoder
     settings: StudySettings
     prior: str
     fingerprint: str = ""
@@ -94,19 +114,58 @@ def _targets(masks: Iterable[np.ndarray], size: int) -> Tensor:
     ])
 
 
-def _loss(network: UNet, x: Tensor, y: Tensor, w: Tensor, consistency: float, generator: torch.Generator) -> Tensor:
-    """Confidence-weighted BCE and soft Dice against the pseudo-masks, plus the transformation consistency."""
-    logits = network(x)
+def _loss(logits: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """Confidence-weighted BCE and soft Dice of (B, 1, S, S) logits against the pseudo-masks."""
     probability = torch.sigmoid(logits)
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=(1, 2, 3))
     overlap = 2 * (probability * y).sum(dim=(1, 2, 3)) + 1
     soft_dice = 1 - overlap / (probability.sum(dim=(1, 2, 3)) + y.sum(dim=(1, 2, 3)) + 1)
-    loss = ((bce + soft_dice) * w).sum() / w.sum()
-    if consistency:
-        theta = random_affine_matrix(len(x), *x.shape[-2:], generator=generator).to(x.device)
-        moved = torch.sigmoid(network(warp_affine(x, theta)))
-        loss = loss + consistency * F.mse_loss(moved, warp_affine(probability, theta))
-    return loss
+    return ((bce + soft_dice) * w).sum() / w.sum()
+
+
+def _decode(decoder: FeatureDecoder, features: list[Tensor], size: int) -> Tensor:
+    """(B, 1, size, size) logits of the decoder on stored features."""
+    return F.interpolate(decoder(features), size=(size, size), mode="bilinear", align_corners=False)
+
+
+Step = Callable[[Tensor, Tensor, Tensor, torch.Generator], Tensor]
+"""(rows of the kept masks, their targets, their weights, the generator) -> the loss on that batch."""
+
+
+def _unet_step(images: Iterable[np.ndarray], settings: StudySettings, device: torch.device) -> tuple[UNet, Step]:
+    """The U-Net and its loss on a batch: random affine and colour augmentation, plus the transformation
+    consistency (``settings.consistency``): the prediction on a transformed image must be the transformed
+    prediction."""
+    x = _inputs(images, settings.size).to(device)  # one full-size image in memory at a time
+    network = UNet(3, settings.width, settings.depth).to(device)
+
+    def step(rows: Tensor, y: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
+        theta = random_affine_matrix(len(rows), settings.size, settings.size, generator=generator).to(device)
+        gain = (0.9 + 0.2 * torch.rand(len(rows), 3, 1, 1, generator=generator)).to(device)  # colour jitter
+        moved = warp_affine(x[rows], theta) * gain
+        logits = network(moved)
+        loss = _loss(logits, warp_affine(y, theta), w)
+        if settings.consistency:
+            again = random_affine_matrix(len(rows), settings.size, settings.size, generator=generator).to(device)
+            loss = loss + settings.consistency * F.mse_loss(torch.sigmoid(network(warp_affine(moved, again))),
+                                                             warp_affine(torch.sigmoid(logits), again))
+        return loss
+
+    return network, step
+
+
+def _decoder_step(images: Iterable[np.ndarray], settings: StudySettings,
+                  device: torch.device) -> tuple[FeatureDecoder, Step]:
+    """The decoder and its loss on a batch of stored features, each image or its mirror image at random."""
+    features = encode(images, settings.size, device)
+    decoder = FeatureDecoder(settings.width).to(device)
+
+    def step(rows: Tensor, y: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
+        mirrored = torch.randint(0, 2, (len(rows),), generator=generator).to(device)
+        logits = _decode(decoder, [level[rows, mirrored].float() for level in features], settings.size)
+        return _loss(logits, torch.where(mirrored[:, None, None, None].bool(), y.flip(-1), y), w)
+
+    return decoder, step
 
 
 def train_study(
@@ -138,12 +197,12 @@ def train_study(
     device = resolve_device(settings.device)
     order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")
     kept = order[: max(1, round(settings.keep * len(order)))]
-    x = _inputs((images[i] for i in kept), settings.size).to(device)  # one full-size image in memory at a time
     y = _targets((masks[i] for i in kept), settings.size).to(device)
     w = torch.tensor([max(float(confidence[i]), 1e-3) for i in kept], device=device)
+    build = _unet_step if settings.network == "unet" else _decoder_step
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(settings.seed)
-        network = UNet(3, settings.width, settings.depth).to(device)
+        network, loss_of = build((images[i] for i in kept), settings, device)
     generator = torch.Generator().manual_seed(settings.seed)
     batch = min(settings.batch, len(kept))
     per_epoch = max(1, len(kept) // batch)
@@ -158,10 +217,7 @@ def train_study(
         if step % per_epoch == 0:
             permutation = torch.randperm(len(kept), generator=generator)
         rows = permutation[(step % per_epoch) * batch : (step % per_epoch + 1) * batch].to(device)
-        theta = random_affine_matrix(len(rows), settings.size, settings.size, generator=generator).to(device)
-        gain = (0.9 + 0.2 * torch.rand(len(rows), 3, 1, 1, generator=generator)).to(device)  # colour jitter
-        loss = _loss(network, warp_affine(x[rows], theta) * gain, warp_affine(y[rows], theta), w[rows],
-                     settings.consistency, generator)
+        loss = loss_of(rows, y[rows], w[rows], generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -177,10 +233,13 @@ def train_study(
 def predict_mask(model: StudyModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The study mask of one (H, W, C) float image: ((H, W) bool mask kept within the model's prior, (H, W) float32
     foreground probability). The probability averages the image and its mirror image."""
-    device = next(model.network.parameters()).device
-    x = _inputs([image], model.settings.size).to(device)
+    device, size = next(model.network.parameters()).device, model.settings.size
     with torch.no_grad():
-        logits = model.network(torch.cat([x, x.flip(-1)]))
+        if model.settings.network == "unet":
+            x = _inputs([image], size).to(device)
+            logits = model.network(torch.cat([x, x.flip(-1)]))
+        else:
+            logits = _decode(model.network, pretrained_encoder(device).features(scaled_inputs(image, size).to(device)), size)
         probability = (torch.sigmoid(logits[:1]) + torch.sigmoid(logits[1:]).flip(-1)) / 2
         probability = F.interpolate(probability, size=image.shape[:2], mode="bilinear", align_corners=False)
     probability = probability[0, 0].cpu().numpy()

@@ -15,6 +15,7 @@ import torch
 import selfseg
 from selfseg import io
 from selfseg.fitting import resolve_device
+from selfseg.models.efficientnet_lite import FeatureDecoder
 from selfseg.models.unet import UNet
 from selfseg.study.model import PRIORS, StudyModel, StudySettings
 
@@ -73,8 +74,10 @@ def load_study_model(path: str | os.PathLike, *, device: str = "auto") -> StudyM
     if prior not in PRIORS:
         raise StudyModelError(path, f"unknown prior {prior!r}")
     try:
-        settings = StudySettings(**{**payload["settings"], "device": device})
-        network = UNet(3, settings.width, settings.depth)
+        # files of selfseg 0.11 carry no "network": theirs is the U-Net
+        settings = StudySettings(**{"network": "unet", **payload["settings"], "device": device})
+        network = UNet(3, settings.width, settings.depth) if settings.network == "unet" else FeatureDecoder(
+            settings.width)
         network.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise StudyModelError(path, f"settings or weights do not fit this version ({type(err).__name__})") from None
