@@ -1,4 +1,5 @@
-"""Per-image segmentation networks (one file per method) and their shared layers."""
+"""Per-image segmentation networks (one file per method), their shared layers, and the study stage's networks
+(``unet``, ``efficientnet_lite``), imported from their modules."""
 
 from selfseg.models.dfc import DFC
 from selfseg.models.msformer import MSFormer
