@@ -1,4 +1,5 @@
-"""Random affine transforms and warps for the transformation-consistency loss (plain PyTorch).
+"""Random affine transforms and warps for the transformation-consistency loss, and the square resize of the study
+network's inputs (plain PyTorch).
 
 Matrices follow ``F.affine_grid`` (align_corners=False): a (B, 2, 3) matrix maps normalised output
 coordinates to normalised input coordinates, so ``warp_affine(x, theta)(p) = x(theta @ p)``.
@@ -8,13 +9,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from selfseg.checks import check_shape
 
-__all__ = ["affine_grid", "random_affine_matrix", "warp_affine"]
+__all__ = ["affine_grid", "random_affine_matrix", "resize_square", "warp_affine"]
+
+
+def resize_square(array: np.ndarray, size: int) -> Tensor:
+    """(C, size, size) float32: an (H, W) or (H, W, C) array resized with antialiased bilinear interpolation."""
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+    return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def random_affine_matrix(

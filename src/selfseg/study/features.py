@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io as stdio
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from selfseg.models.efficientnet_lite import EfficientNetLite0
+from selfseg.transforms import resize_square
 
 __all__ = ["WEIGHTS_SHA256", "encode", "pretrained_encoder", "scaled_inputs", "weights_path"]
 
@@ -40,7 +41,7 @@ def pretrained_encoder(device: torch.device) -> EfficientNetLite0:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != WEIGHTS_SHA256:
         raise ValueError(f"{path}: not the EfficientNet-Lite0 weights selfseg expects (SHA-256 differs)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(stdio.BytesIO(data), map_location="cpu", weights_only=True)  # the bytes checked, read once
     encoder = EfficientNetLite0()
     encoder.load_state_dict(state)
     return encoder.to(device).eval().requires_grad_(False)
@@ -49,10 +50,7 @@ def pretrained_encoder(device: torch.device) -> EfficientNetLite0:
 def scaled_inputs(pixels: np.ndarray, size: int) -> Tensor:
     """(2, 3, size, size): an (H, W, C) image in [0, 1] (grey repeated) and its mirror image, resized and scaled as
     the encoder was trained ((255 x - 127) / 128)."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
-    x = F.interpolate(x.expand(1, 3, *x.shape[-2:]), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False)
-    x = (255 * x - 127) / 128
+    x = (255 * resize_square(pixels, size).expand(3, size, size)[None] - 127) / 128
     return torch.cat([x, x.flip(-1)])
 
 

@@ -17,7 +17,7 @@ from selfseg.foreground import keep_prior
 from selfseg.models.efficientnet_lite import FeatureDecoder
 from selfseg.models.unet import UNet
 from selfseg.study.features import encode, pretrained_encoder, scaled_inputs
-from selfseg.transforms import random_affine_matrix, warp_affine
+from selfseg.transforms import random_affine_matrix, resize_square, warp_affine
 
 __all__ = ["NETWORKS", "PRIORS", "StudyModel", "StudySettings", "predict_mask", "train_study"]
 
@@ -98,20 +98,14 @@ def _inputs(images: Iterable[np.ndarray], size: int) -> Tensor:
     """(N, 3, size, size): each (H, W, C) image in [0, 1] (grey repeated) resized, each channel standardised."""
     batch = []
     for pixels in images:
-        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)[None]
-        x = F.interpolate(x.expand(1, 3, *x.shape[-2:]), size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)[0]
+        x = resize_square(pixels, size).expand(3, size, size)
         batch.append((x - x.mean(dim=(1, 2), keepdim=True)) / x.std(dim=(1, 2), keepdim=True).clamp_min(1e-3))
     return torch.stack(batch)
 
 
 def _targets(masks: Iterable[np.ndarray], size: int) -> Tensor:
     """(N, 1, size, size) soft targets of the (H, W) bool masks."""
-    return torch.stack([
-        F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=(size, size), mode="bilinear",
-                      antialias=True, align_corners=False)[0]
-        for mask in masks
-    ])
+    return torch.stack([resize_square(mask, size) for mask in masks])
 
 
 def _loss(logits: Tensor, y: Tensor, w: Tensor) -> Tensor:
