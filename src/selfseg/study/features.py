@@ -41,7 +41,8 @@ def pretrained_encoder(device: torch.device) -> EfficientNetLite0:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != WEIGHTS_SHA256:
         raise ValueError(f"{path}: not the EfficientNet-Lite0 weights selfseg expects (SHA-256 differs)")
-    state = torch.load(stdio.BytesIO(data), map_location="cpu", weights_only=True)  # the bytes checked, read once
+    checked = stdio.BytesIO(data)  # the bytes whose digest was checked: the file is read once
+    state = torch.load(checked, map_location="cpu", weights_only=True)
     encoder = EfficientNetLite0()
     encoder.load_state_dict(state)
     return encoder.to(device).eval().requires_grad_(False)
