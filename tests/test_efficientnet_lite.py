@@ -44,3 +44,17 @@ def test_other_weights_are_refused(monkeypatch, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"weights\.pth: not the EfficientNet-Lite0 weights selfseg expects"):
         features.pretrained_encoder.__wrapped__(torch.device("cpu"))
     assert len(WEIGHTS_SHA256) == 64
+
+
+def test_folding_batchnorm_keeps_the_outputs(network, single_thread) -> None:
+    from selfseg.models.efficientnet_lite import EfficientNetLite0
+    from selfseg.study.features import weights_path
+
+    unfolded = EfficientNetLite0()
+    unfolded.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
+    x = scaled_inputs(skimage.data.coffee() / 255.0, 64)
+    with torch.no_grad():
+        for mine, reference in zip(network.features(x), unfolded.eval().features(x), strict=True):
+            assert torch.allclose(mine, reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+        assert torch.allclose(network(x), unfolded(x), atol=1e-3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())

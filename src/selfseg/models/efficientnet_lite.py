@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["TAPS", "EfficientNetLite0", "FeatureDecoder"]
 
@@ -26,14 +27,16 @@ TAPS = {2: 24, 4: 40, 10: 112}
 
 
 class _SameConv(nn.Conv2d):
-    """A bias-free convolution with TensorFlow's "same" padding (more on the bottom and right at stride 2)."""
+    """A convolution with TensorFlow's "same" padding (more on the bottom and right at stride 2)."""
 
     def forward(self, x: Tensor) -> Tensor:
         pads = []
         for size, kernel, stride in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
-        return F.conv2d(F.pad(x, pads), self.weight, None, self.stride, 0, 1, self.groups)
+        if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric: the convolution pads, no padded copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), 1, self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, 1, self.groups)
 
 
 def _norm(channels: int) -> nn.BatchNorm2d:
@@ -74,13 +77,28 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(1280, 1000)
 
     def features(self, x: Tensor) -> list[Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x.contiguous(memory_format=torch.channels_last))))  # faster on CPUs
         features = []
         for index, block in enumerate(self._blocks[: max(TAPS) + 1]):
             x = block(x)
             if index in TAPS:
                 features.append(x)
         return features
+
+    def fold_batchnorm(self) -> EfficientNetLite0:
+        """Fold each BatchNorm into the convolution before it, for inference (``torch.nn.utils.fusion``): the same
+        outputs up to rounding, fewer passes over the activations. In place; returns the network, in eval mode."""
+        self.eval()
+        pairs = [(self, "_conv_stem", "_bn0")] + [
+            (block, conv, norm) for block in self._blocks
+            for conv, norm in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+            if hasattr(block, conv)
+        ] + [(self, "_conv_head", "_bn1")]
+        for owner, conv, norm in pairs:
+            fused = fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, norm))
+            getattr(owner, conv).weight, getattr(owner, conv).bias = fused.weight, fused.bias
+            setattr(owner, norm, nn.Identity())
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)[-1]

@@ -35,8 +35,8 @@ def weights_path() -> Path:
 
 @functools.lru_cache(maxsize=2)
 def pretrained_encoder(device: torch.device) -> EfficientNetLite0:
-    """The frozen ImageNet-trained network on ``device`` (read once per process). ValueError if the weights file is
-    not the one selfseg was measured with."""
+    """The frozen ImageNet-trained network on ``device``, its BatchNorms folded (read once per process). ValueError if
+    the weights file is not the one selfseg was measured with."""
     path = weights_path()
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != WEIGHTS_SHA256:
@@ -45,7 +45,7 @@ def pretrained_encoder(device: torch.device) -> EfficientNetLite0:
     state = torch.load(checked, map_location="cpu", weights_only=True)
     encoder = EfficientNetLite0()
     encoder.load_state_dict(state)
-    return encoder.to(device).eval().requires_grad_(False)
+    return encoder.fold_batchnorm().to(device).requires_grad_(False)
 
 
 def scaled_inputs(pixels: np.ndarray, size: int) -> Tensor:
