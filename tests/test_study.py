@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def test_run_batch_with_a_study_stage_resumes_and_its_model_serves_new_images(tm
     grown = run_batch([tmp_path / "in"], out, method="kmeans", workers=1, progress=False, resume=True, study=tiny)
     assert len(grown.results) == 2 and len(grown.study) == 18 and model.stat().st_mtime_ns != stamp
     new = _disc_files(tmp_path / "new", 3, seed=3)
-    rows = run_study_model([tmp_path / "new"], tmp_path / "applied", model, device="cpu", progress=False)
+    rows = run_study_model([tmp_path / "new"], tmp_path / "applied", model, device="cpu", progress=False).results
     assert [row["stage"] for row in rows] == ["study-model"] * 3 and (tmp_path / "applied" / f"{new[0].stem}_mask.png").exists()
     (tmp_path / "bad.pt").write_bytes(b"\0" * 10)
     assert main(["segment", str(tmp_path / "new"), "--out", str(tmp_path / "x"), "--study-model", str(tmp_path / "bad.pt"),
@@ -233,3 +234,56 @@ def test_a_model_of_selfseg_0_11_loads_as_the_unet_it_is(tmp_path, single_thread
     loaded = load_study_model(tmp_path / "old.pt", device="cpu")
     assert loaded.settings == settings
     np.testing.assert_array_equal(predict_mask(loaded, images[0])[1], predict_mask(model, images[0])[1])
+
+
+def test_stored_model_masks_are_predict_masks_in_input_order_and_a_failed_write_keeps_the_finished_rows(
+    trained, tmp_path, monkeypatch
+) -> None:
+    import errno
+
+    import selfseg.runner.study as stage
+    from selfseg import io
+    from selfseg.pixels import as_float_image
+
+    model = trained[0]
+    paths = _disc_files(tmp_path / "new", 5, seed=5)
+    save_study_model(model, tmp_path / "m.pt")
+    items = [(path.stem, path, f"sha{k}") for k, path in enumerate(paths)]
+    rows = stage.apply_study_model(tmp_path / "m.pt", items, tmp_path / "out", device="cpu", progress=False)
+    assert [row["image"] for row in rows] == [path.stem for path in paths]
+    assert [row["image"] for row in io.read_csv(tmp_path / "out" / "results.csv")] == [path.stem for path in paths]
+    for path in paths:  # the writer thread gives the masks of predict_mask, image by image
+        expected = predict_mask(model, as_float_image(io.read_image(path)))[0]
+        np.testing.assert_array_equal(io.read_mask(tmp_path / "out" / f"{path.stem}_mask.png"), expected)
+
+    write = io.write_image
+
+    def full_disk_on_the_fourth(path, array, **options) -> None:
+        if paths[3].stem in str(path):
+            raise io.WriteError(errno.ENOSPC, path)
+        write(path, array, **options)
+
+    monkeypatch.setattr(stage.io, "write_image", full_disk_on_the_fourth)
+    with pytest.raises(io.WriteError, match="no space left"):
+        stage.apply_study_model(tmp_path / "m.pt", items, tmp_path / "again", device="cpu", progress=False)
+    written = [row["image"] for row in io.read_csv(tmp_path / "again" / "results.csv")]
+    assert written[:3] == [p.stem for p in paths[:3]] and paths[3].stem not in written  # every finished image's row
+    assert written == [p.stem for p in paths if (tmp_path / "again" / f"{p.stem}_mask.png").exists()]
+
+
+def test_a_stored_model_goes_on_past_unreadable_inputs_and_reports_them(trained, tmp_path, capsys) -> None:
+    from selfseg import io
+    from selfseg.cli import main
+
+    save_study_model(trained[0], tmp_path / "m.pt")
+    paths = _disc_files(tmp_path / "new", 2, seed=6)
+    (tmp_path / "new" / "broken.png").write_bytes(paths[0].read_bytes()[:60])  # truncated
+    (tmp_path / "new" / "empty.png").write_bytes(b"")
+    code = main(["segment", str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--study-model",
+                 str(tmp_path / "m.pt"), "--device", "cpu", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1 and "2 images segmented with" in captured.out and "2 failed" in captured.out
+    assert re.search(r"error: \S*broken\.png: ", captured.err) and re.search(r"error: \S*empty\.png: empty file", captured.err)
+    failures = io.read_csv(tmp_path / "out" / "failures.csv")
+    assert sorted(Path(row["image"]).name for row in failures) == ["broken.png", "empty.png"]
+    assert [row["image"] for row in io.read_csv(tmp_path / "out" / "results.csv")] == [p.stem for p in paths]

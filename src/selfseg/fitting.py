@@ -14,6 +14,7 @@ statistics: ``torch.func.replace_all_batch_norm_modules_``). Both give the same 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import functools
@@ -44,6 +45,7 @@ __all__ = [
     "prepare_input",
     "resolve_device",
     "sgd_step",
+    "torch_threads",
     "working_size",
 ]
 
@@ -69,6 +71,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads, restoring the former count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.cache

@@ -95,13 +95,15 @@ def _evaluate(pred_dir: str, ground_truth: str, spacing: tuple[float, ...] | Non
 def _study_model(args: argparse.Namespace) -> int:
     """Run ``selfseg segment --study-model FILE``; exit status."""
     try:
-        rows = run_study_model(args.inputs, args.out, args.study_model, pattern=args.glob, device=args.device,
-                               progress=not args.quiet)
+        report = run_study_model(args.inputs, args.out, args.study_model, pattern=args.glob, device=args.device,
+                                 progress=not args.quiet)
     except (FileNotFoundError, ValueError) as err:  # StudyModelError is a ValueError
         _error(err)
         return 2
-    print(one_line(f"{len(rows)} images segmented with {args.study_model} -> {args.out}"))
-    return _evaluate(args.out, args.gt, None) if args.gt is not None else 0
+    print(one_line(f"{len(report.results)} images segmented with {args.study_model}, {len(report.failures)} failed "
+                   f"-> {args.out}"))
+    status = 1 if report.failures else 0
+    return max(status, _evaluate(args.out, args.gt, None)) if args.gt is not None else status
 
 
 def _segment(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ run (``workers.Execution.run``: here, in worker processes or on Ray) and record 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from selfseg import io, volumes
 from selfseg.batch_inputs import find_inputs, input_stem
 from selfseg.methods import DEFAULT_SIZE
-from selfseg.runner.batch import Batch
+from selfseg.runner.batch import Batch, record_failure
 from selfseg.runner.manifest import RESULT_COLUMNS
 from selfseg.runner.scoring import BatchReport, evaluate_outputs, summarize, summary_line, summary_table
 from selfseg.runner.study import apply_study_model, run_study_stage
@@ -167,10 +168,11 @@ def run_batch(
 def run_study_model(
     inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, model: str | os.PathLike, *,
     pattern: str | None = None, device: str = "auto", progress: bool = True,
-) -> list[dict]:
+) -> BatchReport:
     """Segment every 2-D image of ``inputs`` with the stored study ``model`` (``--study-model``): a forward pass and
     the prior per image, no per-image fit; masks, overlays and ``results.csv`` (``runner.study.STUDY_COLUMNS``)
-    into ``out_dir``. Returns the rows.
+    into ``out_dir``. Returns the report: its ``results`` are the rows; an input that cannot be read is reported
+    (stderr, ``failures``, failures.csv) and the others go on.
 
     Raises:
         study.StudyModelError: ``model`` is not a usable study model (a ValueError). FileNotFoundError: an input
@@ -178,6 +180,15 @@ def run_study_model(
     """
     paths = [path for path in _unique_stems(find_inputs(inputs, pattern=pattern, exclude=out_dir))
              if not volumes.is_volume(path)]
-    io.check_folder(out_dir)
-    items = [(input_stem(path), path, fingerprint(path, 0)[0]) for path in paths]
-    return apply_study_model(Path(model), items, Path(out_dir), device=device, progress=progress)
+    out = io.check_folder(out_dir)
+    (out / "failures.csv").unlink(missing_ok=True)
+    report = BatchReport()
+    fail = functools.partial(record_failure, report, out)
+    items = []
+    for path in paths:
+        try:
+            items.append((input_stem(path), path, fingerprint(path, 0)[0]))
+        except io.ImageReadError as err:
+            fail(path, err.reason)
+    report.results = apply_study_model(Path(model), items, out, device=device, progress=progress, on_failure=fail)
+    return report

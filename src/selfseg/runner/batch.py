@@ -21,7 +21,7 @@ from selfseg.runner.scoring import BatchReport
 from selfseg.runner.task import Outcome, Task, fingerprint, output_paths, overlay_row
 from selfseg.settings import FitSettings, MaskRule
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "record_failure"]
 
 
 def _remove_temporaries(out_dir: Path) -> None:
@@ -31,6 +31,14 @@ def _remove_temporaries(out_dir: Path) -> None:
         for stale in out_dir.iterdir():
             if io.is_temporary(stale.name):
                 stale.unlink(missing_ok=True)
+
+
+def record_failure(report: BatchReport, out_dir: Path, path: Path, reason: str) -> None:
+    """Report a failed input on stderr, in ``report.failures`` and in ``out_dir/failures.csv`` (sorted: the same file
+    in any finishing order)."""
+    tqdm.write(one_line(f"error: {path}: {reason}"), file=sys.stderr)
+    report.failures.append((str(path), reason))
+    io.write_csv(out_dir / "failures.csv", ("image", "reason"), sorted(report.failures))
 
 
 def _clear_leftovers(out_dir: Path) -> None:
@@ -75,11 +83,8 @@ class Batch:
         return cls(out_dir, settings, rule, seed, axis, resume, ground_truth, truths, manifest, on_result)
 
     def fail(self, path: Path, reason: str) -> None:
-        """Report a failed input on stderr, in the report and in failures.csv (sorted: the same file in any
-        finishing order)."""
-        tqdm.write(one_line(f"error: {path}: {reason}"), file=sys.stderr)
-        self.report.failures.append((str(path), reason))
-        io.write_csv(self.out_dir / "failures.csv", ("image", "reason"), sorted(self.report.failures))
+        """Report a failed input (``record_failure``)."""
+        record_failure(self.report, self.out_dir, path, reason)
 
     def plan(self, path: Path) -> Task | None:
         """The task of one input; None if it failed or is skipped (both recorded). With resume, the row its files

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,14 +25,26 @@ from tqdm import tqdm
 import selfseg
 from selfseg import io
 from selfseg.confidence import mask_confidence
+from selfseg.fitting import torch_threads
+from selfseg.foreground import keep_prior
 from selfseg.metrics import dice
 from selfseg.pixels import as_float_image
 from selfseg.runner.manifest import EDITED
-from selfseg.study import PRIORS, StudyModel, StudySettings, load_study_model, predict_mask, save_study_model, train_study
+from selfseg.study import (
+    PRIORS,
+    StudyModel,
+    StudySettings,
+    load_study_model,
+    predict_probability,
+    save_study_model,
+    train_study,
+)
 from selfseg.visualize import overlay
 
 __all__ = ["MODEL_NAME", "STUDY_COLUMNS", "STUDY_FOLDER", "apply_study_model", "run_study_stage"]
 
+_WRITERS = 2
+"""Threads that write study masks while the network runs on the next image."""
 STUDY_FOLDER = "study"
 MODEL_NAME = "study_model.pt"
 STUDY_COLUMNS = (
@@ -100,31 +113,74 @@ def _train(rows: list[dict], out_dir: Path, settings: StudySettings, progress: b
     return model, save_study_model(model, path)
 
 
+def _outputs(model: StudyModel, sha: str, item: tuple[str, Path, str], raw: np.ndarray, pixels: np.ndarray,
+             probability: np.ndarray, folder: Path, stage: str, image_masks: Path | None) -> dict:
+    """Keep ``probability`` within the model's prior and write the image's study mask and overlay; its row. ``raw``:
+    the image as read, ``pixels``: as float."""
+    stem, path, digest = item
+    mask = keep_prior(probability, model.prior)
+    io.write_image(folder / f"{stem}_mask.png", mask)
+    io.write_image(folder / f"{stem}_overlay.png", overlay(raw, mask))
+    before = io.read_mask(image_masks / f"{stem}_mask.png") if image_masks is not None else None
+    return {name: str(value) for name, value in {
+        "image": stem, "input": str(path), "stage": stage, "foreground_pixels": int(mask.sum()),
+        "confidence": f"{mask_confidence(mask, pixels):.3f}",
+        "image_stage_foreground_pixels": "" if before is None else int(before.sum()),
+        "agreement_with_image_stage": "" if before is None else f"{dice(mask, before):.4f}",
+        "model_sha256": sha, "input_sha256": digest, "version": selfseg.__version__,
+    }.items()}
+
+
 def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], folder: Path, stage: str,
-             image_masks: Path | None, progress: bool) -> list[dict]:
-    """Write the study mask and overlay of each (stem, input, input SHA-256) into ``folder``; its rows."""
+             image_masks: Path | None, progress: bool, on_failure: Callable[[Path, str], None] | None = None) -> list[dict]:
+    """Write the study mask and overlay of each (stem, input, input SHA-256) into ``folder``; its rows. An input that
+    cannot be read is passed to ``on_failure`` (path, reason) and skipped; without ``on_failure`` it raises.
+
+    The network runs in this thread with one torch thread, one image after the other (its rounding does not depend
+    on the number of cores); ``_WRITERS`` threads keep the probabilities within the prior and write the files
+    meanwhile (on a CPU a second torch thread would only contend with them; docs/speed.md).
+    ``results.csv`` gains each image's row once its files are on disk, in input order."""
     previous = {row["image"]: row for row in io.read_csv(folder / "results.csv")}
-    rows = []
-    for stem, path, digest in tqdm(items, desc=f"{stage}: predict", unit="image", file=sys.stderr, disable=not progress):
-        old = previous.get(stem)
-        files = (folder / f"{stem}_mask.png", folder / f"{stem}_overlay.png")
-        if old and old["model_sha256"] == sha and old["input_sha256"] == digest and all(f.exists() for f in files):
-            rows.append(old)
-            continue
-        raw = io.read_image(path)
-        pixels = as_float_image(raw)
-        mask, _ = predict_mask(model, pixels)
-        io.write_image(files[0], mask)
-        io.write_image(files[1], overlay(raw, mask))
-        before = io.read_mask(image_masks / f"{stem}_mask.png") if image_masks is not None else None
-        rows.append({name: str(value) for name, value in {
-            "image": stem, "input": str(path), "stage": stage, "foreground_pixels": int(mask.sum()),
-            "confidence": f"{mask_confidence(mask, pixels):.3f}",
-            "image_stage_foreground_pixels": "" if before is None else int(before.sum()),
-            "agreement_with_image_stage": "" if before is None else f"{dice(mask, before):.4f}",
-            "model_sha256": sha, "input_sha256": digest, "version": selfseg.__version__,
-        }.items()})
-        io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
+    rows: list[dict] = []
+    in_flight: deque[dict | Future] = deque()
+
+    def settle(limit: int) -> None:
+        while len(in_flight) > limit:
+            done = in_flight.popleft()
+            rows.append(done if isinstance(done, dict) else done.result())
+            if not isinstance(done, dict):
+                io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
+
+    with ThreadPoolExecutor(max_workers=_WRITERS) as writer, torch_threads(1):
+        try:
+            for item in tqdm(items, desc=f"{stage}: predict", unit="image", file=sys.stderr, disable=not progress):
+                stem, path, digest = item
+                old = previous.get(stem)
+                files = (folder / f"{stem}_mask.png", folder / f"{stem}_overlay.png")
+                if old and old["model_sha256"] == sha and old["input_sha256"] == digest and all(f.exists() for f in files):
+                    in_flight.append(old)
+                    continue
+                try:
+                    raw = io.read_image(path)
+                except io.ImageReadError as err:
+                    if on_failure is None:
+                        raise
+                    on_failure(path, err.reason)
+                    continue
+                pixels = as_float_image(raw)
+                probability = predict_probability(model, pixels)
+                in_flight.append(writer.submit(_outputs, model, sha, item, raw, pixels, probability, folder, stage,
+                                               image_masks))
+                settle(_WRITERS)  # each writer busy with one image while the next runs the network
+        finally:  # every image whose files were written gets its row, whatever failed; then the failure is raised
+            failed = None
+            while in_flight:
+                try:
+                    settle(len(in_flight) - 1)
+                except Exception as err:  # raised below, after the others' rows
+                    failed = failed or err
+            if failed is not None:
+                raise failed
     io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
     return rows
 
@@ -140,9 +196,10 @@ def run_study_stage(out_dir: Path, rows: list[dict], settings: StudySettings, *,
 
 
 def apply_study_model(model_path: Path, items: list[tuple[str, Path, str]], out_dir: Path, *, device: str = "auto",
-                      progress: bool = True) -> list[dict]:
+                      progress: bool = True, on_failure: Callable[[Path, str], None] | None = None) -> list[dict]:
     """The masks of the stored study model at ``model_path`` for each (stem, input, input SHA-256), written into
-    ``out_dir`` (a forward pass and the prior; no per-image fit); the rows."""
+    ``out_dir`` (a forward pass and the prior; no per-image fit); the rows. An unreadable input goes to
+    ``on_failure`` (path, reason) and the others go on; without ``on_failure`` it raises ``io.ImageReadError``."""
     model = load_study_model(model_path, device=device)
-    return _predict(model, _model_sha(model_path), items, out_dir, "study-model", None, progress)
+    return _predict(model, _model_sha(model_path), items, out_dir, "study-model", None, progress, on_failure)
 

@@ -18,7 +18,7 @@ from types import ModuleType
 import torch
 
 from selfseg.checks import look_up_option
-from selfseg.fitting import default_batch_images, resolve_device
+from selfseg.fitting import default_batch_images, resolve_device, torch_threads
 from selfseg.methods import BASELINES
 from selfseg.optional import optional_import
 from selfseg.runner.task import Outcome, Task, run_tasks_together
@@ -172,14 +172,10 @@ def run_tasks(
     """
     groups = _groups(tasks, batch_images)
     if workers == 1:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             for group in groups:
                 on_start(group[0])
                 yield from zip(group, run_tasks_together(group, batch_images))
-        finally:
-            torch.set_num_threads(before)
         return
     mp_context = multiprocessing.get_context(_start_method(device))
     with ProcessPoolExecutor(workers, mp_context=mp_context, initializer=_init_worker, initargs=(threads, os.getpid())) as pool:

@@ -19,7 +19,7 @@ from selfseg.models.unet import UNet
 from selfseg.study.features import encode, pretrained_encoder, scaled_inputs
 from selfseg.transforms import random_affine_matrix, resize_square, warp_affine
 
-__all__ = ["NETWORKS", "PRIORS", "StudyModel", "StudySettings", "predict_mask", "train_study"]
+__all__ = ["NETWORKS", "PRIORS", "StudyModel", "StudySettings", "predict_mask", "predict_probability", "train_study"]
 
 PRIORS = ("lesion", "lungs", "polyp")
 """The target priors a study mask is kept within (``foreground.keep_prior``)."""
@@ -224,9 +224,9 @@ def train_study(
     return StudyModel(network.eval(), settings, prior)
 
 
-def predict_mask(model: StudyModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The study mask of one (H, W, C) float image: ((H, W) bool mask kept within the model's prior, (H, W) float32
-    foreground probability). The probability averages the image and its mirror image."""
+def predict_probability(model: StudyModel, image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 foreground probability of the study network for one (H, W, C) float image: the mean of the
+    image's and its mirror image's."""
     device, size = next(model.network.parameters()).device, model.settings.size
     with torch.no_grad():
         if model.settings.network == "unet":
@@ -236,5 +236,11 @@ def predict_mask(model: StudyModel, image: np.ndarray) -> tuple[np.ndarray, np.n
             logits = _decode(model.network, pretrained_encoder(device).features(scaled_inputs(image, size).to(device)), size)
         probability = (torch.sigmoid(logits[:1]) + torch.sigmoid(logits[1:]).flip(-1)) / 2
         probability = F.interpolate(probability, size=image.shape[:2], mode="bilinear", align_corners=False)
-    probability = probability[0, 0].cpu().numpy()
+    return probability[0, 0].cpu().numpy()
+
+
+def predict_mask(model: StudyModel, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The study mask of one (H, W, C) float image: ((H, W) bool mask kept within the model's prior
+    (``foreground.keep_prior``), (H, W) float32 foreground probability, ``predict_probability``)."""
+    probability = predict_probability(model, image)
     return keep_prior(probability, model.prior), probability
