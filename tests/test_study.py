@@ -118,6 +118,8 @@ def test_bad_settings_and_arguments_are_refused() -> None:
         StudySettings(consistency=1.0)
     with pytest.raises(ValueError, match=r"keep must be in \(0, 1\]"):
         StudySettings(keep=0)
+    with pytest.raises(ValueError, match="members must be at least 1, got 0"):
+        StudySettings(members=0)
     with pytest.raises(ValueError, match="prior must be one of lesion, lungs, polyp"):
         train_study([np.zeros((8, 8, 3))], [np.zeros((8, 8), bool)], [0.5], prior="heart")
 
@@ -215,11 +217,11 @@ def test_the_cli_trains_the_chosen_study_network(tmp_path, network, single_threa
 
     _disc_files(tmp_path / "in", 8, seed=5)
     out = tmp_path / "out"
-    extra = [] if network == "pretrained" else ["--study-network", "unet"]  # the default: pretrained
+    extra = ["--study-members", "2"] if network == "pretrained" else ["--study-network", "unet"]  # default: pretrained
     assert main(["segment", str(tmp_path / "in"), "--out", str(out), "--method", "kmeans", "--study", "--quiet",
                  "--device", "cpu", *extra]) == 0
     model = load_study_model(out / "study" / "study_model.pt", device="cpu")
-    assert model.settings == StudySettings(network=network, device="cpu")
+    assert model.settings == StudySettings(network=network, members=2 if network == "pretrained" else 1, device="cpu")
     assert len(list((out / "study").glob("*_mask.png"))) == 8
 
 
@@ -287,3 +289,26 @@ def test_a_stored_model_goes_on_past_unreadable_inputs_and_reports_them(trained,
     failures = io.read_csv(tmp_path / "out" / "failures.csv")
     assert sorted(Path(row["image"]).name for row in failures) == ["broken.png", "empty.png"]
     assert [row["image"] for row in io.read_csv(tmp_path / "out" / "results.csv")] == [p.stem for p in paths]
+
+
+@pytest.mark.parametrize("network", sorted(FAST))
+def test_an_ensemble_averages_its_members_and_round_trips(network, tmp_path, single_thread) -> None:
+    from dataclasses import replace
+
+    from selfseg.study import predict_probability
+
+    images, truths = _folder(24, seed=7)
+    confidence = [0.8] * len(images)
+    two = replace(FAST[network], members=2, epochs=4)
+    ensemble = train_study(images, truths, confidence, prior="lesion", settings=two)
+    assert isinstance(ensemble.network, torch.nn.ModuleList) and len(ensemble.network) == 2
+    first = train_study(images, truths, confidence, prior="lesion", settings=replace(two, members=1))
+    second = train_study(images, truths, confidence, prior="lesion", settings=replace(two, members=1, seed=1000))
+    for mine, alone in zip(ensemble.network, (first.network, second.network)):  # member k: seed + 1000 k
+        for a, b in zip(mine.state_dict().values(), alone.state_dict().values()):
+            torch.testing.assert_close(a, b)
+    expected = (predict_probability(first, images[0]) + predict_probability(second, images[0])) / 2
+    np.testing.assert_allclose(predict_probability(ensemble, images[0]), expected, atol=1e-6)
+    loaded = load_study_model(save_study_model(ensemble, tmp_path / "two.pt"), device="cpu")
+    assert loaded.settings.members == 2
+    np.testing.assert_array_equal(predict_probability(loaded, images[0]), predict_probability(ensemble, images[0]))

@@ -110,7 +110,8 @@ def _segment(args: argparse.Namespace) -> int:
     """Run ``selfseg segment``: one line per finished input, then the summary (and scores, report); exit status."""
     if args.study_model is not None:
         return _study_model(args)
-    study = StudySettings(network=args.study_network, seed=args.seed, device=args.device) if args.study else None
+    study = StudySettings(network=args.study_network, members=args.study_members, seed=args.seed,
+                          device=args.device) if args.study else None
     try:
         if args.gt is not None:
             load_masks(args.gt)  # a wrong --gt fails before the long run, not after it

@@ -328,6 +328,11 @@ def _add_study_options(study: argparse._ArgumentGroup) -> None:
         "(default: %(default)s)",
     )
     study.add_argument(
+        "--study-members", metavar="N", type=_positive_int, default=StudySettings.members,
+        help="train N study networks, each with its own seed, and average their probabilities: the masks depend "
+        "less on the seed, for about N times the training (default: %(default)s)",
+    )
+    study.add_argument(
         "--study-model", metavar="FILE",
         help="segment the inputs with a stored study model (a forward pass and the target prior per image, no "
         "per-image fit); masks and results.csv into DIR",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from selfseg.checks import look_up_option
@@ -46,6 +46,8 @@ class StudySettings:
         average: the weights kept are the mean of those at the end of each of the last ``average`` epochs (stochastic
             weight averaging; 1: the last weights). It costs nothing and makes the masks depend less on the seed
             (docs/experiments/study-variance.md).
+        members: networks trained, each with its own seed (``seed + 1000 k``), on the same inputs; their probabilities
+            are averaged (an ensemble).
         keep: share of the folder's masks trained on, the most confident first.
         consistency: weight of the transformation-consistency term (off by default: it doubles the cost and has
             not paid yet, docs/experiments/study-stage.md).
@@ -61,6 +63,7 @@ class StudySettings:
     batch: int = 16
     lr: float = 3e-3
     average: int = 5
+    members: int = 1
     keep: float = 1.0
     consistency: float = 0.0
     seed: int = 0
@@ -78,7 +81,7 @@ class StudySettings:
             raise ValueError(f"the consistency term needs network='unet', got {self.network!r}")
         if not 0 < self.keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {self.keep}")
-        for name in ("width", "depth", "epochs", "batch", "average"):
+        for name in ("width", "depth", "epochs", "batch", "average", "members"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -87,7 +90,8 @@ class StudySettings:
 class StudyModel:
     """A trained study network, the settings it was trained with and the prior its masks are kept within."""
 
-    network: UNet | FeatureDecoder
+    network: UNet | FeatureDecoder | nn.ModuleList
+    """The network, or an ``nn.ModuleList`` of ``settings.members`` networks."""
     settings: StudySettings
     prior: str
     fingerprint: str = ""
@@ -126,11 +130,10 @@ Step = Callable[[Tensor, Tensor, Tensor, torch.Generator], Tensor]
 """(rows of the kept masks, their targets, their weights, the generator) -> the loss on that batch."""
 
 
-def _unet_step(images: Iterable[np.ndarray], settings: StudySettings, device: torch.device) -> tuple[UNet, Step]:
-    """The U-Net and its loss on a batch: random affine and colour augmentation, plus the transformation
-    consistency (``settings.consistency``): the prediction on a transformed image must be the transformed
-    prediction."""
-    x = _inputs(images, settings.size).to(device)  # one full-size image in memory at a time
+def _unet_step(x: Tensor, settings: StudySettings, device: torch.device) -> tuple[UNet, Step]:
+    """A new U-Net and its loss on a batch of the (N, 3, S, S) inputs ``x`` (``_inputs``): random affine and colour
+    augmentation, plus the transformation consistency (``settings.consistency``): the prediction on a transformed
+    image must be the transformed prediction."""
     network = UNet(3, settings.width, settings.depth).to(device)
 
     def step(rows: Tensor, y: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
@@ -148,10 +151,10 @@ def _unet_step(images: Iterable[np.ndarray], settings: StudySettings, device: to
     return network, step
 
 
-def _decoder_step(images: Iterable[np.ndarray], settings: StudySettings,
+def _decoder_step(features: list[Tensor], settings: StudySettings,
                   device: torch.device) -> tuple[FeatureDecoder, Step]:
-    """The decoder and its loss on a batch of stored features, each image or its mirror image at random."""
-    features = encode(images, settings.size, device)
+    """A new decoder and its loss on a batch of the stored ``features`` (``encode``), each image or its mirror image
+    at random."""
     decoder = FeatureDecoder(settings.width).to(device)
 
     def step(rows: Tensor, y: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
@@ -193,13 +196,28 @@ def train_study(
     kept = order[: max(1, round(settings.keep * len(order)))]
     y = _targets((masks[i] for i in kept), settings.size).to(device)
     w = torch.tensor([max(float(confidence[i]), 1e-3) for i in kept], device=device)
-    build = _unet_step if settings.network == "unet" else _decoder_step
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(settings.seed)
-        network, loss_of = build((images[i] for i in kept), settings, device)
-    generator = torch.Generator().manual_seed(settings.seed)
-    batch = min(settings.batch, len(kept))
-    per_epoch = max(1, len(kept) // batch)
+    if settings.network == "unet":
+        build, inputs = _unet_step, _inputs((images[i] for i in kept), settings.size).to(device)
+    else:
+        build, inputs = _decoder_step, encode((images[i] for i in kept), settings.size, device)
+    members = []
+    for member in range(settings.members):  # each its own seed; the inputs are prepared once
+        seed = settings.seed + 1000 * member
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            network, loss_of = build(inputs, settings, device)
+        members.append(_train_member(network, loss_of, y, w, settings, seed, callback, member))
+    network = members[0] if settings.members == 1 else nn.ModuleList(members)
+    return StudyModel(network.eval(), settings, prior)
+
+
+def _train_member(network: nn.Module, loss_of: Step, y: Tensor, w: Tensor, settings: StudySettings, seed: int,
+                  callback: Callable[[int, int, float], None] | None, member: int) -> nn.Module:
+    """Train one network on the kept masks' targets ``y`` and weights ``w``; its weights averaged over the last
+    epochs. ``callback`` counts the steps of all members."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = min(settings.batch, len(y))
+    per_epoch = max(1, len(y) // batch)
     steps = settings.epochs * per_epoch
     optimizer = torch.optim.AdamW(network.parameters(), lr=settings.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps)
@@ -209,8 +227,8 @@ def train_study(
     network.train()
     for step in range(steps):
         if step % per_epoch == 0:
-            permutation = torch.randperm(len(kept), generator=generator)
-        rows = permutation[(step % per_epoch) * batch : (step % per_epoch + 1) * batch].to(device)
+            permutation = torch.randperm(len(y), generator=generator)
+        rows = permutation[(step % per_epoch) * batch : (step % per_epoch + 1) * batch].to(y.device)
         loss = loss_of(rows, y[rows], w[rows], generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,22 +237,25 @@ def train_study(
         if step + 1 > first and (step + 1 - first) % per_epoch == 0:
             averaged.update_parameters(network)
         if callback is not None:
-            callback(step, steps, float(loss.detach()))
+            callback(member * steps + step, settings.members * steps, float(loss.detach()))
     network.load_state_dict(averaged.module.state_dict())
-    return StudyModel(network.eval(), settings, prior)
+    return network
 
 
 def predict_probability(model: StudyModel, image: np.ndarray) -> np.ndarray:
-    """(H, W) float32 foreground probability of the study network for one (H, W, C) float image: the mean of the
-    image's and its mirror image's."""
+    """(H, W) float32 foreground probability of the study network for one (H, W, C) float image: the mean over the
+    image and its mirror image, and over the members of an ensemble (``StudySettings.members``)."""
     device, size = next(model.network.parameters()).device, model.settings.size
+    members = model.network if isinstance(model.network, nn.ModuleList) else [model.network]
     with torch.no_grad():
         if model.settings.network == "unet":
             x = _inputs([image], size).to(device)
-            logits = model.network(torch.cat([x, x.flip(-1)]))
+            logits = torch.stack([network(torch.cat([x, x.flip(-1)])) for network in members])
         else:
-            logits = _decode(model.network, pretrained_encoder(device).features(scaled_inputs(image, size).to(device)), size)
-        probability = (torch.sigmoid(logits[:1]) + torch.sigmoid(logits[1:]).flip(-1)) / 2
+            features = pretrained_encoder(device).features(scaled_inputs(image, size).to(device))
+            logits = torch.stack([_decode(network, features, size) for network in members])
+        probability = torch.sigmoid(logits).mean(dim=0)  # (2, 1, S, S): the members' mean, the image and its mirror
+        probability = (probability[:1] + probability[1:].flip(-1)) / 2
         probability = F.interpolate(probability, size=image.shape[:2], mode="bilinear", align_corners=False)
     return probability[0, 0].cpu().numpy()
 

@@ -74,10 +74,11 @@ def load_study_model(path: str | os.PathLike, *, device: str = "auto") -> StudyM
     if prior not in PRIORS:
         raise StudyModelError(path, f"unknown prior {prior!r}")
     try:
-        # files of selfseg 0.11 carry no "network": theirs is the U-Net
-        settings = StudySettings(**{"network": "unet", **payload["settings"], "device": device})
-        network = UNet(3, settings.width, settings.depth) if settings.network == "unet" else FeatureDecoder(
-            settings.width)
+        # files of selfseg 0.11 carry no "network": theirs is the U-Net; files without "members", one network
+        settings = StudySettings(**{"network": "unet", "members": 1, **payload["settings"], "device": device})
+        build = (lambda: UNet(3, settings.width, settings.depth)) if settings.network == "unet" else (
+            lambda: FeatureDecoder(settings.width))
+        network = build() if settings.members == 1 else torch.nn.ModuleList(build() for _ in range(settings.members))
         network.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise StudyModelError(path, f"settings or weights do not fit this version ({type(err).__name__})") from None
