@@ -281,6 +281,10 @@ def test_a_stored_model_goes_on_past_unreadable_inputs_and_reports_them(trained,
     paths = _disc_files(tmp_path / "new", 2, seed=6)
     (tmp_path / "new" / "broken.png").write_bytes(paths[0].read_bytes()[:60])  # truncated
     (tmp_path / "new" / "empty.png").write_bytes(b"")
+    (tmp_path / "out").mkdir()
+    stale = tmp_path / "out" / ".a_mask.png.0123abcd.tmp.png"  # a killed run's temporary file
+    stale.write_bytes(b"x")
+    assert io.is_temporary(stale.name)
     code = main(["segment", str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--study-model",
                  str(tmp_path / "m.pt"), "--device", "cpu", "--quiet"])
     captured = capsys.readouterr()
@@ -289,6 +293,7 @@ def test_a_stored_model_goes_on_past_unreadable_inputs_and_reports_them(trained,
     failures = io.read_csv(tmp_path / "out" / "failures.csv")
     assert sorted(Path(row["image"]).name for row in failures) == ["broken.png", "empty.png"]
     assert [row["image"] for row in io.read_csv(tmp_path / "out" / "results.csv")] == [p.stem for p in paths]
+    assert not stale.exists()
 
 
 @pytest.mark.parametrize("network", sorted(FAST))

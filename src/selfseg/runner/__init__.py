@@ -26,7 +26,7 @@ from tqdm import tqdm
 from selfseg import io, volumes
 from selfseg.batch_inputs import find_inputs, input_stem
 from selfseg.methods import DEFAULT_SIZE
-from selfseg.runner.batch import Batch, record_failure
+from selfseg.runner.batch import Batch, clear_leftovers, record_failure
 from selfseg.runner.manifest import RESULT_COLUMNS
 from selfseg.runner.scoring import BatchReport, evaluate_outputs, summarize, summary_line, summary_table
 from selfseg.runner.study import apply_study_model, run_study_stage
@@ -181,7 +181,7 @@ def run_study_model(
     paths = [path for path in _unique_stems(find_inputs(inputs, pattern=pattern, exclude=out_dir))
              if not volumes.is_volume(path)]
     out = io.check_folder(out_dir)
-    (out / "failures.csv").unlink(missing_ok=True)
+    clear_leftovers(out)
     report = BatchReport()
     fail = functools.partial(record_failure, report, out)
     items = []

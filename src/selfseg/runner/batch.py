@@ -21,7 +21,7 @@ from selfseg.runner.scoring import BatchReport
 from selfseg.runner.task import Outcome, Task, fingerprint, output_paths, overlay_row
 from selfseg.settings import FitSettings, MaskRule
 
-__all__ = ["Batch", "record_failure"]
+__all__ = ["Batch", "clear_leftovers", "record_failure"]
 
 
 def _remove_temporaries(out_dir: Path) -> None:
@@ -41,7 +41,7 @@ def record_failure(report: BatchReport, out_dir: Path, path: Path, reason: str) 
     io.write_csv(out_dir / "failures.csv", ("image", "reason"), sorted(report.failures))
 
 
-def _clear_leftovers(out_dir: Path) -> None:
+def clear_leftovers(out_dir: Path) -> None:
     """Remove the previous run's failures.csv and the temporary files of a killed run."""
     (out_dir / "failures.csv").unlink(missing_ok=True)
     _remove_temporaries(out_dir)
@@ -79,7 +79,7 @@ class Batch:
         out_dir = io.check_folder(out_dir)
         truths = datasets.load_masks(ground_truth) if rule.foreground == "oracle" else {}
         manifest = read_manifest(out_dir / "results.csv")
-        _clear_leftovers(out_dir)
+        clear_leftovers(out_dir)
         return cls(out_dir, settings, rule, seed, axis, resume, ground_truth, truths, manifest, on_result)
 
     def fail(self, path: Path, reason: str) -> None:

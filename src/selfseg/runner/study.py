@@ -144,12 +144,17 @@ def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], fo
     rows: list[dict] = []
     in_flight: deque[dict | Future] = deque()
 
+    def write_rows() -> None:
+        io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
+
     def settle(limit: int) -> None:
         while len(in_flight) > limit:
             done = in_flight.popleft()
-            rows.append(done if isinstance(done, dict) else done.result())
-            if not isinstance(done, dict):
-                io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
+            if isinstance(done, dict):  # kept from the former run
+                rows.append(done)
+            else:
+                rows.append(done.result())
+                write_rows()
 
     with ThreadPoolExecutor(max_workers=_WRITERS) as writer, torch_threads(1):
         try:
@@ -181,7 +186,7 @@ def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], fo
                     failed = failed or err
             if failed is not None:
                 raise failed
-    io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
+    write_rows()
     return rows
 
 
