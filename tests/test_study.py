@@ -102,8 +102,10 @@ def test_save_and_load_round_trip_and_refuse_foreign_or_altered_files(trained, t
 
 
 def test_settings_resolve_each_networks_size_and_width() -> None:
-    assert (StudySettings().network, StudySettings().size, StudySettings().width) == ("pretrained", 224, 32)
-    assert (StudySettings(network="unet").size, StudySettings(network="unet").width) == (96, 8)
+    default, unet = StudySettings(), StudySettings(network="unet")
+    assert (default.network, default.size, default.width, default.members) == ("pretrained", 224, 16, 3)
+    assert (unet.size, unet.width, unet.members) == (96, 8, 1)
+    assert StudySettings(members=1, width=32).members == 1  # given values are kept
     assert StudySettings(size=64).size == 64
 
 

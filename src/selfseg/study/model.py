@@ -26,8 +26,8 @@ PRIORS = ("lesion", "lungs", "polyp")
 NETWORKS = ("pretrained", "unet")
 """The study networks: "pretrained", a small decoder on EfficientNet-Lite0's frozen ImageNet features
 (``selfseg.study.features``); "unet", a small U-Net trained from scratch (``models.unet.UNet``)."""
-_DEFAULTS = {"pretrained": (224, 32), "unet": (96, 8)}
-"""Each network's working size and width when the settings leave them out."""
+_DEFAULTS = {"pretrained": (224, 16, 3), "unet": (96, 8, 1)}
+"""Each network's working size, width and members when the settings leave them out."""
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,15 @@ class StudySettings:
             ``consistency`` term.
         size: working side in pixels (images are resized to ``size`` x ``size``); None: the network's own (224 for
             "pretrained", a multiple of 16; 96 for "unet", a multiple of ``2**depth``).
-        width: the decoder's channels ("pretrained") or the U-Net's first-level channels; None: 32 and 8.
+        width: the decoder's channels ("pretrained") or the U-Net's first-level channels; None: 16 and 8.
         depth: the U-Net's poolings.
         epochs, batch, lr: passes over the kept masks, images per step, AdamW's peak learning rate.
         average: the weights kept are the mean of those at the end of each of the last ``average`` epochs (stochastic
             weight averaging; 1: the last weights). It costs nothing and makes the masks depend less on the seed
             (docs/experiments/study-variance.md).
         members: networks trained, each with its own seed (``seed + 1000 k``), on the same inputs; their probabilities
-            are averaged (an ensemble).
+            are averaged (an ensemble). None: 3 for "pretrained" (three narrow decoders cost about one wide one and
+            their masks depend less on the seed, docs/experiments/study-ensemble.md), 1 for "unet".
         keep: share of the folder's masks trained on, the most confident first.
         consistency: weight of the transformation-consistency term (off by default: it doubles the cost and has
             not paid yet, docs/experiments/study-stage.md).
@@ -63,7 +64,7 @@ class StudySettings:
     batch: int = 16
     lr: float = 3e-3
     average: int = 5
-    members: int = 1
+    members: int | None = None
     keep: float = 1.0
     consistency: float = 0.0
     seed: int = 0
@@ -71,9 +72,9 @@ class StudySettings:
 
     def __post_init__(self) -> None:
         look_up_option(self.network, NETWORKS, name="network")
-        size, width = _DEFAULTS[self.network]
-        object.__setattr__(self, "size", size if self.size is None else self.size)  # frozen: resolved once here
-        object.__setattr__(self, "width", width if self.width is None else self.width)
+        for name, default in zip(("size", "width", "members"), _DEFAULTS[self.network], strict=True):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)  # frozen: resolved once here
         multiple = 16 if self.network == "pretrained" else 2**self.depth
         if self.size < multiple or self.size % multiple:
             raise ValueError(f"size must be a multiple of {multiple} for the {self.network} network, got {self.size}")
