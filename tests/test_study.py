@@ -101,7 +101,7 @@ def test_save_and_load_round_trip_and_refuse_foreign_or_altered_files(trained, t
         load_study_model(tmp_path / "text.pt")
 
 
-def test_settings_resolve_each_networks_size_and_width() -> None:
+def test_settings_resolve_each_networks_size_width_and_members() -> None:
     default, unet = StudySettings(), StudySettings(network="unet")
     assert (default.network, default.size, default.width, default.members) == ("pretrained", 224, 16, 3)
     assert (unet.size, unet.width, unet.members) == (96, 8, 1)

@@ -330,8 +330,7 @@ def _add_study_options(study: argparse._ArgumentGroup) -> None:
     study.add_argument(
         "--study-members", metavar="N", type=_positive_int,
         help="train N study networks, each with its own seed, and average their probabilities: the masks depend "
-        "less on the seed (default: 3 narrow decoders for the pretrained network, about the cost of one wide one; "
-        "1 U-Net)",
+        "less on the seed (default: 3 narrow decoders for the pretrained network, 1 U-Net)",
     )
     study.add_argument(
         "--study-model", metavar="FILE",

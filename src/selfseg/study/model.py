@@ -47,8 +47,8 @@ class StudySettings:
             weight averaging; 1: the last weights). It costs nothing and makes the masks depend less on the seed
             (docs/experiments/study-variance.md).
         members: networks trained, each with its own seed (``seed + 1000 k``), on the same inputs; their probabilities
-            are averaged (an ensemble). None: 3 for "pretrained" (three narrow decoders cost about one wide one and
-            their masks depend less on the seed, docs/experiments/study-ensemble.md), 1 for "unet".
+            are averaged (an ensemble). None: 3 for "pretrained" (narrow decoders, whose averaged mask depends less on
+            the seed than one wider decoder's does, docs/experiments/study-ensemble.md), 1 for "unet".
         keep: share of the folder's masks trained on, the most confident first.
         consistency: weight of the transformation-consistency term (off by default: it doubles the cost and has
             not paid yet, docs/experiments/study-stage.md).
