@@ -19,7 +19,8 @@ from selfseg.models.unet import UNet
 from selfseg.study.features import encode, pretrained_encoder, scaled_inputs
 from selfseg.transforms import random_affine_matrix, resize_square, warp_affine
 
-__all__ = ["NETWORKS", "PRIORS", "StudyModel", "StudySettings", "predict_mask", "predict_probability", "train_study"]
+__all__ = ["NETWORKS", "PRIORS", "StudyModel", "StudySettings", "ensemble", "member_network", "predict_mask",
+           "predict_probability", "train_study"]
 
 PRIORS = ("lesion", "lungs", "polyp")
 """The target priors a study mask is kept within (``foreground.keep_prior``)."""
@@ -99,6 +100,18 @@ class StudyModel:
     """What it learnt from (``runner.study.training_fingerprint``), so that resume can reuse it."""
 
 
+def member_network(settings: StudySettings) -> UNet | FeatureDecoder:
+    """A new, untrained network of one member of the study network ``settings`` describe."""
+    if settings.network == "unet":
+        return UNet(3, settings.width, settings.depth)
+    return FeatureDecoder(settings.width)
+
+
+def ensemble(members: list[nn.Module]) -> nn.Module:
+    """What ``StudyModel.network`` holds for these member networks: the one network, or an ``nn.ModuleList``."""
+    return members[0] if len(members) == 1 else nn.ModuleList(members)
+
+
 def _inputs(images: Iterable[np.ndarray], size: int) -> Tensor:
     """(N, 3, size, size): each (H, W, C) image in [0, 1] (grey repeated) resized, each channel standardised."""
     batch = []
@@ -131,11 +144,11 @@ Step = Callable[[Tensor, Tensor, Tensor, torch.Generator], Tensor]
 """(rows of the kept masks, their targets, their weights, the generator) -> the loss on that batch."""
 
 
-def _unet_step(x: Tensor, settings: StudySettings, device: torch.device) -> tuple[UNet, Step]:
+def _unet_step(x: Tensor, settings: StudySettings, device: torch.device) -> tuple[nn.Module, Step]:
     """A new U-Net and its loss on a batch of the (N, 3, S, S) inputs ``x`` (``_inputs``): random affine and colour
     augmentation, plus the transformation consistency (``settings.consistency``): the prediction on a transformed
     image must be the transformed prediction."""
-    network = UNet(3, settings.width, settings.depth).to(device)
+    network = member_network(settings).to(device)
 
     def step(rows: Tensor, y: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
         theta = random_affine_matrix(len(rows), settings.size, settings.size, generator=generator).to(device)
@@ -153,10 +166,10 @@ def _unet_step(x: Tensor, settings: StudySettings, device: torch.device) -> tupl
 
 
 def _decoder_step(features: list[Tensor], settings: StudySettings,
-                  device: torch.device) -> tuple[FeatureDecoder, Step]:
+                  device: torch.device) -> tuple[nn.Module, Step]:
     """A new decoder and its loss on a batch of the stored ``features`` (``encode``), each image or its mirror image
     at random."""
-    decoder = FeatureDecoder(settings.width).to(device)
+    decoder = member_network(settings).to(device)
 
     def step(rows: Tensor, y: Tensor, w: Tensor, generator: torch.Generator) -> Tensor:
         mirrored = torch.randint(0, 2, (len(rows),), generator=generator).to(device)
@@ -208,8 +221,7 @@ def train_study(
             torch.manual_seed(seed)
             network, loss_of = build(inputs, settings, device)
         members.append(_train_member(network, loss_of, y, w, settings, seed, callback, member))
-    network = members[0] if settings.members == 1 else nn.ModuleList(members)
-    return StudyModel(network.eval(), settings, prior)
+    return StudyModel(ensemble(members).eval(), settings, prior)
 
 
 def _train_member(network: nn.Module, loss_of: Step, y: Tensor, w: Tensor, settings: StudySettings, seed: int,

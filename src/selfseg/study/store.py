@@ -15,9 +15,7 @@ import torch
 import selfseg
 from selfseg import io
 from selfseg.fitting import resolve_device
-from selfseg.models.efficientnet_lite import FeatureDecoder
-from selfseg.models.unet import UNet
-from selfseg.study.model import PRIORS, StudyModel, StudySettings
+from selfseg.study.model import PRIORS, StudyModel, StudySettings, ensemble, member_network
 
 __all__ = ["FORMAT", "StudyModelError", "load_study_model", "save_study_model"]
 
@@ -76,9 +74,7 @@ def load_study_model(path: str | os.PathLike, *, device: str = "auto") -> StudyM
     try:
         # files of selfseg 0.11 carry no "network": theirs is the U-Net; files without "members", one network
         settings = StudySettings(**{"network": "unet", "members": 1, **payload["settings"], "device": device})
-        build = (lambda: UNet(3, settings.width, settings.depth)) if settings.network == "unet" else (
-            lambda: FeatureDecoder(settings.width))
-        network = build() if settings.members == 1 else torch.nn.ModuleList(build() for _ in range(settings.members))
+        network = ensemble([member_network(settings) for _ in range(settings.members)])
         network.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise StudyModelError(path, f"settings or weights do not fit this version ({type(err).__name__})") from None
