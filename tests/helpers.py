@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import struct
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from selfseg.engine import SegmentationResult
+from selfseg.runner.manifest import PacedSave
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -164,3 +166,11 @@ def fake_fit_images(n_labels: int = 2):
         return results
 
     return fit_images
+
+
+class TickingPacedSave(PacedSave):
+    """``PacedSave`` on a clock that moves 0.1 s each time it is read, so that tests count its writes exactly."""
+
+    def __init__(self, save, **kwargs) -> None:
+        ticks = itertools.count()
+        super().__init__(save, **kwargs, clock=lambda: next(ticks) / 10)

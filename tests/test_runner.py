@@ -27,10 +27,12 @@ from selfseg.runner import (
     summary_line,
     summary_table,
 )
+from selfseg.runner import manifest as runner_manifest
 from selfseg.runner import task as runner_task
+from selfseg.runner.manifest import PacedSave
 from selfseg.volumes import read_volume
 
-from helpers import CUBE, UID, fake_fit_images, png_bytes, tiff_bytes, write_dicom, write_nifti, write_series
+from helpers import CUBE, UID, TickingPacedSave, fake_fit_images, png_bytes, tiff_bytes, write_dicom, write_nifti, write_series
 
 FAST = dict(size=32, max_iter=2, device="cpu")  # engine runs are slow: keep them tiny
 
@@ -162,6 +164,43 @@ def test_rerun_replaces_rows_and_keeps_others(tmp_path, monkeypatch):
     table = _read_csv(out / "results.csv")
     seed = RESULT_COLUMNS.index("seed")
     assert [(r[0], r[seed]) for r in table[1:]] == [("a", "1"), ("b", "2")]
+
+
+def test_paced_save_writes_at_most_once_a_second_and_flush_writes_the_rest() -> None:
+    now, saves = [0.0], []
+    paced = PacedSave(lambda: saves.append(now[0]), clock=lambda: now[0])
+    for now[0] in (0.0, 0.3, 0.9, 1.0, 1.5, 2.2):
+        paced()
+    assert saves == [0.0, 1.0, 2.2]
+    paced.flush()  # nothing came since the last write
+    now[0] = 2.5
+    paced()
+    paced.flush()
+    assert saves == [0.0, 1.0, 2.2, 2.5]
+
+
+def test_paced_save_waits_twenty_times_as_long_as_a_write_took() -> None:
+    now, saves = [0.0], []
+
+    def slow() -> None:  # a write of 0.2 s
+        saves.append(now[0])
+        now[0] += 0.2
+
+    paced = PacedSave(slow, clock=lambda: now[0])
+    for now[0] in (0.0, 1.5, 4.1, 4.2):
+        paced()
+    assert saves == [0.0, 4.2]
+
+
+def test_results_csv_is_written_at_the_first_row_and_the_end_not_at_every_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
+    monkeypatch.setattr(runner_manifest, "PacedSave", TickingPacedSave)
+    paths = [_disc(tmp_path / f"{k}.png") for k in range(6)]
+    tables, write = [], io.write_csv
+    monkeypatch.setattr(io, "write_csv", lambda path, *args: (tables.append(Path(path).name), write(path, *args)))
+    run_batch(paths, tmp_path / "out", workers=1, progress=False)
+    assert tables == ["results.csv", "results.csv"]
+    assert [cells[0] for cells in _read_csv(tmp_path / "out" / "results.csv")[1:]] == [str(k) for k in range(6)]
 
 
 def test_resume_skips_refits_or_rechooses(tmp_path, monkeypatch):

@@ -20,6 +20,8 @@ from selfseg.study import (
     train_study,
 )
 
+from helpers import TickingPacedSave
+
 FAST = {
     "unet": StudySettings(network="unet", size=32, width=8, depth=2, epochs=12, batch=8, keep=0.7, device="cpu"),
     "pretrained": StudySettings(size=96, width=16, epochs=24, batch=8, keep=0.7, device="cpu"),
@@ -253,7 +255,12 @@ def test_stored_model_masks_are_predict_masks_in_input_order_and_a_failed_write_
     paths = _disc_files(tmp_path / "new", 5, seed=5)
     save_study_model(model, tmp_path / "m.pt")
     items = [(path.stem, path, f"sha{k}") for k, path in enumerate(paths)]
-    rows = stage.apply_study_model(tmp_path / "m.pt", items, tmp_path / "out", device="cpu", progress=False)
+    tables, write_csv = [], io.write_csv
+    with monkeypatch.context() as patch:
+        patch.setattr(stage, "PacedSave", TickingPacedSave)
+        patch.setattr(stage.io, "write_csv", lambda path, *args: (tables.append(path.name), write_csv(path, *args)))
+        rows = stage.apply_study_model(tmp_path / "m.pt", items, tmp_path / "out", device="cpu", progress=False)
+    assert tables == ["results.csv", "results.csv"]  # at the first row and at the end, not at every row
     assert [row["image"] for row in rows] == [path.stem for path in paths]
     assert [row["image"] for row in io.read_csv(tmp_path / "out" / "results.csv")] == [path.stem for path in paths]
     for path in paths:  # the writer thread gives the masks of predict_mask, image by image

@@ -112,7 +112,8 @@ def run_batch(
     killed at any moment leaves complete files. A bad input is reported (stderr, ``failures``, failures.csv) and
     the batch goes on. With ``resume``, an input whose row and files are current is skipped, and one whose cluster
     map is current gets its mask chosen again where that gives what a fit would (``manifest.decide``); a row
-    results.csv lacks is taken from the input's complete files (``Manifest.adopt``). A disk that refuses a write
+    results.csv lacks is taken from the input's complete files (``Manifest.adopt``): results.csv, rewritten whole, is
+    written at most about once a second while rows come (``manifest.PacedSave``). A disk that refuses a write
     (full, read-only) stops the batch: what has not started is cancelled, the inputs finished are recorded where
     the disk takes results.csv, no temporary file remains, and the same call resumes once space is back. However the
     run ends, the temporary files in ``out_dir`` are removed (those of a worker that died in a write: its node lost).
@@ -155,6 +156,7 @@ def run_batch(
                 for task, outcome in outcomes:  # run, record
                     bar.update()
                     batch.record(task, outcome)
+            batch.flush()
         except io.WriteError:
             batch.stop()
             raise

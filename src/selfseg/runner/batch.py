@@ -146,9 +146,17 @@ class Batch:
         if self.on_result is not None:
             self.on_result(row)
 
+    def flush(self) -> None:
+        """Write results.csv if rows came since its last write (``Manifest.write`` paces its writes); ``io.WriteError``
+        if the disk refuses."""
+        self.manifest.flush()
+
     def end(self) -> None:
-        """At the end of the run, whatever ended it: remove the temporary files that workers which died in a write
-        left (a task run again writes its own); a disk that refuses it leaves them to the next run."""
+        """At the end of the run, whatever ended it: the rows not yet written go into results.csv, and the temporary
+        files that workers which died in a write left are removed (a task run again writes its own); a disk that
+        refuses leaves both to the next run (which takes the rows from the inputs' files, ``Manifest.adopt``)."""
+        with contextlib.suppress(OSError):
+            self.manifest.flush()
         with contextlib.suppress(OSError):
             _remove_temporaries(self.out_dir)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import selfseg
@@ -19,7 +22,8 @@ from selfseg import io
 from selfseg.runner.upgrade import upgrade_row
 from selfseg.settings import FitSettings, MaskRule
 
-__all__ = ["EDITED", "RESULT_COLUMNS", "UNNOTED", "Manifest", "cell", "decide", "read_manifest", "settings_row", "typed"]
+__all__ = ["EDITED", "RESULT_COLUMNS", "UNNOTED", "Manifest", "PacedSave", "cell", "decide", "read_manifest",
+           "settings_row", "typed"]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "image", "input", "method", "seed", "image_seed", "iterations", "seconds", "n_labels", "foreground_pixels",
@@ -95,6 +99,34 @@ def typed(cells: dict[str, str]) -> dict:
     return row
 
 
+class PacedSave:
+    """Rewrite a whole table as rows come, without the cost growing with the square of their number.
+
+    Calling it writes (``save()``) when the last write is at least ``interval`` seconds old and at least ``1 / share``
+    times as old as that write took; ``flush`` writes what came since. A run killed between two writes loses those
+    rows from the table, not their files: resume takes them back from the files (``Manifest.adopt``) or makes them
+    again (the study stage, a forward pass each).
+    """
+
+    def __init__(self, save: Callable[[], None], *, interval: float = 1.0, share: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.save, self.interval, self.share, self.clock = save, interval, share, clock
+        self.saved_at, self.took, self.pending = -math.inf, 0.0, False
+
+    def __call__(self) -> None:
+        self.pending = True
+        if self.clock() - self.saved_at >= max(self.interval, self.took / self.share):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write now if anything came since the last write."""
+        if self.pending:
+            start = self.clock()
+            self.save()
+            self.saved_at, self.pending = self.clock(), False
+            self.took = self.saved_at - start
+
+
 @dataclass
 class Manifest:
     """An output folder's ``results.csv``: ``rows`` as stored (keyed by stem, written back as they are) and
@@ -103,11 +135,20 @@ class Manifest:
     path: Path
     rows: dict[str, dict[str, str]]
     current: dict[str, dict[str, str] | None]
+    paced: PacedSave = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.paced = PacedSave(self.save)
 
     def write(self, stem: str, row: dict) -> None:
-        """Replace (or add) the row of ``stem`` and write the table (``save``)."""
+        """Replace (or add) the row of ``stem``; the table is written at once if its last write is older than a
+        second, else by a later ``write`` or by ``flush`` (``PacedSave``)."""
         self.rows[stem] = {name: cell(row.get(name)) for name in RESULT_COLUMNS}
-        self.save()
+        self.paced()
+
+    def flush(self) -> None:
+        """Write the table if a row came since its last write."""
+        self.paced.flush()
 
     def save(self) -> None:
         """Write the table, rows sorted by stem, atomically (``io.WriteError`` if the disk refuses)."""

@@ -29,7 +29,7 @@ from selfseg.fitting import torch_threads
 from selfseg.foreground import keep_prior
 from selfseg.metrics import dice
 from selfseg.pixels import as_float_image
-from selfseg.runner.manifest import EDITED
+from selfseg.runner.manifest import EDITED, PacedSave
 from selfseg.study import (
     PRIORS,
     StudyModel,
@@ -139,13 +139,13 @@ def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], fo
     The network runs in this thread with one torch thread, one image after the other (its rounding does not depend
     on the number of cores); ``_WRITERS`` threads keep the probabilities within the prior and write the files
     meanwhile (on a CPU a second torch thread would only contend with them; docs/speed.md).
-    ``results.csv`` gains each image's row once its files are on disk, in input order."""
+    ``results.csv`` gains each image's row once its files are on disk, in input order, and is written at most about
+    once a second (``PacedSave``; a killed run's last rows are predicted again on resume)."""
     previous = {row["image"]: row for row in io.read_csv(folder / "results.csv")}
     rows: list[dict] = []
     in_flight: deque[dict | Future] = deque()
-
-    def write_rows() -> None:
-        io.write_csv(folder / "results.csv", STUDY_COLUMNS, ([row[c] for c in STUDY_COLUMNS] for row in rows))
+    write_rows = PacedSave(lambda: io.write_csv(folder / "results.csv", STUDY_COLUMNS,
+                                                ([row[c] for c in STUDY_COLUMNS] for row in rows)))
 
     def settle(limit: int) -> None:
         while len(in_flight) > limit:
@@ -184,9 +184,13 @@ def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], fo
                     settle(len(in_flight) - 1)
                 except Exception as err:  # raised below, after the others' rows
                     failed = failed or err
+            try:  # the rows since the last write; the table is written even when no image was predicted
+                write_rows()
+                write_rows.flush()
+            except OSError as err:
+                failed = failed or err
             if failed is not None:
                 raise failed
-    write_rows()
     return rows
 
 
