@@ -157,10 +157,7 @@ def run_batch(
                     bar.update()
                     batch.record(task, outcome)
             batch.flush()
-        except io.WriteError:
-            batch.stop()
-            raise
-        finally:
+        finally:  # however it ended: the rows not yet written, where the disk takes them
             batch.end()
     if study is not None:
         batch.report.study = run_study_stage(batch.out_dir, batch.image_rows(paths), study, progress=progress)

@@ -159,10 +159,3 @@ class Batch:
             self.manifest.flush()
         with contextlib.suppress(OSError):
             _remove_temporaries(self.out_dir)
-
-    def stop(self) -> None:
-        """After a write the disk refused: the manifest written once more where the disk takes it now (the rows
-        whose files are complete; the next run takes any it could not write from those files)."""
-        if self.manifest.rows:
-            with contextlib.suppress(io.WriteError):
-                self.manifest.save()

@@ -103,9 +103,10 @@ class PacedSave:
     """Rewrite a whole table as rows come, without the cost growing with the square of their number.
 
     Calling it writes (``save()``) when the last write is at least ``interval`` seconds old and at least ``1 / share``
-    times as old as that write took; ``flush`` writes what came since. A run killed between two writes loses those
-    rows from the table, not their files: resume takes them back from the files (``Manifest.adopt``) or makes them
-    again (the study stage, a forward pass each).
+    times as old as that write took; ``flush`` writes what came since, ``write_now`` writes whatever came. A write
+    that fails leaves the rows pending, for the next ``flush``. A run killed between two writes loses those rows
+    from the table, not their files: resume takes them back from the files (``Manifest.adopt``) or makes them again
+    (the study stage, a forward pass each).
     """
 
     def __init__(self, save: Callable[[], None], *, interval: float = 1.0, share: float = 0.05,
@@ -121,10 +122,14 @@ class PacedSave:
     def flush(self) -> None:
         """Write now if anything came since the last write."""
         if self.pending:
-            start = self.clock()
-            self.save()
-            self.saved_at, self.pending = self.clock(), False
-            self.took = self.saved_at - start
+            self.write_now()
+
+    def write_now(self) -> None:
+        """Write now."""
+        self.pending, start = True, self.clock()
+        self.save()
+        self.saved_at, self.pending = self.clock(), False
+        self.took = self.saved_at - start
 
 
 @dataclass
@@ -138,7 +143,7 @@ class Manifest:
     paced: PacedSave = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.paced = PacedSave(self.save)
+        self.paced = PacedSave(self._write_table)
 
     def write(self, stem: str, row: dict) -> None:
         """Replace (or add) the row of ``stem``; the table is written at once if its last write is older than a
@@ -151,6 +156,10 @@ class Manifest:
         self.paced.flush()
 
     def save(self) -> None:
+        """Write the table now (``io.WriteError`` if the disk refuses; its rows then wait for ``flush``)."""
+        self.paced.write_now()
+
+    def _write_table(self) -> None:
         """Write the table, rows sorted by stem, atomically (``io.WriteError`` if the disk refuses)."""
         table = ([self.rows[key][name] for name in RESULT_COLUMNS] for key in sorted(self.rows))
         io.write_csv(self.path, RESULT_COLUMNS, table)

@@ -185,8 +185,7 @@ def _predict(model: StudyModel, sha: str, items: list[tuple[str, Path, str]], fo
                 except Exception as err:  # raised below, after the others' rows
                     failed = failed or err
             try:  # the rows since the last write; the table is written even when no image was predicted
-                write_rows()
-                write_rows.flush()
+                write_rows.write_now()
             except OSError as err:
                 failed = failed or err
             if failed is not None:
