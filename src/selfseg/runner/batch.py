@@ -1,6 +1,7 @@
 """One ``run_batch`` call's bookkeeping: ``Batch.plan`` turns inputs into tasks (or skips, or failures) from the
-folder's manifest, ``Batch.record`` writes each finished task's row and keeps the report; a disk that refuses a
-write stops the batch (``Batch.stop``)."""
+folder's manifest, ``Batch.record`` writes each finished task's row and keeps the report (results.csv paced, ``Batch.flush``); a
+disk that refuses a write stops the batch, and ``Batch.end`` writes the rows still pending where the disk takes
+them."""
 
 from __future__ import annotations
 
