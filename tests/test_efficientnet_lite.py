@@ -31,7 +31,7 @@ def test_features_and_decoder_shapes(network, single_thread) -> None:
     features = network.features(scaled_inputs(skimage.data.coffee() / 255.0, 96))
     assert [tuple(f.shape) for f in features] == [(2, 24, 24, 24), (2, 40, 12, 12), (2, 112, 6, 6)]
     assert list(TAPS.values()) == [24, 40, 112]
-    assert FeatureDecoder(8)(features).shape == (2, 1, 24, 24)
+    assert FeatureDecoder(8)(features).shape == (2, 1, 24, 24) and FeatureDecoder.stride == 96 // 24
     assert not any(p.requires_grad for p in network.parameters())  # frozen
 
 

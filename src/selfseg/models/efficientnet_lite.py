@@ -114,6 +114,9 @@ class FeatureDecoder(nn.Module):
     BatchNorm and ReLU read out their concatenation (a light feature-pyramid head).
     """
 
+    stride = 4
+    """The logits' stride: that of the first of ``TAPS``."""
+
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.project = nn.ModuleList(nn.Conv2d(channels, width, 1) for channels in TAPS.values())
