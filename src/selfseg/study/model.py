@@ -166,7 +166,7 @@ def _decoder_step(features: list[Tensor], settings: StudySettings,
                   device: torch.device) -> tuple[nn.Module, Step]:
     """A new decoder and its loss on a batch of the stored ``features`` (``encode``), each image or its mirror image
     at random. The loss is taken on the decoder's own logits, at ``FeatureDecoder.stride``, against targets averaged
-    to that stride: it trains in about 0.8x the time of logits upsampled to the working size, with the same masks
+    to that stride: it trains faster than a loss on logits upsampled to the working size, with the same masks
     (docs/experiments/study-loss-size.md)."""
     decoder = member_network(settings).to(device)
 
