@@ -236,7 +236,7 @@ def spread() -> str:
              f"{r['range_median']} / {r['range_p95']} "
              f"({met_or_not(float(r['range_median']) <= 0.02 and float(r['range_p95']) <= 0.10)})",
              f"{100 * float(r['over_tenth']):.0f} %"]
-            for r in sorted(read("spread"), key=lambda r: (r["dataset"], r["version"]))]
+            for r in sorted(read("spread"), key=lambda r: (r["dataset"], r["version"], r["method"] != "s3net", r["method"]))]
     return markdown(["set (images)", "selfseg", "method", "runs per image", "mean Dice",
                      "range median / p95 (<= 0.02 / 0.10)", "range > 0.1"], body)
 
