@@ -207,13 +207,13 @@ def train_study(
     device = resolve_device(settings.device)
     order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")
     kept = order[: max(1, round(settings.keep * len(order)))]
-    stride = 1 if settings.network == "unet" else FeatureDecoder.stride
-    y = _targets((masks[i] for i in kept), settings.size, stride).to(device)
-    w = torch.tensor([max(float(confidence[i]), 1e-3) for i in kept], device=device)
     if settings.network == "unet":
-        build, inputs = _unet_step, _inputs((images[i] for i in kept), settings.size).to(device)
+        build, inputs, stride = _unet_step, _inputs((images[i] for i in kept), settings.size).to(device), 1
     else:
         build, inputs = _decoder_step, encode((images[i] for i in kept), settings.size, device)
+        stride = FeatureDecoder.stride
+    y = _targets((masks[i] for i in kept), settings.size, stride).to(device)
+    w = torch.tensor([max(float(confidence[i]), 1e-3) for i in kept], device=device)
     members = []
     for member in range(settings.members):  # each its own seed; the inputs are prepared once
         seed = settings.seed + 1000 * member
