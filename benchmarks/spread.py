@@ -7,7 +7,8 @@ thread count, it runs ``selfseg.segment(image, method, seed=S)`` in this process
 only score). Each run's Dice is kept in ``WORK/<method>.json``, so an interrupted run continues where it stopped.
 Then, per folder: the mean Dice over images and runs, and the range of each image's Dice over the runs (max - min):
 its median, its 95th percentile and the share of images whose range exceeds 0.1. ``--write LABEL`` stores them in
-docs/data/spread.csv under ``LABEL`` (the selfseg version measured), replacing that label's rows of the method.
+docs/data/spread.csv under ``LABEL`` (the selfseg version measured), replacing that label's rows of the method
+and folders measured.
 
     .venv/bin/python benchmarks/spread.py --work /tmp/spread --method s3net --seeds 0,1,2,3,4 --threads 1,2 \\
         --folders ssct-samples:3,isic2018:30,kvasir-seg:15,lung-cxr-shenzhen:15 [--write 0.12]
@@ -65,12 +66,13 @@ def summarise(version: str, dataset: str, method: str, runs: dict[str, dict[str,
 
 
 def write(rows: list[dict], version: str, path: Path = ROOT / "docs" / "data" / "spread.csv") -> None:
-    """Replace the rows of ``path`` for ``version`` and the methods of ``rows`` with ``rows``; other methods' rows
-    stay."""
-    methods, kept = {row["method"] for row in rows}, []
+    """Replace the rows of ``path`` for ``version`` and the (method, folder) pairs of ``rows`` with ``rows``; the
+    other rows stay."""
+    written, kept = {(row["method"], row["dataset"]) for row in rows}, []
     if path.exists():
         with open(path, newline="") as handle:
-            kept = [row for row in csv.DictReader(handle) if row["version"] != version or row["method"] not in methods]
+            kept = [row for row in csv.DictReader(handle)
+                    if row["version"] != version or (row["method"], row["dataset"]) not in written]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -5,7 +5,7 @@ Without ground truth (``select_foreground``), under a target prior:
 - ``"lesion"`` (``lesion_mask``): one compact blob, usually darker than its surroundings, near the
   centre and rarely touching the image frame. Candidates are the connected regions of each cluster and
   of each union of the k darkest clusters, opened to cut hairs, rulers and ink lines; each is scored by
-  ``contrast * sqrt(area) * (1 - frame contact)**2 * centrality * solidity`` and the best one, holes
+  ``contrast**1.1 * sqrt(area) * (1 - frame contact)**2 * centrality * solidity`` and the best one, holes
   filled, is replaced by its convex hull (annotators outline the whole lesion).
 - ``"lungs"`` (``lungs_mask``): two large dark regions inside the body, left and right (CT and chest
   X-ray). The body is what the darkest cluster's frame-connected regions leave (opened at growing

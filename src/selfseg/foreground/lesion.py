@@ -45,7 +45,7 @@ def lesion_mask(
             touch = float((region & frame).sum()) / float(frame.sum())
             solidity = float(region.sum()) / float(convex_hull(region).sum())
             score = (
-                max(grey_contrast(region, grey, band), 0.005) * np.sqrt(area) * (1 - touch) ** 2 * centrality(region)
+                max(grey_contrast(region, grey, band), 0.005) ** 1.1 * np.sqrt(area) * (1 - touch) ** 2 * centrality(region)
                 * solidity
             )
             if score > best_score:
