@@ -269,7 +269,7 @@ def add(bench_dir: Path, seed: int) -> int:
     """Put the rows of a ``selfseg benchmark`` folder into summary.csv; the number of rows taken."""
     runs = sorted(bench_dir.glob("seed-*/benchmark.csv"))
     sources = [(int(p.parent.name.split("-", 1)[1]), p) for p in runs] or [(seed, bench_dir / "benchmark.csv")]
-    rows = read("summary")
+    rows = before = read("summary")
     taken = 0
     for run_seed, path in sources:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -283,7 +283,7 @@ def add(bench_dir: Path, seed: int) -> int:
     with open(DATA / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, SUMMARY_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(sorted(rows, key=order_key(rows)))
+        writer.writerows(sorted(rows, key=order_key(before + rows)))  # replaced rows keep their place
     return taken
 
 

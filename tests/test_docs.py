@@ -31,6 +31,23 @@ def test_published_seed_means_agree_with_their_rounded_seeds():
         assert abs(statistics.stdev(seeds) - float(row["dice_std"])) <= 0.0015, row
 
 
+def test_adding_a_benchmark_replaces_its_rows_in_place(tmp_path, monkeypatch):
+    """``--add`` replaces the rows of the benchmark's datasets, methods and seeds where they stood: the tables keep
+    their order of methods, and a transcribed "all" row of a replaced seed goes."""
+    tables = _tables()
+    monkeypatch.setattr(tables, "DATA", tmp_path)
+    header = ",".join(tables.SUMMARY_COLUMNS)
+    (tmp_path / "summary.csv").write_text(f"{header}\nset,s3net,auto,0,2,0.5,\nset,s3net,auto,all,,0.5,0.01\n"
+                                          "set,otsu,auto,0,2,0.4,\n")
+    (tmp_path / "bench" / "seed-0").mkdir(parents=True)
+    (tmp_path / "bench" / "seed-0" / "benchmark.csv").write_text("dataset,method,foreground,images,dice\n"
+                                                               "set,s3net,auto,2,0.75\n")
+    assert tables.add(tmp_path / "bench", 0) == 1
+    assert [(r["method"], r["seed"], r["dice"]) for r in tables.read("summary")] == [
+        ("s3net", "0", "0.75"), ("otsu", "0", "0.4")
+    ]
+
+
 def test_page_lengths():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 150
     assert len((DOCS / "results.md").read_text(encoding="utf-8").splitlines()) <= 300
