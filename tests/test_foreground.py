@@ -89,6 +89,21 @@ def test_lesion_beats_dark_corners_hair_and_a_frame_patch() -> None:
     assert not (mask & (corners | hair | patch)).any()
 
 
+def test_lesion_score_weighs_contrast_above_area_in_a_near_tie() -> None:
+    """A small dark lesion against a region 7.6 times its area and less than half its contrast: with contrast to the
+    power 1 the larger, paler region scores a little higher; with the default 1.1 the lesion does."""
+    yy, xx = np.mgrid[:100, :100]
+    lesion = (yy - 68) ** 2 + (xx - 50) ** 2 < 8**2
+    pale = (yy - 30) ** 2 + (xx - 50) ** 2 < 22**2
+    labels = np.where(lesion, 3, np.where(pale, 2, 1))
+    grey = np.where(lesion, 0.4, np.where(pale, 0.68, 0.85))
+    plain = lesion_mask(labels, grey, contrast_exponent=1.0)
+    assert plain[30, 50] and not plain[68, 50]
+    chosen = lesion_mask(labels, grey)
+    assert chosen[68, 50] and not chosen[30, 50]
+    assert chosen.sum() == pytest.approx(lesion.sum(), rel=0.1)
+
+
 def test_lesion_mask_merges_a_darker_core_with_its_rim() -> None:
     shape = (64, 64)
     outer, core = _disc(shape, (32, 32), 16), _disc(shape, (32, 32), 8)

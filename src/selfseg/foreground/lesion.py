@@ -18,7 +18,8 @@ from selfseg.foreground.regions import (
 
 
 def lesion_mask(
-    labels: np.ndarray, grey: np.ndarray, *, opening: float = 0.012, min_area: float = 0.005, max_area: float = 0.95
+    labels: np.ndarray, grey: np.ndarray, *, opening: float = 0.012, min_area: float = 0.005, max_area: float = 0.95,
+    contrast_exponent: float = 1.1,
 ) -> np.ndarray:
     """The most lesion-like region of the cluster map (see the module docstring). (H, W) bool.
 
@@ -27,6 +28,8 @@ def lesion_mask(
         grey: (H, W) float image in [0, 1].
         opening: radius of the opening that removes thin structures, as a fraction of the shorter side.
         min_area, max_area: candidate regions outside these fractions of the image are ignored.
+        contrast_exponent: weight of a region's contrast in its score; a little over 1 settles near ties between a
+            lesion and a larger, paler region touching the frame (docs/experiments/lesion-contrast-weight.md).
 
     Returns the region with holes filled (not yet hull-smoothed); empty if no candidate qualifies.
     """
@@ -45,8 +48,8 @@ def lesion_mask(
             touch = float((region & frame).sum()) / float(frame.sum())
             solidity = float(region.sum()) / float(convex_hull(region).sum())
             score = (
-                max(grey_contrast(region, grey, band), 0.005) ** 1.1 * np.sqrt(area) * (1 - touch) ** 2 * centrality(region)
-                * solidity
+                max(grey_contrast(region, grey, band), 0.005) ** contrast_exponent * np.sqrt(area) * (1 - touch) ** 2
+                * centrality(region) * solidity
             )
             if score > best_score:
                 best, best_score, source = region, score, candidate
