@@ -47,3 +47,23 @@ def test_the_vote_keeps_the_map_the_others_agree_with() -> None:
     picked = choose([merged, good, good.copy()], pixels, MaskRule(target="lesion"))
     assert picked.labels is good and picked.chosen == "lesion" and picked.mask[20, 20] and not picked.mask[0, 0]
     assert 0 < picked.confidence < 1
+
+
+def test_a_referee_settles_the_vote_for_the_mask_closest_to_its_own() -> None:
+    """Two of three maps join a dark disc to the dark band at the frame's top; the majority keeps that joined
+    region, a referee whose maps hold the disc alone keeps the map with the disc alone, and a referee with no mask
+    leaves the vote as it was."""
+    yy, xx = np.mgrid[:60, :60]
+    disc = (yy - 35) ** 2 + (xx - 30) ** 2 < 12**2
+    band = yy < 6
+    pixels = np.where(disc | band, 0.2, 0.8)[..., None].repeat(3, axis=2).astype(np.float32)
+    alone = np.where(disc, 2, 1).astype(np.int32)
+    alone[band] = 3
+    joined = np.where(disc | (yy < 24) & (abs(xx - 30) < 3) | band, 2, 1).astype(np.int32)  # disc, stalk and band
+    rule = MaskRule(target="lesion")
+    majority = choose([joined, alone, joined.copy()], pixels, rule)
+    assert majority.labels is joined and majority.mask[2, 30]
+    refereed = choose([joined, alone, joined.copy()], pixels, rule, referee=[alone.copy(), alone.copy()])
+    assert refereed.labels is alone and refereed.mask[35, 30] and not refereed.mask[2, 30]
+    blank = np.ones((60, 60), dtype=np.int32)  # one cluster: no lesion in the referee's maps
+    assert choose([joined, alone, joined.copy()], pixels, rule, referee=[blank]).labels is joined

@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from selfseg.engine import as_float_image, segment
 from selfseg.foreground import most_agreed
+from selfseg.metrics import dice
 
 from helpers import disc_image as _disc_image
 
@@ -56,13 +57,18 @@ def test_segment_kmeans_readout_clusters() -> None:
     assert argmax.history == result.history  # the readout changes the clusters, not the fit
     more = segment(grey, seed=1, min_labels=2, readout_clusters=3, **FAST)
     assert more.n_labels == 3 and more.history == result.history
-    # on colour images one readout each with min_labels to min_labels + 2 clusters; the most agreed mask is kept
+    # on colour images one readout each with min_labels to min_labels + 2 clusters; under a prior the mask closest to
+    # colour k-means' (its own vote over the same counts) is kept, with a point the most agreed one
     colour = segment(_disc_image(), seed=1, min_labels=2, **FAST)
     singles = {k: segment(_disc_image(), seed=1, min_labels=2, readout_clusters=k, **FAST) for k in (2, 3, 4)}
     assert [single.n_labels for single in singles.values()] == [2, 3, 4]
-    best = (2, 3, 4)[most_agreed([single.mask for single in singles.values()])]
+    referee = segment(_disc_image(), method="kmeans", min_labels=2).mask
+    best = (2, 3, 4)[int(np.argmax([dice(single.mask, referee) for single in singles.values()]))]
     np.testing.assert_array_equal(colour.labels, singles[best].labels)
     np.testing.assert_array_equal(colour.mask, singles[best].mask)
+    pointed = segment(_disc_image(), seed=1, min_labels=2, point=(20, 15), **FAST)
+    singles = [segment(_disc_image(), seed=1, min_labels=2, readout_clusters=k, point=(20, 15), **FAST) for k in (2, 3, 4)]
+    np.testing.assert_array_equal(pointed.mask, singles[most_agreed([single.mask for single in singles])].mask)
 
 
 def test_segment_is_deterministic_and_native_size() -> None:

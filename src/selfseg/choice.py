@@ -1,8 +1,8 @@
 """The mask choice: from the cluster maps of one image to its mask, in one place.
 
 ``choose`` is what a fresh fit and resume's re-choice both call: each map's mask under the ``MaskRule``, the map
-whose mask the others agree with most (``foreground.most_agreed``), and, when that mask is implausible for its
-prior (``foreground.implausible``), one more cluster.
+whose mask the others agree with most (``foreground.most_agreed``) or, given a referee, the one closest to the
+referee's mask, and, when that mask is implausible for its prior (``foreground.implausible``), one more cluster.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from selfseg.confidence import mask_confidence
 from selfseg.foreground import implausible, most_agreed, resolve_target, rule_mask
+from selfseg.metrics import dice
 from selfseg.settings import MaskRule
 
 __all__ = ["MaskChoice", "choose"]
@@ -37,18 +38,29 @@ def choose(
     *,
     truth: np.ndarray | None = None,
     recluster: Callable[[int], np.ndarray] | None = None,
+    referee: Sequence[np.ndarray] | None = None,
 ) -> MaskChoice:
     """The mask of ``pixels`` ((H, W, C) in [0, 1]) from its cluster ``maps`` ((H, W) each) under ``rule``.
 
     Each map gets its mask (``foreground.rule_mask``); the map whose mask the others' masks agree with most is
-    kept. If its mask is ``implausible``, ``recluster`` (a cluster count -> a map, made as the maps were; None when
-    there is no count to raise) gives one map with one cluster more than the most the maps have, and its mask is
-    kept if the same prior finds a plausible one there. ``truth``: the ground truth of an oracle ``rule``.
+    kept. With ``referee`` (cluster maps of the same image that do not depend on the fit, e.g. colour k-means'),
+    the referee's own mask is chosen that way from its maps, and the map whose mask agrees with it most (Dice) is
+    kept instead, unless none overlaps it. If the kept mask is ``implausible``, ``recluster`` (a cluster count -> a
+    map, made as the maps were; None when there is no count to raise) gives one map with one cluster more than the
+    most the maps have, and its mask is kept if the same prior finds a plausible one there. ``truth``: the ground
+    truth of an oracle ``rule``.
+
+    Notes:
+        The maps of one fit read out with 3, 4 and 5 clusters often hold two candidates whose scores under the
+        prior are nearly tied (a lesion and a paler halo, or a region joined to the frame); which of them the
+        most agreed mask holds then changes with the fit's seed and the CPU's rounding. A referee that does not
+        depend on the fit settles such a tie the same way every time, while the mask keeps the network's
+        outline (docs/experiments/vote-referee.md).
     """
     auto = rule.foreground == "auto" and rule.point is None and rule.target == "auto"
     resolved = resolve_target(pixels) if auto else None  # the image's prior, once for all its maps
     masks = [_mask(labels, pixels, rule, truth, resolved) for labels in maps]
-    best = most_agreed([mask for mask, _ in masks])
+    best = _kept([mask for mask, _ in masks], pixels, rule, truth, resolved, referee)
     labels, (mask, chosen) = maps[best], masks[best]
     if recluster is not None and implausible(mask, chosen, labels, pixels):
         more = recluster(max(int(m.max()) for m in maps) + 1)
@@ -56,6 +68,21 @@ def choose(
         if named == chosen and other.any() and not implausible(other, named, more, pixels):
             labels, mask, chosen = more, other, named
     return MaskChoice(labels, mask, chosen, mask_confidence(mask, pixels))
+
+
+def _kept(
+    masks: list[np.ndarray], pixels: np.ndarray, rule: MaskRule, truth: np.ndarray | None, resolved: str | None,
+    referee: Sequence[np.ndarray] | None,
+) -> int:
+    """Index of the mask kept: the most agreed, or the one closest to the ``referee`` maps' most agreed mask."""
+    if referee is None or len(masks) == 1:
+        return most_agreed(masks)
+    refereed = [_mask(labels, pixels, rule, truth, resolved)[0] for labels in referee]
+    target = refereed[most_agreed(refereed)]
+    if not target.any():
+        return most_agreed(masks)
+    agreement = [dice(mask, target) for mask in masks]
+    return int(np.argmax(agreement)) if max(agreement) > 0 else most_agreed(masks)
 
 
 def _mask(

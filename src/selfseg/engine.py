@@ -105,12 +105,25 @@ def _baseline(image: Prepared, settings: FitSettings, rule: MaskRule) -> Segment
     start = time.perf_counter()
 
     def recluster(k: int) -> np.ndarray:
-        return relabel_by_area(BASELINES[settings.method](image.pixels, k))
+        return _baseline_map(settings.method, image.pixels, k)
 
     maps = [recluster(k) for k in settings.counts(image.pixels)]
     seconds = time.perf_counter() - start
     retry = recluster if settings.reclusters else None
     return _result(choose(maps, image.pixels, rule, truth=image.truth, recluster=retry), settings, image.seed, seconds, [])
+
+
+def _referee(pixels: np.ndarray, counts: Sequence[int], rule: MaskRule) -> list[np.ndarray] | None:
+    """Colour k-means' maps of ``pixels`` with the readout's ``counts``, the referee of ``choice.choose`` among a
+    network's readouts under a prior; None for a point or an oracle rule, which a tie under a prior cannot move."""
+    if rule.foreground != "auto" or rule.point is not None:
+        return None
+    return [_baseline_map("kmeans", pixels, k) for k in counts]
+
+
+def _baseline_map(method: str, pixels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """The (H, W) cluster map of baseline ``method`` on (H, W, C) ``pixels``, numbered by decreasing area."""
+    return relabel_by_area(BASELINES[method](pixels, n_clusters))
 
 
 def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: MaskRule) -> SegmentationResult:
@@ -125,10 +138,12 @@ def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: Ma
             shape = image.pixels.shape[:2]
             return cluster_maps(scores, x, shape, readout=settings.readout, counts=counts)
 
-    maps = read_out(settings.counts(image.pixels))
+    counts = settings.counts(image.pixels)
+    maps = read_out(counts)
     seconds = time.perf_counter() - network.start
     recluster = (lambda k: read_out((k,))[0]) if settings.reclusters else None
-    choice = choose(maps, image.pixels, rule, truth=image.truth, recluster=recluster)
+    choice = choose(maps, image.pixels, rule, truth=image.truth, recluster=recluster,
+                    referee=_referee(image.pixels, counts, rule) if len(maps) > 1 else None)
     return _result(choice, settings, network.seed, seconds, network.history)
 
 

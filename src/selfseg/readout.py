@@ -90,7 +90,7 @@ def default_readout_clusters(image: np.ndarray, min_labels: int) -> tuple[int, .
     """Cluster counts of ``kmeans_readout`` when none are given: ``(min_labels,)`` on grey images
     (``foreground.is_grey``: CT and X-rays, whose outside, body and lungs are three tones), ``min_labels``
     to ``min_labels + 2`` on colour ones (dermoscopy: skin, a lesion's rim and core, shading or hair;
-    ``segment`` keeps the readout whose mask the others agree with most). Measured in docs/results.md."""
+    ``choice.choose`` keeps one readout's mask). Measured in docs/results.md."""
     return (min_labels,) if is_grey(image) else (min_labels, min_labels + 1, min_labels + 2)
 
 
