@@ -152,9 +152,16 @@ def ceilings() -> str:
 
 
 def polyps() -> str:
-    body = [[r["seed"], r["method"], r["prior"], r["best"], r["picked_best"] + "%", r["best_below_half"] + "%"]
-            for r in read("polyps")]
-    return markdown(["seed", "method", "prior's choice", "oracle: best candidate", "picked the best", "best < 0.5"], body)
+    """One row per method, its seeds' figures side by side (seeds 0 / 1 / 2)."""
+    rows = read("polyps")
+
+    def cells(method: str, column: str, unit: str = "") -> str:
+        return " / ".join(r[column] + unit for r in rows if r["method"] == method)
+
+    body = [[m, cells(m, "prior"), cells(m, "best"), cells(m, "picked_best", "%"), cells(m, "best_below_half", "%")]
+            for m in unique([r["method"] for r in rows])]
+    return markdown(["method (seeds " + " / ".join(unique([r["seed"] for r in rows])) + ")", "prior's choice",
+                     "oracle: best candidate", "picked the best", "best < 0.5"], body)
 
 
 def lung_errors() -> str:
@@ -233,11 +240,13 @@ def study_targets() -> str:
 def spread() -> str:
     """Each image's Dice range over seeds and thread counts, per set and version (docs/data/spread.csv, written by
     benchmarks/spread.py), with issue 37's targets (median <= 0.02, 95th percentile <= 0.10) computed."""
+    rows = read("spread")
+    versions = unique([r["version"] for r in rows])  # in the order the file first names them: oldest first
     body = [[f"{r['dataset']} ({r['images']})", r["version"], r["method"], r["runs"], r["dice"],
              f"{r['range_median']} / {r['range_p95']} "
              f"({met_or_not(float(r['range_median']) <= 0.02 and float(r['range_p95']) <= 0.10)})",
              f"{100 * float(r['over_tenth']):.0f} %"]
-            for r in sorted(read("spread"), key=lambda r: (r["dataset"], r["version"], METHODS.index(r["method"])))]
+            for r in sorted(rows, key=lambda r: (r["dataset"], versions.index(r["version"]), METHODS.index(r["method"])))]
     return markdown(["set (images)", "selfseg", "method", "runs per image", "mean Dice",
                      "range median / p95 (<= 0.02 / 0.10)", "range > 0.1"], body)
 
