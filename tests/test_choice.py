@@ -52,7 +52,7 @@ def test_the_vote_keeps_the_map_the_others_agree_with() -> None:
 def test_a_referee_settles_the_vote_for_the_mask_closest_to_its_own() -> None:
     """Two of three maps join a dark disc to the dark band at the frame's top; the majority keeps that joined
     region, a referee whose maps hold the disc alone keeps the map with the disc alone, and a referee with no mask
-    leaves the vote as it was."""
+    leaves the vote as it was. A single map, or a prior outside ``REFEREED_PRIORS`` (the polyp's), never asks it."""
     yy, xx = np.mgrid[:60, :60]
     disc = (yy - 35) ** 2 + (xx - 30) ** 2 < 12**2
     band = yy < 6
@@ -63,7 +63,17 @@ def test_a_referee_settles_the_vote_for_the_mask_closest_to_its_own() -> None:
     rule = MaskRule(target="lesion")
     majority = choose([joined, alone, joined.copy()], pixels, rule)
     assert majority.labels is joined and majority.mask[2, 30]
-    refereed = choose([joined, alone, joined.copy()], pixels, rule, referee=[alone.copy(), alone.copy()])
+    refereed = choose([joined, alone, joined.copy()], pixels, rule, referee=lambda: [alone.copy(), alone.copy()])
     assert refereed.labels is alone and refereed.mask[35, 30] and not refereed.mask[2, 30]
     blank = np.ones((60, 60), dtype=np.int32)  # one cluster: no lesion in the referee's maps
-    assert choose([joined, alone, joined.copy()], pixels, rule, referee=[blank]).labels is joined
+    assert choose([joined, alone, joined.copy()], pixels, rule, referee=lambda: [blank]).labels is joined
+    asked: list[int] = []
+
+    def referee() -> list[np.ndarray]:
+        asked.append(1)
+        return [alone]
+
+    assert choose([joined], pixels, rule, referee=referee).labels is joined and not asked
+    polyp = choose([joined, alone, joined.copy()], pixels, MaskRule(target="polyp"), referee=referee)
+    assert polyp.chosen == "polyp" and not asked
+    assert "polyp" not in choice.REFEREED_PRIORS

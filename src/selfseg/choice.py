@@ -17,7 +17,12 @@ from selfseg.foreground import implausible, most_agreed, resolve_target, rule_ma
 from selfseg.metrics import dice
 from selfseg.settings import MaskRule
 
-__all__ = ["MaskChoice", "choose"]
+__all__ = ["REFEREED_PRIORS", "MaskChoice", "choose"]
+
+REFEREED_PRIORS = frozenset({"lesion"})
+"""The priors under which ``choose``'s referee settles the vote. Colour k-means finds the lesion on dermoscopy at
+least as well as the networks do, but the polyp on endoscope frames less well (docs/results.md), so there a
+referee would pull the choice towards its errors (docs/experiments/vote-referee.md)."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,15 @@ def choose(
     *,
     truth: np.ndarray | None = None,
     recluster: Callable[[int], np.ndarray] | None = None,
-    referee: Sequence[np.ndarray] | None = None,
+    referee: Callable[[], Sequence[np.ndarray]] | None = None,
 ) -> MaskChoice:
     """The mask of ``pixels`` ((H, W, C) in [0, 1]) from its cluster ``maps`` ((H, W) each) under ``rule``.
 
     Each map gets its mask (``foreground.rule_mask``); the map whose mask the others' masks agree with most is
-    kept. With ``referee`` (cluster maps of the same image that do not depend on the fit, e.g. colour k-means'),
-    the referee's own mask is chosen that way from its maps, and the map whose mask agrees with it most (Dice) is
-    kept instead, unless none overlaps it. If the kept mask is ``implausible``, ``recluster`` (a cluster count -> a
+    kept. With ``referee`` (() -> cluster maps of the same image that do not depend on the fit, e.g. colour
+    k-means'; asked only when needed) and several maps whose masks a prior of ``REFEREED_PRIORS`` chose, the
+    referee's own mask is chosen that way from its maps, and the map whose mask agrees with it most (Dice) is kept
+    instead, unless none overlaps it. If the kept mask is ``implausible``, ``recluster`` (a cluster count -> a
     map, made as the maps were; None when there is no count to raise) gives one map with one cluster more than the
     most the maps have, and its mask is kept if the same prior finds a plausible one there. ``truth``: the ground
     truth of an oracle ``rule``.
@@ -60,7 +66,8 @@ def choose(
     auto = rule.foreground == "auto" and rule.point is None and rule.target == "auto"
     resolved = resolve_target(pixels) if auto else None  # the image's prior, once for all its maps
     masks = [_mask(labels, pixels, rule, truth, resolved) for labels in maps]
-    best = _kept([mask for mask, _ in masks], pixels, rule, truth, resolved, referee)
+    refereed = referee is not None and len(maps) > 1 and all(named in REFEREED_PRIORS for _, named in masks)
+    best = _kept([mask for mask, _ in masks], pixels, rule, truth, resolved, referee if refereed else None)
     labels, (mask, chosen) = maps[best], masks[best]
     if recluster is not None and implausible(mask, chosen, labels, pixels):
         more = recluster(max(int(m.max()) for m in maps) + 1)
@@ -72,12 +79,12 @@ def choose(
 
 def _kept(
     masks: list[np.ndarray], pixels: np.ndarray, rule: MaskRule, truth: np.ndarray | None, resolved: str | None,
-    referee: Sequence[np.ndarray] | None,
+    referee: Callable[[], Sequence[np.ndarray]] | None,
 ) -> int:
     """Index of the mask kept: the most agreed, or the one closest to the ``referee`` maps' most agreed mask."""
-    if referee is None or len(masks) == 1:
+    if referee is None:
         return most_agreed(masks)
-    refereed = [_mask(labels, pixels, rule, truth, resolved)[0] for labels in referee]
+    refereed = [_mask(labels, pixels, rule, truth, resolved)[0] for labels in referee()]
     target = refereed[most_agreed(refereed)]
     if not target.any():
         return most_agreed(masks)

@@ -113,12 +113,12 @@ def _baseline(image: Prepared, settings: FitSettings, rule: MaskRule) -> Segment
     return _result(choose(maps, image.pixels, rule, truth=image.truth, recluster=retry), settings, image.seed, seconds, [])
 
 
-def _referee(pixels: np.ndarray, counts: Sequence[int], rule: MaskRule) -> list[np.ndarray] | None:
-    """Colour k-means' maps of ``pixels`` with the readout's ``counts``, the referee of ``choice.choose`` among a
-    network's readouts under a prior; None for a point or an oracle rule, which a tie under a prior cannot move."""
+def _referee(pixels: np.ndarray, counts: Sequence[int], rule: MaskRule) -> Callable[[], list[np.ndarray]] | None:
+    """Colour k-means' maps of ``pixels`` with the readout's ``counts``, made when asked: the referee of
+    ``choice.choose`` among a network's readouts under a prior; None for a point or an oracle rule."""
     if rule.foreground != "auto" or rule.point is not None:
         return None
-    return [_baseline_map("kmeans", pixels, k) for k in counts]
+    return lambda: [_baseline_map("kmeans", pixels, k) for k in counts]
 
 
 def _baseline_map(method: str, pixels: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -143,7 +143,7 @@ def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: Ma
     seconds = time.perf_counter() - network.start
     recluster = (lambda k: read_out((k,))[0]) if settings.reclusters else None
     choice = choose(maps, image.pixels, rule, truth=image.truth, recluster=recluster,
-                    referee=_referee(image.pixels, counts, rule) if len(maps) > 1 else None)
+                    referee=_referee(image.pixels, counts, rule))
     return _result(choice, settings, network.seed, seconds, network.history)
 
 

@@ -189,8 +189,8 @@ def _add_fit_options(method: argparse._ArgumentGroup, *, several_seeds: bool) ->
         type=_counts,
         metavar="K[,K...]",
         help="clusters of the kmeans readout and of --method kmeans; several counts (e.g. 3,4,5) read out once "
-        "each and keep the readout whose mask agrees most with colour k-means' (a referee that does not depend "
-        "on the fit; with --point, the others' mask) (default: --min-labels, 3, on grey "
+        "each and keep the readout whose mask agrees most with colour k-means' under the lesion prior (a referee "
+        "that does not depend on the fit), else the one the others agree with most (default: --min-labels, 3, on grey "
         "images such as CT and X-rays; --min-labels to --min-labels + 2, 3,4,5, on colour images such as "
         "dermoscopy)",
     )
