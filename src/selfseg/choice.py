@@ -22,7 +22,8 @@ __all__ = ["REFEREED_PRIORS", "MaskChoice", "choose"]
 REFEREED_PRIORS = frozenset({"lesion"})
 """The priors under which ``choose``'s referee settles the vote. Colour k-means finds the lesion on dermoscopy at
 least as well as the networks do, but the polyp on endoscope frames less well (docs/results.md), so there a
-referee would pull the choice towards its errors (docs/experiments/vote-referee.md)."""
+referee would pull the choice towards its errors (docs/experiments/vote-referee.md). A point's or the oracle's
+masks ("point", "oracle") are never refereed."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ def _kept(
     """Index of the mask kept: the most agreed, or the one closest to the ``referee`` maps' most agreed mask."""
     if referee is None:
         return most_agreed(masks)
-    refereed = [_mask(labels, pixels, rule, truth, resolved)[0] for labels in referee()]
-    target = refereed[most_agreed(refereed)]
+    theirs = [_mask(labels, pixels, rule, truth, resolved)[0] for labels in referee()]
+    target = theirs[most_agreed(theirs)]
     if not target.any():
         return most_agreed(masks)
     agreement = [dice(mask, target) for mask in masks]

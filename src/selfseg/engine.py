@@ -113,22 +113,14 @@ def _baseline(image: Prepared, settings: FitSettings, rule: MaskRule) -> Segment
     return _result(choose(maps, image.pixels, rule, truth=image.truth, recluster=retry), settings, image.seed, seconds, [])
 
 
-def _referee(pixels: np.ndarray, counts: Sequence[int], rule: MaskRule) -> Callable[[], list[np.ndarray]] | None:
-    """Colour k-means' maps of ``pixels`` with the readout's ``counts``, made when asked: the referee of
-    ``choice.choose`` among a network's readouts under a prior; None for a point or an oracle rule."""
-    if rule.foreground != "auto" or rule.point is not None:
-        return None
-    return lambda: [_baseline_map("kmeans", pixels, k) for k in counts]
-
-
 def _baseline_map(method: str, pixels: np.ndarray, n_clusters: int) -> np.ndarray:
     """The (H, W) cluster map of baseline ``method`` on (H, W, C) ``pixels``, numbered by decreasing area."""
     return relabel_by_area(BASELINES[method](pixels, n_clusters))
 
 
 def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: MaskRule) -> SegmentationResult:
-    """A fitted network's clusters at the native size (``readout.cluster_maps``) and the mask; ``seconds`` counts
-    from the network's start to the end of its readout."""
+    """A fitted network's clusters at the native size (``readout.cluster_maps``) and the mask (``choice.choose``, with
+    colour k-means as the referee of its vote); ``seconds`` counts from the network's start to the end of its readout."""
     x, precision = network.x, settings.precision
     with torch.no_grad(), autocast(x.device, precision):
         scores = network.model.predict(x).float()
@@ -142,8 +134,11 @@ def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: Ma
     maps = read_out(counts)
     seconds = time.perf_counter() - network.start
     recluster = (lambda k: read_out((k,))[0]) if settings.reclusters else None
-    choice = choose(maps, image.pixels, rule, truth=image.truth, recluster=recluster,
-                    referee=_referee(image.pixels, counts, rule))
+
+    def referee() -> list[np.ndarray]:  # colour k-means' maps, made only when choose's vote needs a referee
+        return [_baseline_map("kmeans", image.pixels, k) for k in counts]
+
+    choice = choose(maps, image.pixels, rule, truth=image.truth, recluster=recluster, referee=referee)
     return _result(choice, settings, network.seed, seconds, network.history)
 
 
