@@ -102,11 +102,18 @@ def test_a_killed_worker_is_retried_and_recorded_once(local_ray, tmp_path) -> No
 
 @pytest.mark.ray
 def test_a_stop_lets_the_running_tasks_finish_and_starts_no_other(local_ray, tmp_path) -> None:
-    """A disk that refuses results.csv after the first input (simulated in the driver): the input fitted beside
-    it, slower, finishes its files; no temporary file remains; inputs not started are never fitted."""
-    src = _inputs(tmp_path / "in", 4)
+    """A disk that refuses results.csv after the first input (simulated in the driver): the inputs already running
+    finish their files, the others are never fitted, no input is half-written and no temporary file remains.
+
+    Ray does not start its queued tasks in the order they were submitted, and it starts one on the CPU the first
+    result frees before the driver can cancel it; so which inputs finish is Ray's to choose. What the stop
+    guarantees is checked: two inputs were running together (2 CPUs), both finish; each later input takes far
+    longer than the driver needs to stop, so at most one more starts and at least one is never fitted."""
+    src = _inputs(tmp_path / "in", 1)
     yy, xx = np.mgrid[:160, :160]
-    Image.fromarray(np.where((yy - 80) ** 2 + (xx - 70) ** 2 < 2000, 50, 200).astype(np.uint8)).save(src / "img1.png")
+    for k in range(1, 6):
+        disk = (yy - 80) ** 2 + (xx - 60 - 4 * k) ** 2 < 1500 + 200 * k
+        Image.fromarray(np.where(disk, 50, 200).astype(np.uint8)).save(src / f"img{k}.png")
     out, slow = tmp_path / "out", {**FAST, "size": None, "max_iter": 30, "min_iter": 30}
 
     def refuse(row: dict) -> None:
@@ -114,9 +121,9 @@ def test_a_stop_lets_the_running_tasks_finish_and_starts_no_other(local_ray, tmp
 
     with pytest.raises(io.WriteError):
         run_batch([src], out, backend="ray", progress=False, on_result=refuse, **slow)
-    complete = {stem for stem in ("img0", "img1", "img2", "img3")
-                if all((out / f"{stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)}
-    assert {"img0", "img1"} <= complete and "img3" not in complete
+    stems = [f"img{k}" for k in range(6)]
+    complete = {stem for stem in stems if all((out / f"{stem}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)}
+    assert 2 <= len(complete) <= 4, sorted(complete)
     written = {f"{stem}{suffix}" for stem in complete for suffix in OUTPUT_SUFFIXES}
     assert {p.name for p in out.iterdir()} == written | {"results.csv"}  # no temporary file, no partial input
 
