@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfseg import cli, engine, runner
+from selfseg import cli, runner
 from selfseg.runner import BatchReport
+from selfseg.runner import task as runner_task
 
 from helpers import DOCS, fake_fit_images
 
@@ -231,7 +232,7 @@ def test_new_batch_options_reach_run_batch(tmp_path, monkeypatch):
 
 
 def test_folders_glob_and_list_files(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(engine, "segment", fake_fit_images())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     src = tmp_path / "in"
     (src / "deep").mkdir(parents=True)
     _disc(src / "deep" / "a.png")
@@ -251,7 +252,7 @@ def test_folders_glob_and_list_files(tmp_path, monkeypatch, capsys):
 
 
 def test_bad_inputs_give_one_line_each_and_exit_1(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(engine, "segment", fake_fit_images())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     src = tmp_path / "in"
     src.mkdir()
     _disc(src / "good.png")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfseg import cli, engine
+from selfseg import cli
 from selfseg.report import REPORT_NAME, write_report
 from selfseg.runner import evaluate_outputs, run_batch
 from selfseg.runner import task as runner_task
@@ -23,6 +23,10 @@ from helpers import CUBE, fake_fit_images, write_nifti
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _VOID = {"meta", "img", "input", "br", "hr", "link", "source"}
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("SELFSEG_REQUIRE_BROWSER"),
+    reason="no chromium here (CI installs it and sets SELFSEG_REQUIRE_BROWSER)",
+)
 
 
 class _Checker(HTMLParser):
@@ -60,7 +64,7 @@ def _images(folder: Path, n: int) -> list[Path]:
 @pytest.fixture
 def run_folder(tmp_path, monkeypatch) -> Path:
     """A scored run of 4 images (stand-in fits), one bad input, and one earlier review mark."""
-    monkeypatch.setattr(engine, "segment", fake_fit_images())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     images = _images(tmp_path / "in", 4)
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
     truth = tmp_path / "gt"
@@ -97,7 +101,7 @@ def test_report_lists_every_input_with_thumbnails_scores_and_marks(run_folder) -
 
 
 def test_report_of_a_volume_shows_a_slice_strip(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "segment", fake_fit_images())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     write_nifti(tmp_path / "ct.nii.gz", CUBE)
     run_batch([tmp_path / "ct.nii.gz"], tmp_path / "out", workers=1, progress=False, size=32, max_iter=1)
     data = _page_data(write_report(tmp_path / "out", thumbnail_side=40).read_text(encoding="utf-8"))
@@ -116,7 +120,7 @@ def test_report_command_and_missing_results(run_folder, tmp_path, capsys) -> Non
 
 
 def test_segment_report_option_writes_the_page(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "segment", fake_fit_images())
+    monkeypatch.setattr(runner_task, "fit_images", fake_fit_images())
     _images(tmp_path / "in", 2)
     argv = ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet", "--report"]
     assert cli.main(argv) == 0
@@ -131,10 +135,7 @@ def test_a_short_row_without_an_image_is_a_failure_of_the_report(tmp_path) -> No
         {"run": "run", "image": "", "reason": "not a file name: left out of the report"}]
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("SELFSEG_REQUIRE_BROWSER"),
-    reason="no chromium here (CI installs it and sets SELFSEG_REQUIRE_BROWSER)",
-)
+@needs_browser
 def test_report_in_headless_chromium(run_folder, tmp_path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     assert CHROMIUM is not None, "SELFSEG_REQUIRE_BROWSER is set but chromium is not installed"
@@ -169,6 +170,7 @@ def test_report_in_headless_chromium(run_folder, tmp_path) -> None:
     assert pixels.std() > 10  # text, thumbnails and plots, not a blank page
 
 
+@needs_browser
 def test_a_study_stage_is_shown_beside_its_run_in_headless_chromium(run_folder) -> None:
     """A folder with ``study/`` (here the per-image masks written again as study masks): one row per image with
     its per-image and study masks side by side, sortable by the study mask's Dice."""
@@ -236,10 +238,7 @@ def test_names_are_data_in_the_page_and_a_path_in_results_is_left_out(markup_fol
     assert not any(path.name.startswith("escaped") for path in tmp_path.rglob("*"))
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("SELFSEG_REQUIRE_BROWSER"),
-    reason="no chromium here (CI installs it and sets SELFSEG_REQUIRE_BROWSER)",
-)
+@needs_browser
 def test_markup_in_names_is_shown_as_text_in_headless_chromium(markup_folder) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     assert CHROMIUM is not None, "SELFSEG_REQUIRE_BROWSER is set but chromium is not installed"
