@@ -79,6 +79,14 @@ def test_kmeans_of_fewer_colours_than_clusters_returns_fewer_clusters_quietly() 
     np.testing.assert_array_equal(flat, np.ones((6, 5), dtype=np.int32))
 
 
+def test_kmeans_of_features_with_nan_or_inf_is_one_clear_error() -> None:
+    for bad in (np.nan, np.inf):
+        features = _two_tone().astype(np.float64)
+        features[0, 0, 1] = bad
+        with pytest.raises(ValueError, match="^kmeans_labels: the features contain NaN or infinite values$"):
+            kmeans_labels(features, n_clusters=2)
+
+
 @pytest.mark.parametrize("method", ["otsu", "kmeans"])
 def test_engine_runs_baselines_through_the_foreground_step(method: str) -> None:
     result = segment(_two_tone(), method=method, seed=0, min_labels=2)

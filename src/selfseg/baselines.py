@@ -6,6 +6,7 @@ at the image's own resolution.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -55,14 +56,17 @@ def kmeans_labels(
     if seed is not None:
         warnings.warn("kmeans_labels: seed is ignored since selfseg 0.12", FutureWarning, stacklevel=2)
     pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
+    if not np.isfinite(pixels).all():  # checked once here, not by scipy at each of the Lloyd iterations
+        raise ValueError("kmeans_labels: the features contain NaN or infinite values")
     sample = pixels[:: -(-len(pixels) // KMEANS_SAMPLE)]
+    lloyd = functools.partial(kmeans2, check_finite=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "One of the clusters is empty", UserWarning)
         warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
-        fits = [kmeans2(sample, n_clusters, minit="++", seed=np.random.default_rng(start)) for start in range(starts)]
+        fits = [lloyd(sample, n_clusters, minit="++", seed=np.random.default_rng(start)) for start in range(starts)]
         centroids, assignment = min(fits, key=lambda fit: _inertia(sample, *fit))
         if len(sample) < len(pixels):
-            _, assignment = kmeans2(pixels, centroids, minit="matrix")
+            _, assignment = lloyd(pixels, centroids, minit="matrix")
     return (assignment.reshape(image.shape[:2]) + 1).astype(np.int32)
 
 
