@@ -175,9 +175,7 @@ def confidence() -> str:
 
     def cell(dataset: str, method: str) -> str:
         found = {r["seed"]: r["spearman"] for r in rows if (r["dataset"], r["method"]) == (dataset, method)}
-        if "min" in found:
-            return f"{found['min']}-{found['max']} (seeds 0-2)"
-        return " / ".join(found.values()) if len(found) > 1 else f"{found['0']} (seed 0)"
+        return f"{found['all']} (no draw)" if "all" in found else " / ".join(found.values())
 
     body = [[d, *(cell(d, m) for m in methods)] for d in unique([r["dataset"] for r in rows])]
     return markdown(["dataset", *methods], body)
