@@ -15,8 +15,6 @@ default), and puts each row into docs/data/summary.csv, replacing the row of the
 foreground rule and seed.
 
 docs/data/summary.csv holds one row per dataset, method, foreground rule and seed (the mean Dice over the images).
-A row whose seed is ``all`` holds the benchmark's own mean and standard deviation over the seeds; it is there only
-where the per-seed figures were transcribed rounded to 3 decimals and do not reproduce them, and ``--add`` drops it.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 DATA = DOCS / "data"
 RESULTS = DOCS / "results.md"
-SUMMARY_COLUMNS = ("dataset", "method", "foreground", "seed", "images", "dice", "dice_std")
+SUMMARY_COLUMNS = ("dataset", "method", "foreground", "seed", "images", "dice")
 METHODS = ("s3net", "msformer", "dfc", "kmeans")
 """The order of the methods in the tables."""
 MARKER = re.compile(r"(<!-- table: (\w+) -->\n).*?(<!-- /table -->)", re.S)
@@ -61,15 +59,11 @@ def summary_rows(dataset: str, method: str) -> list[Row]:
 
 def per_seed(dataset: str, method: str) -> list[float]:
     """Mean Dice of each seed (ground-truth-free masks), in seed order."""
-    rows = [r for r in summary_rows(dataset, method) if r["seed"] != "all"]
-    return [float(r["dice"]) for r in sorted(rows, key=lambda r: int(r["seed"]))]
+    return [float(r["dice"]) for r in sorted(summary_rows(dataset, method), key=lambda r: int(r["seed"]))]
 
 
 def mean_std(dataset: str, method: str) -> tuple[float, float | None]:
     """Mean over the seeds (rounded as shown) and its standard deviation (None for one seed)."""
-    published = [r for r in summary_rows(dataset, method) if r["seed"] == "all"]
-    if published:
-        return float(published[0]["dice"]), float(published[0]["dice_std"])
     seeds = per_seed(dataset, method)
     return round(statistics.mean(seeds), 3), statistics.stdev(seeds) if len(seeds) > 1 else None
 
@@ -282,10 +276,9 @@ def add(bench_dir: Path, seed: int) -> int:
         with open(path, newline="", encoding="utf-8") as handle:
             for new in csv.DictReader(handle):
                 key = (new["dataset"], new["method"], new["foreground"])
-                rows = [r for r in rows if (r["dataset"], r["method"], r["foreground"]) != key
-                        or r["seed"] not in (str(run_seed), "all")]
+                rows = [r for r in rows if (r["dataset"], r["method"], r["foreground"], r["seed"]) != (*key, str(run_seed))]
                 rows.append({**dict(zip(SUMMARY_COLUMNS, key)), "seed": str(run_seed), "images": new["images"],
-                             "dice": new["dice"], "dice_std": ""})
+                             "dice": new["dice"]})
                 taken += 1
     with open(DATA / "summary.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, SUMMARY_COLUMNS, lineterminator="\n")
@@ -294,11 +287,10 @@ def add(bench_dir: Path, seed: int) -> int:
     return taken
 
 
-def order_key(rows: list[Row]) -> Callable[[Row], tuple[int, int, str, bool, int]]:
-    """Keep datasets and methods in their first order, seeds ascending, ``all`` after them."""
+def order_key(rows: list[Row]) -> Callable[[Row], tuple[int, int, str, int]]:
+    """Keep datasets and methods in their first order, seeds ascending."""
     datasets, methods = unique([r["dataset"] for r in rows]), unique([r["method"] for r in rows])
-    return lambda r: (datasets.index(r["dataset"]), methods.index(r["method"]), r["foreground"], r["seed"] == "all",
-                      int(r["seed"]) if r["seed"] != "all" else 0)
+    return lambda r: (datasets.index(r["dataset"]), methods.index(r["method"]), r["foreground"], int(r["seed"]))
 
 
 def main(argv: list[str] | None = None) -> int:
