@@ -43,12 +43,18 @@ def test_default_fit_of_each_dermoscopy_sample_is_good_whatever_the_seed(seed, s
     assert len(capsys.readouterr().out.strip().splitlines()) == len(STEMS) + 1
 
 
-@pytest.mark.parametrize(("method", "readout"), [("msformer", "kmeans"), ("s3net", "argmax")])
-def test_cli_segments_dermoscopy_samples_with_other_fits(method, readout, shared_data, tmp_path) -> None:
-    """MS-Former, and the papers' argmax readout: bounds that catch a broken pipeline (a wrong region or an
-    empty mask scores below 0.5); their spread over seeds is not measured against issue 37's targets."""
-    scores = _segment_samples(shared_data, tmp_path, ["--method", method, "--readout", readout])
-    assert min(scores.values()) >= 0.6 and np.mean(list(scores.values())) >= 0.8, f"{method}: Dice {scores}"
+def test_msformer_fit_of_each_dermoscopy_sample_is_good(shared_data, tmp_path) -> None:
+    """MS-Former at the defaults: each sample >= 0.85, as S3-Net. Measured with benchmarks/spread.py for seeds 0-4
+    under 1 and 2 torch threads, every run 0.884 or more; this command, 0.880 / 0.893 / 0.959 (docs/results.md)."""
+    scores = _segment_samples(shared_data, tmp_path, ["--method", "msformer"])
+    assert min(scores.values()) >= 0.85, f"msformer: Dice {scores}"
+
+
+def test_cli_segments_dermoscopy_samples_with_the_papers_argmax_readout(shared_data, tmp_path) -> None:
+    """The papers' argmax readout: bounds that catch a broken pipeline (a wrong region or an empty mask scores below
+    0.5); its spread over seeds is not measured against issue 37's targets."""
+    scores = _segment_samples(shared_data, tmp_path, ["--readout", "argmax"])
+    assert min(scores.values()) >= 0.6 and np.mean(list(scores.values())) >= 0.8, f"argmax: Dice {scores}"
 
 
 def test_chest_xray_lungs_stop_at_the_shoulders(shared_data) -> None:
