@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -42,19 +43,24 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray with 2 CPUs for the module's tests."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+def _start_two_workers(ray: ModuleType) -> None:
+    """Two Ray workers that have imported the package, each holding a CPU at the same moment, so that a test's
+    first two tasks start together (a worker started for a task imports torch first, for seconds)."""
 
     def warm() -> None:  # defined here, so that Ray sends it by value (the tests' modules are not on its path)
         import selfseg.runner.workers  # noqa: F401
 
         time.sleep(0.5)
 
-    # two workers that have imported the package and hold a CPU each at once: the tests' first two tasks start together
     ray.get([ray.remote(num_cpus=1)(warm).remote() for _ in range(2)])
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs for the module's tests."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    _start_two_workers(ray)
     yield ray
     ray.shutdown()
 
@@ -115,7 +121,7 @@ def test_a_stop_lets_the_running_tasks_finish_and_starts_no_other(local_ray, tmp
 
     Ray does not start its queued tasks in the order they were submitted, and it starts one on the CPU the first
     result frees before the driver can cancel it; so which inputs finish is Ray's to choose. What the stop
-    guarantees is checked: two inputs were running together (2 CPUs, workers started by ``local_ray``), both
+    guarantees is checked: two inputs were running together (2 CPUs, two workers started beforehand), both
     finish; each input takes far longer than the driver needs to stop, so at most two more start (on the CPUs
     the first two free) and the others are never fitted."""
     src = tmp_path / "in"
@@ -125,6 +131,7 @@ def test_a_stop_lets_the_running_tasks_finish_and_starts_no_other(local_ray, tmp
         disk = (yy - 80) ** 2 + (xx - 60 - 4 * k) ** 2 < 1500 + 200 * k
         Image.fromarray(np.where(disk, 50, 200).astype(np.uint8)).save(src / f"img{k}.png")
     out, slow = tmp_path / "out", {**FAST, "size": None, "max_iter": 30, "min_iter": 30}
+    _start_two_workers(local_ray)  # the test before killed one
 
     def refuse(row: dict) -> None:
         raise io.WriteError(errno.ENOSPC, out / "results.csv")

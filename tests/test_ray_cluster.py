@@ -192,8 +192,7 @@ def test_nothing_at_the_address_is_one_line_at_once(tmp_path) -> None:
     with selfseg_segment([str(src), "--out", str(tmp_path / "out"), "--backend", "ray", "--ray-address", address],
                          _env(tmp_path / "token")) as driver:
         _, err = driver.communicate(timeout=DEADLINE)
-    # Ray alone would try for about 13 minutes; the bound leaves a slow machine its imports (torch, ray)
-    assert driver.returncode == 2 and time.monotonic() - start < DEADLINE / 2
+    assert driver.returncode == 2 and time.monotonic() - start < 30
     assert err == f"error: cannot join the Ray cluster at {address}: nothing answers there (Connection refused)\n"
 
 
