@@ -226,6 +226,9 @@ def test_auto_target_falls_back_to_lesion() -> None:
     assert resolve_target(_paint(labels, {1: 0.8, 2: 0.2})) == "lesion"
     assert is_grey(grey) and is_grey(grey[:, :, :1]) and not is_grey(_paint(labels, {1: 0.8, 2: 0.2}))
     assert is_grey(grey + np.array([0, 0.5 / 255, 0])) and not is_grey(grey + np.array([0, 2 / 255, 0]))
+    tinted = grey.copy()
+    tinted[37, 45, 1] += 2 / 255  # one coloured pixel, off the stride the quick look takes
+    assert not is_grey(tinted)
     mask, chosen = select_foreground(labels, grey)  # one dark blob, no body around it: not lungs
     assert chosen == "lesion" and _iou(mask, lesion) > 0.97
     mask, chosen = select_foreground(labels, grey, target="lungs")
@@ -339,14 +342,23 @@ def test_lungs_in_the_lowest_30_percent_of_a_radiograph_are_implausible() -> Non
     assert not lies_low(np.zeros_like(mask))
 
 
-def test_convex_hull_on_the_bounding_box_equals_skimage() -> None:
+def test_convex_hull_equals_skimage() -> None:
     rng = np.random.default_rng(0)
-    for _ in range(5):
+    masks = []
+    for _ in range(40):
         mask = np.zeros((40, 50), dtype=bool)
         top, left = rng.integers(0, 20, size=2)
         mask[top : top + rng.integers(2, 20), left : left + rng.integers(2, 30)] = True
         mask &= rng.random(mask.shape) < 0.7  # ragged, with holes
         mask[top, left] = True
+        masks.append(mask)
+    line = np.zeros((30, 30), dtype=bool)
+    line[np.arange(30), np.arange(30) // 3] = True  # edges through pixel centres
+    apart = np.zeros((30, 40), dtype=bool)
+    apart[2, 3] = apart[25, 30:33] = True  # two regions, empty rows between them
+    single = np.zeros((5, 5), dtype=bool)
+    single[4, 4] = True
+    for mask in [*masks, line, apart, single, np.ones((3, 7), dtype=bool)]:
         np.testing.assert_array_equal(convex_hull(mask), convex_hull_image(mask))
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import convex_hull_image, disk
+from scipy.spatial import ConvexHull
+from skimage.morphology import disk
 
 EIGHT = np.ones((3, 3), dtype=bool)
 """8-connectivity."""
@@ -34,13 +35,48 @@ def closing_padded(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def convex_hull(mask: np.ndarray) -> np.ndarray:
-    """``convex_hull_image`` of a non-empty (H, W) mask, computed on its bounding box: the same pixels,
-    without testing every pixel of the image against the hull."""
+    """The convex hull of a non-empty (H, W) mask, as ``skimage.morphology.convex_hull_image`` gives it: the pixels
+    whose centres lie in the hull of the mask pixels' edge midpoints, its border included.
+
+    Notes:
+        ``convex_hull_image`` tests each pixel of the mask's bounding box against the hull polygon. Here each row of
+        the box gets its span of columns from the hull's edges (``scipy.spatial.ConvexHull``'s facet equations):
+        the same pixels, several times faster. The polygon's corners are half-integers, so a pixel centre off an
+        edge lies at least 1e-5 pixel from it on images up to 10,000 pixels a side; ``HULL_TOLERANCE`` puts the
+        centres on an edge in and no other.
+    """
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    normal_row, normal_col, offset = ConvexHull(_outer_midpoints(mask[box])).equations.T  # inside: <= 0
+    height, width = mask[box].shape
+    span = HULL_TOLERANCE - offset - normal_row * np.arange(height)[:, None]  # (rows, edges): normal_col * col <= span
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = span / normal_col
+    along = np.abs(normal_col) < HULL_TOLERANCE  # the top and bottom edges bound no row of the box
+    low = np.ceil(np.where((normal_col < 0) & ~along, bound, -np.inf).max(axis=1))
+    high = np.floor(np.where((normal_col > 0) & ~along, bound, np.inf).min(axis=1))
     hull = np.zeros(mask.shape, dtype=bool)
-    hull[box] = convex_hull_image(mask[box])
+    hull[box] = (np.arange(width) >= low[:, None]) & (np.arange(width) <= high[:, None])
     return hull
+
+
+HULL_TOLERANCE = 1e-9
+"""How far (in pixels) outside an edge of ``convex_hull``'s polygon a pixel centre still counts as on it."""
+
+
+def _outer_midpoints(mask: np.ndarray) -> np.ndarray:
+    """(N, 2) distinct edge midpoints of each row's first and last pixel of the (H, W) mask, above, below and
+    outwards: their hull is that of every pixel's edge midpoints (the row's other pixels lie between the two)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    doubled = 1 + np.concatenate([  # twice the midpoints' coordinates, + 1: non-negative integers
+        np.stack([2 * rows + up, 2 * column + out], axis=1)
+        for column, side in ((first, -1), (last, 1)) for up, out in ((-1, 0), (1, 0), (0, side))
+    ])
+    stride = 2 * mask.shape[1] + 2
+    keys = np.unique(doubled[:, 0] * stride + doubled[:, 1])  # one key per point: qhull may fail on repeated points
+    return (np.stack(np.divmod(keys, stride), axis=1) - 1) / 2
 
 
 def regions_of(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
