@@ -44,6 +44,14 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
         the same pixels, several times faster. The polygon's corners are half-integers, so a pixel centre off an
         edge lies at least 1e-5 pixel from it on images up to 10,000 pixels a side; ``HULL_TOLERANCE`` puts the
         centres on an edge in and no other.
+
+    >>> mask = np.zeros((4, 5), dtype=bool)
+    >>> mask[0, 1] = mask[2, 3] = mask[3, 0] = True
+    >>> convex_hull(mask).astype(int)
+    array([[0, 1, 0, 0, 0],
+           [0, 1, 1, 0, 0],
+           [1, 1, 1, 1, 0],
+           [1, 1, 0, 0, 0]])
     """
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
