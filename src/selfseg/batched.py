@@ -17,7 +17,6 @@ from selfseg.settings import check_fits, settings_from_arguments
 __all__ = ["CPU_BATCH_IMAGES", "CUDA_MEMORY_PER_IMAGE_MIB", "check_fits", "default_batch_images", "segment_many"]
 
 
-
 def _seeds(seed: int | Sequence[int], count: int) -> list[int]:
     """One seed per image: ``seed + i`` for an int, else the sequence itself, which must hold ``count``."""
     if isinstance(seed, (int, np.integer)):
