@@ -58,11 +58,12 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
     normal_row, normal_col, offset = ConvexHull(_outer_midpoints(mask[box])).equations.T  # inside: <= 0
     height, width = mask[box].shape
     span = HULL_TOLERANCE - offset - normal_row * np.arange(height)[:, None]  # (rows, edges): normal_col * col <= span
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # the top and bottom edges (normal_col 0, or nearly) have a positive span on every row of the box: their bound is
+    # infinite or far outside it, so they cut no row
+    with np.errstate(divide="ignore"):
         bound = span / normal_col
-    along = np.abs(normal_col) < HULL_TOLERANCE  # the top and bottom edges bound no row of the box
-    low = np.ceil(np.where((normal_col < 0) & ~along, bound, -np.inf).max(axis=1))
-    high = np.floor(np.where((normal_col > 0) & ~along, bound, np.inf).min(axis=1))
+    low = np.ceil(np.where(normal_col < 0, bound, -np.inf).max(axis=1))
+    high = np.floor(np.where(normal_col > 0, bound, np.inf).min(axis=1))
     hull = np.zeros(mask.shape, dtype=bool)
     hull[box] = (np.arange(width) >= low[:, None]) & (np.arange(width) <= high[:, None])
     return hull
