@@ -6,9 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import ndimage
+from scipy.cluster.vq import kmeans2
 
 from selfseg import choice
-from selfseg.baselines import KMEANS_SAMPLE, kmeans_labels, otsu_labels
+from selfseg.baselines import KMEANS_SAMPLE, KMEANS_STARTS, kmeans_labels, kmeans_maps, otsu_labels
 from selfseg.engine import segment
 from selfseg.foreground import choose_mask, most_agreed
 from selfseg.readout import relabel_by_area
@@ -65,6 +67,43 @@ def test_kmeans_of_a_large_image_compares_its_starts_on_a_sample() -> None:
     for region in (labels[40:110, 30:90], labels[:10], labels[120:]):
         assert len(np.unique(region)) == 1
     assert len(np.unique(labels)) == 3
+
+
+def _scipy_kmeans(image: np.ndarray, n_clusters: int) -> np.ndarray:
+    """kmeans_labels as its Notes describe it, with scipy's Lloyd iterations on every pixel at the end."""
+    pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
+    sample = pixels[:: -(-len(pixels) // KMEANS_SAMPLE)]
+    fits = [kmeans2(sample, n_clusters, minit="++", seed=np.random.default_rng(s)) for s in range(KMEANS_STARTS)]
+    centroids, _ = min(fits, key=lambda fit: float(((sample - fit[0][fit[1]]) ** 2).sum()))
+    _, assignment = kmeans2(pixels, centroids, minit="matrix")
+    return assignment.reshape(image.shape[:2]) + 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kmeans_maps_of_an_8_bit_image_are_scipys_clusters_bit_for_bit(channels: int, dtype: type) -> None:
+    """The refinement on the distinct colours of an 8-bit image gives the clusters of scipy's on every pixel."""
+    rng = np.random.default_rng(3)  # smooth colours, on which Lloyd's iterations still move at the tenth
+    smooth = np.stack([ndimage.gaussian_filter(rng.random((160, 128)), 12) for _ in range(channels)], axis=2)
+    levels = np.rint((smooth - smooth.min()) / np.ptp(smooth) * 255)
+    image = (levels.astype(dtype) / dtype(255)).astype(dtype)  # 160 x 128: more pixels than KMEANS_SAMPLE
+    assert image.shape[0] * image.shape[1] > KMEANS_SAMPLE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [_scipy_kmeans(image, k) for k in (3, 4, 5)]
+    for found, wanted in zip(kmeans_maps(image, (3, 4, 5)), expected, strict=True):
+        np.testing.assert_array_equal(found, wanted)
+    np.testing.assert_array_equal(kmeans_labels(image, n_clusters=4), expected[1])
+
+
+def test_kmeans_maps_of_other_features_refine_on_every_pixel() -> None:
+    """Values that are not 8-bit levels (and more than three channels) take scipy's refinement on every pixel."""
+    rng = np.random.default_rng(5)
+    for features in (rng.random((150, 120, 2)), np.round(rng.random((150, 120, 4)) * 255) / 255):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = _scipy_kmeans(features, 3)
+        np.testing.assert_array_equal(kmeans_maps(features, (3,))[0], expected)
 
 
 def test_kmeans_of_fewer_colours_than_clusters_returns_fewer_clusters_quietly() -> None:

@@ -105,17 +105,18 @@ def _baseline(image: Prepared, settings: FitSettings, rule: MaskRule) -> Segment
     start = time.perf_counter()
 
     def recluster(k: int) -> np.ndarray:
-        return _baseline_map(settings.method, image.pixels, k)
+        return _baseline_maps(settings.method, image.pixels, (k,))[0]
 
-    maps = [recluster(k) for k in settings.counts(image.pixels)]
+    maps = _baseline_maps(settings.method, image.pixels, settings.counts(image.pixels))
     seconds = time.perf_counter() - start
     retry = recluster if settings.reclusters else None
     return _result(choose(maps, image.pixels, rule, truth=image.truth, recluster=retry), settings, image.seed, seconds, [])
 
 
-def _baseline_map(method: str, pixels: np.ndarray, n_clusters: int) -> np.ndarray:
-    """The (H, W) cluster map of baseline ``method`` on (H, W, C) ``pixels``, numbered by decreasing area."""
-    return relabel_by_area(BASELINES[method](pixels, n_clusters))
+def _baseline_maps(method: str, pixels: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """The (H, W) cluster maps of baseline ``method`` on (H, W, C) ``pixels``, one per cluster count, numbered by
+    decreasing area."""
+    return [relabel_by_area(labels) for labels in BASELINES[method](pixels, counts)]
 
 
 def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: MaskRule) -> SegmentationResult:
@@ -136,7 +137,7 @@ def _read_out(network: Network, image: Prepared, settings: FitSettings, rule: Ma
     recluster = (lambda k: read_out((k,))[0]) if settings.reclusters else None
 
     def referee() -> list[np.ndarray]:  # colour k-means' maps, made only when choose's vote needs a referee
-        return [_baseline_map("kmeans", image.pixels, k) for k in counts]
+        return _baseline_maps("kmeans", image.pixels, counts)
 
     choice = choose(maps, image.pixels, rule, truth=image.truth, recluster=recluster, referee=referee)
     return _result(choice, settings, network.seed, seconds, network.history)

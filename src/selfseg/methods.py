@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from torch import nn
 
-from selfseg.baselines import kmeans_labels, otsu_labels
+from selfseg.baselines import kmeans_maps, otsu_labels
 from selfseg.checks import look_up_option
 from selfseg.losses import DFCObjective, MSFormerObjective, S3NetObjective
 from selfseg.models import DFC, MSFormer, S3Net
@@ -65,12 +65,12 @@ DEFAULT_SIZE = 96
 """Default working size (longer side, px) of the networks: the masks are smooth, and the readout and the
 foreground rule work at the native resolution (docs/speed.md)."""
 
-BASELINES: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-    "otsu": lambda pixels, n_clusters: otsu_labels(pixels),
-    "kmeans": lambda pixels, n_clusters: kmeans_labels(pixels, n_clusters=n_clusters),
+BASELINES: dict[str, Callable[[np.ndarray, Sequence[int]], list[np.ndarray]]] = {
+    "otsu": lambda pixels, counts: [otsu_labels(pixels) for _ in counts],
+    "kmeans": lambda pixels, counts: kmeans_maps(pixels, counts),
 }
-"""Methods without a network: (H, W, C) image, number of clusters -> (H, W) cluster map (no seed: both are
-deterministic)."""
+"""Methods without a network: (H, W, C) image, numbers of clusters -> one (H, W) cluster map per number (no seed:
+both are deterministic)."""
 
 BASELINE_CLUSTERS = {"otsu": None, "kmeans": 3}
 """The ``min_labels`` of each baseline when none is given: k-means' number of clusters, read out like the networks'
