@@ -43,6 +43,7 @@ from skimage.transform import resize
 from selfseg.checks import check_shape, look_up_option
 from selfseg.foreground.lesion import lesion_mask
 from selfseg.foreground.lungs import lies_low, lungs_mask
+from selfseg.foreground.morphology import fill_holes
 from selfseg.foreground.polyp import looks_endoscopic, polyp_mask
 from selfseg.foreground.regions import EIGHT, centrality, convex_hull, frame_band, nearest_resize, regions_of
 from selfseg.metrics import dice
@@ -79,7 +80,7 @@ def point_mask(labels: np.ndarray, point: tuple[int, int]) -> np.ndarray:
     """The connected region (8-connectivity, holes filled) of the cluster under pixel ``point`` = (x, y)."""
     x, y = point
     components, _ = ndimage.label(labels == labels[y, x], structure=EIGHT)
-    return ndimage.binary_fill_holes(components == components[y, x])
+    return fill_holes(components == components[y, x])
 
 
 def points_mask(labels: np.ndarray, points: Sequence[tuple[int, int]]) -> np.ndarray:

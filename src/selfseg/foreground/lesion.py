@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-from skimage.morphology import disk
 
+from selfseg.foreground.morphology import disk_dilation, disk_opening, fill_holes
 from selfseg.foreground.regions import (
     centrality,
     clusters_by_grey,
@@ -35,25 +34,28 @@ def lesion_mask(
     """
     frame = frame_band(labels.shape)
     band = max(1, round(0.03 * float(np.hypot(*labels.shape))))
-    element = disk(disk_radius(opening, labels.shape))
+    radius = disk_radius(opening, labels.shape)
     order, _ = clusters_by_grey(labels, grey)
     candidates = [np.isin(labels, order[:k]) for k in range(1, len(order))]
     candidates += [labels == label for label in order[1:-1]]
     best, best_score, source = np.zeros(labels.shape, dtype=bool), -np.inf, None
     for candidate in candidates:
-        for region in regions_of(ndimage.binary_opening(candidate, element), min_area * labels.size):
+        for region in regions_of(disk_opening(candidate, radius), min_area * labels.size):
             area = float(region.mean())
             if area > max_area:
                 continue
             touch = float((region & frame).sum()) / float(frame.sum())
-            solidity = float(region.sum()) / float(convex_hull(region).sum())
-            score = (
+            bound = (  # the score if the region were convex: solidity <= 1, so the score is at most this
                 max(grey_contrast(region, grey, band), 0.005) ** contrast_exponent * np.sqrt(area) * (1 - touch) ** 2
-                * centrality(region) * solidity
+                * centrality(region)
             )
+            if bound <= best_score:  # it cannot win: skip its convex hull, the rule's costliest step
+                continue
+            solidity = float(region.sum()) / float(convex_hull(region).sum())
+            score = bound * solidity
             if score > best_score:
                 best, best_score, source = region, score, candidate
     if source is None:
         return best
     # give back what the opening shaved off the chosen region (corners, a rough rim), not what it cut away
-    return ndimage.binary_fill_holes(best | (source & ndimage.binary_dilation(best, element)))
+    return fill_holes(best | (source & disk_dilation(best, radius)))

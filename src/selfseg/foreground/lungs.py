@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import disk
 from skimage.segmentation import inverse_gaussian_gradient, morphological_geodesic_active_contour
 
+from selfseg.foreground.morphology import disk_closing, disk_erosion, disk_opening, fill_holes
 from selfseg.foreground.radiograph import below_neck, below_shoulders, fill_lateral, is_radiograph
 from selfseg.foreground.regions import (
     EIGHT,
-    closing_padded,
     clusters_by_grey,
     disk_radius,
     frame_band,
@@ -83,7 +82,7 @@ def _search(
     ``order`` make them, the body they lie in), or None."""
     height, width = labels.shape
     frame = frame_band(labels.shape)
-    element = disk(disk_radius(opening, labels.shape))
+    radius = disk_radius(opening, labels.shape)
     band = max(1, round(0.03 * float(np.hypot(height, width))))
     grow = disk_radius(margin, labels.shape)
     best, best_score, best_k, best_body, best_pair = None, -np.inf, 0, None, False
@@ -92,9 +91,9 @@ def _search(
         if not outside.any():  # no dark surround: no body to look inside
             break
         body = ~outside
-        inner = ndimage.binary_erosion(body, disk(grow))
+        inner = disk_erosion(body, grow)
         for k in range(1, len(order)):
-            candidate = ndimage.binary_opening(np.isin(labels, order[:k]) & inner, element)
+            candidate = disk_opening(np.isin(labels, order[:k]) & inner, radius)
             regions = [r for r in regions_of(candidate, min_area * labels.size) if not (r & frame).any()]
             if not regions:
                 continue
@@ -110,7 +109,7 @@ def _search(
 
 def _outside(darkest: np.ndarray, frame: np.ndarray, radius: int) -> np.ndarray:
     """The regions of ``darkest`` (opened with a disk of ``radius``) that reach the ``frame`` band. (H, W) bool."""
-    components, _ = ndimage.label(ndimage.binary_opening(darkest, disk(radius)), structure=EIGHT)
+    components, _ = ndimage.label(disk_opening(darkest, radius), structure=EIGHT)
     return np.isin(components, np.unique(components[frame & (components > 0)]))
 
 
@@ -135,7 +134,7 @@ def _regrow(lungs: np.ndarray, allowed: np.ndarray, grow: int, radius: int) -> n
     components, _ = ndimage.label(grown, structure=EIGHT)
     mask = np.zeros(lungs.shape, dtype=bool)
     for index in np.unique(components[lungs]):  # lungs lie inside grown: no background label here
-        mask |= ndimage.binary_fill_holes(closing_padded(components == index, radius))
+        mask |= fill_holes(disk_closing(components == index, radius))
     return mask
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from skimage.color import rgb2lab
-from skimage.morphology import disk
 
+from selfseg.foreground.morphology import disk_dilation, disk_erosion, disk_opening, fill_holes
 from selfseg.foreground.regions import EIGHT, centrality, disk_radius, regions_of
 
 __all__ = ["endoscope_field", "looks_endoscopic", "polyp_candidates", "polyp_mask"]
@@ -29,13 +29,13 @@ def endoscope_field(image: np.ndarray) -> np.ndarray:
     """The (H, W) bool field of view of an (H, W, C) image: its largest region brighter than ``BLACK``, holes
     filled (text and insets on the frame are left out), less a thin rim."""
     bright = image.max(axis=2) >= BLACK
-    bright = ndimage.binary_opening(bright, disk(disk_radius(0.015, bright.shape)))
+    bright = disk_opening(bright, disk_radius(0.015, bright.shape))
     components, count = ndimage.label(bright, structure=EIGHT)
     if count == 0:
         return np.ones(bright.shape, dtype=bool)
     largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
-    field = ndimage.binary_fill_holes(components == largest)
-    return ndimage.binary_erosion(field, disk(disk_radius(0.01, field.shape)))
+    field = fill_holes(components == largest)
+    return disk_erosion(field, disk_radius(0.01, field.shape))
 
 
 def looks_endoscopic(image: np.ndarray, *, corner: float = 0.05, black_share: float = 0.8) -> bool:
@@ -85,14 +85,13 @@ def polyp_candidates(
     """
     field = endoscope_field(image)
     lab = rgb2lab(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3])
-    element = disk(disk_radius(opening, labels.shape))
-    surround = disk(disk_radius(band, labels.shape))
+    radius, surround = disk_radius(opening, labels.shape), disk_radius(band, labels.shape)
     field_area = float(field.sum())
     candidates = []
     for label in np.unique(labels[field]):
-        for region in regions_of(ndimage.binary_opening((labels == label) & field, element), min_area * field_area):
+        for region in regions_of(disk_opening((labels == label) & field, radius), min_area * field_area):
             area = float(region.sum()) / field_area
-            ring = ndimage.binary_dilation(region, surround) & ~region & field
+            ring = disk_dilation(region, surround) & ~region & field
             if area > max_area or not ring.any():
                 continue
             excess = np.clip(lab[region].mean(axis=0) - lab[ring].mean(axis=0), 0, None).sum()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
-from skimage.morphology import disk
+
+from selfseg.foreground.morphology import fill_holes
 
 EIGHT = np.ones((3, 3), dtype=bool)
 """8-connectivity."""
@@ -26,12 +27,6 @@ def frame_band(shape: tuple[int, int], width: float = 0.02) -> np.ndarray:
 def disk_radius(fraction: float, shape: tuple[int, ...]) -> int:
     """A structuring-element radius: ``fraction`` of the shorter side, at least 1 pixel."""
     return max(1, round(fraction * min(shape[:2])))
-
-
-def closing_padded(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary closing with a disk, padded so that regions at the frame are not eaten."""
-    padded = ndimage.binary_closing(np.pad(mask, radius), disk(radius))
-    return padded[radius:-radius, radius:-radius]
 
 
 def convex_hull(mask: np.ndarray) -> np.ndarray:
@@ -100,7 +95,7 @@ def regions_of(mask: np.ndarray, min_pixels: float) -> list[np.ndarray]:
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if sizes[index] >= max(1.0, min_pixels):
             region = np.zeros(mask.shape, dtype=bool)
-            region[box] = ndimage.binary_fill_holes(components[box] == index)
+            region[box] = fill_holes(components[box] == index)
             regions.append(region)
     return regions
 
@@ -123,11 +118,16 @@ def clusters_by_grey(labels: np.ndarray, grey: np.ndarray) -> tuple[np.ndarray, 
 
 def grey_contrast(region: np.ndarray, grey: np.ndarray, width: int, within: np.ndarray | None = None) -> float:
     """Mean grey of the band of ``width`` pixels around ``region`` (inside ``within``) minus the region's."""
-    # ``width`` dilations by the 3x3 square are one (2 width + 1)-square maximum filter, run separably
-    band = ndimage.maximum_filter(region, size=2 * width + 1, mode="constant") & ~region
+    # ``width`` dilations by the 3x3 square are one (2 width + 1)-square maximum filter, run separably, on the
+    # region's bounding box grown by ``width`` (no band pixel lies outside it): the band's pixels in the same order
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
+        return 0.0
+    box = np.s_[max(rows[0] - width, 0) : rows[-1] + width + 1, max(cols[0] - width, 0) : cols[-1] + width + 1]
+    band = ndimage.maximum_filter(region[box], size=2 * width + 1, mode="constant") & ~region[box]
     if within is not None:
-        band &= within
-    return float(grey[band].mean() - grey[region].mean()) if band.any() else 0.0
+        band &= within[box]
+    return float(grey[box][band].mean() - grey[region].mean()) if band.any() else 0.0
 
 
 def nearest_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
