@@ -97,9 +97,11 @@ def test_kmeans_maps_of_an_8_bit_image_are_scipys_clusters_bit_for_bit(channels:
 
 
 def test_kmeans_maps_of_other_features_refine_on_every_pixel() -> None:
-    """Values that are not 8-bit levels (and more than three channels) take scipy's refinement on every pixel."""
+    """Values that are not 8-bit levels in [0, 1] (0-255 themselves, or below 0), or more than three channels, take
+    scipy's refinement on every pixel."""
     rng = np.random.default_rng(5)
-    for features in (rng.random((150, 120, 2)), np.round(rng.random((150, 120, 4)) * 255) / 255):
+    levels = np.round(rng.random((150, 120, 4)) * 255)
+    for features in (rng.random((150, 120, 2)), levels / 255, levels[..., :3], levels[..., :3] / 255 - 0.5):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             expected = _scipy_kmeans(features, 3)

@@ -108,6 +108,8 @@ class _Palette:
         if pixels.shape[1] > 3:
             return None
         levels = np.rint(pixels * 255)
+        if levels.min() < 0 or levels.max() > 255:
+            return None
         if not np.array_equal((levels / 255).astype(image.dtype), image.reshape(pixels.shape)):
             return None
         shifts = 8 * np.arange(pixels.shape[1])[::-1]
