@@ -68,8 +68,9 @@ def kmeans_maps(image: np.ndarray, counts: Sequence[int], *, starts: int = KMEAN
         The refinement on every pixel runs Lloyd's iterations as ``kmeans2`` does, but on the image's distinct
         colours weighted by their pixel counts (``_Palette``), found once for all counts: an 8-bit colour image of
         512 x 512 pixels has 20,000-40,000 of them, a grey one at most 256. The centroids are the same sums over
-        the same pixels, so the clusters are the same; bit for bit for 8-bit images of up to 4 megapixels, whose
-        sums are exact in double precision in any order.
+        the same pixels, so the clusters are the same: bit for bit for the float32 images selfseg reads (8-bit
+        levels) of up to 4 megapixels, whose sums are exact in double precision in any order; otherwise up to the
+        sums' rounding.
     """
     pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
     if not np.isfinite(pixels).all():  # checked once here, not by scipy at each of the Lloyd iterations

@@ -88,15 +88,16 @@ def _by_rows(mask: np.ndarray, radius: int, combine: np.ufunc) -> np.ndarray:
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
     mask = np.asarray(mask, dtype=bool)
-    halves = [math.isqrt(radius * radius - dy * dy) for dy in range(-radius, radius + 1)]
-    lines = [mask]  # lines[w][y, x]: combine of mask[y, x - w : x + w + 1], outside the image background
-    for half in range(1, max(halves) + 1):
-        lines.append(combine(lines[-1], _shifted(mask, half, axis=1)))
-        combine(lines[-1], _shifted(mask, -half, axis=1), out=lines[-1])
-    out = lines[halves[radius]].copy()  # the middle row's segment
-    for dy, half in zip(range(-radius, radius + 1), halves, strict=True):
-        if dy:
-            combine(out, _shifted(lines[half], dy, axis=0), out=out)
+    rows_of: dict[int, list[int]] = {}  # half-width -> the row offsets whose segment it is
+    for dy in range(-radius, radius + 1):
+        rows_of.setdefault(math.isqrt(radius * radius - dy * dy), []).append(dy)
+    out, line = None, mask  # line[y, x]: combine of mask[y, x - half : x + half + 1], outside the image background
+    for half in range(radius + 1):
+        if half:
+            line = combine(line, _shifted(mask, half, axis=1))
+            combine(line, _shifted(mask, -half, axis=1), out=line)
+        for dy in rows_of.get(half, ()):
+            out = _shifted(line, dy, axis=0) if out is None else combine(out, _shifted(line, dy, axis=0), out=out)
     return out
 
 
