@@ -76,8 +76,11 @@ def kmeans_maps(image: np.ndarray, counts: Sequence[int], *, starts: int = KMEAN
     if not np.isfinite(pixels).all():  # checked once here, not by scipy at each of the Lloyd iterations
         raise ValueError("kmeans_labels: the features contain NaN or infinite values")
     sample = pixels[:: -(-len(pixels) // KMEANS_SAMPLE)]
-    palette = _Palette.of(image, pixels) if len(sample) < len(pixels) else None
     lloyd = functools.partial(kmeans2, check_finite=False)
+    refine = None  # (K, D) centroids of the sample -> (N,) assignment of every pixel
+    if len(sample) < len(pixels):
+        palette = _Palette.of(image, pixels)
+        refine = palette.lloyd if palette is not None else lambda centroids: lloyd(pixels, centroids, minit="matrix")[1]
     maps = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "One of the clusters is empty", UserWarning)
@@ -85,10 +88,8 @@ def kmeans_maps(image: np.ndarray, counts: Sequence[int], *, starts: int = KMEAN
         for n_clusters in counts:
             fits = [lloyd(sample, n_clusters, minit="++", seed=np.random.default_rng(start)) for start in range(starts)]
             centroids, assignment = min(fits, key=lambda fit: _inertia(sample, *fit))
-            if palette is not None:
-                assignment = palette.lloyd(centroids)
-            elif len(sample) < len(pixels):
-                _, assignment = lloyd(pixels, centroids, minit="matrix")
+            if refine is not None:
+                assignment = refine(centroids)
             maps.append((assignment.reshape(image.shape[:2]) + 1).astype(np.int32))
     return maps
 

@@ -48,8 +48,7 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
            [1, 1, 1, 1, 0],
            [1, 1, 0, 0, 0]])
     """
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = _bounding_box(mask)
     normal_row, normal_col, offset = ConvexHull(_outer_midpoints(mask[box])).equations.T  # inside: <= 0
     height, width = mask[box].shape
     span = HULL_TOLERANCE - offset - normal_row * np.arange(height)[:, None]  # (rows, edges): normal_col * col <= span
@@ -66,6 +65,12 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
 
 HULL_TOLERANCE = 1e-9
 """How far (in pixels) outside an edge of ``convex_hull``'s polygon a pixel centre still counts as on it."""
+
+
+def _bounding_box(mask: np.ndarray, grow: int = 0) -> tuple[slice, slice]:
+    """The rows and columns of a non-empty (H, W) mask's bounding box, grown by ``grow`` pixels within the image."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return np.s_[max(rows[0] - grow, 0) : rows[-1] + grow + 1, max(cols[0] - grow, 0) : cols[-1] + grow + 1]
 
 
 def _outer_midpoints(mask: np.ndarray) -> np.ndarray:
@@ -120,10 +125,9 @@ def grey_contrast(region: np.ndarray, grey: np.ndarray, width: int, within: np.n
     """Mean grey of the band of ``width`` pixels around ``region`` (inside ``within``) minus the region's."""
     # ``width`` dilations by the 3x3 square are one (2 width + 1)-square maximum filter, run separably, on the
     # region's bounding box grown by ``width`` (no band pixel lies outside it): the band's pixels in the same order
-    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
-    if rows.size == 0:
+    if not region.any():
         return 0.0
-    box = np.s_[max(rows[0] - width, 0) : rows[-1] + width + 1, max(cols[0] - width, 0) : cols[-1] + width + 1]
+    box = _bounding_box(region, grow=width)
     band = ndimage.maximum_filter(region[box], size=2 * width + 1, mode="constant") & ~region[box]
     if within is not None:
         band &= within[box]
