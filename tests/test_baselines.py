@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy.cluster.vq import kmeans2
 
 from selfseg import choice
-from selfseg.baselines import KMEANS_SAMPLE, KMEANS_STARTS, kmeans_labels, kmeans_maps, otsu_labels
+from selfseg.baselines import KMEANS_SAMPLE, KMEANS_STARTS, kmeans_labels, kmeans_maps, kmeans_refine, otsu_labels
 from selfseg.engine import segment
 from selfseg.foreground import choose_mask, most_agreed
 from selfseg.readout import relabel_by_area
@@ -174,3 +174,42 @@ def test_kmeans_clusters_with_the_networks_readout_counts(monkeypatch) -> None:
     assert segment(grey, method="kmeans", seed=7).n_labels == 3 and masks_seen == [3, 1]
     assert segment(colour, method="kmeans", seed=7, readout_clusters=2).n_labels == 2
     assert segment(colour, method="otsu", readout_clusters=(4, 5)).n_labels == 2
+
+
+def test_kmeans_refine_is_lloyds_iterations_from_the_start_until_nothing_moves() -> None:
+    """The clusters scipy's Lloyd iterations reach from the start's centroids, run long enough to converge."""
+    rng = np.random.default_rng(11)
+    features = np.concatenate([rng.normal(0, 1, (40, 30, 5)), rng.normal(0, 0.2, (40, 30, 2))], axis=2)
+    start = kmeans_labels(features[..., 5:], n_clusters=4)
+    points = features.reshape(-1, 7)
+    centroids = np.stack([points[start.ravel() == k].mean(axis=0) for k in range(1, 5)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, expected = kmeans2(points, centroids, iter=200, minit="matrix")
+    refined = kmeans_refine(features, start)
+    np.testing.assert_array_equal(refined, expected.reshape(40, 30) + 1)
+    assert not np.array_equal(refined, start)  # the features moved it
+    assert refined.dtype == np.int32
+    with warnings.catch_warnings():  # fewer iterations stop short of that
+        warnings.simplefilter("ignore")
+        _, early = kmeans2(points, centroids, iter=1, minit="matrix")
+    np.testing.assert_array_equal(kmeans_refine(features, start, max_iter=1), early.reshape(40, 30) + 1)
+
+
+def test_kmeans_refine_keeps_the_starts_clusters_where_they_are_already_stable() -> None:
+    features = _two_tone().astype(np.float64)
+    start = kmeans_labels(features, n_clusters=2)
+    np.testing.assert_array_equal(kmeans_refine(features, start * 5), start)  # any ids >= 1, numbered 1..n
+    single = kmeans_refine(features, np.ones(features.shape[:2], dtype=int))
+    np.testing.assert_array_equal(single, np.ones(features.shape[:2], dtype=np.int32))
+
+
+def test_kmeans_refine_checks_its_input() -> None:
+    features = _two_tone().astype(np.float64)
+    with pytest.raises(ValueError, match=r"^kmeans_refine: start must be \(12, 16\) clusters >= 1, got \(12, 15\)$"):
+        kmeans_refine(features, np.ones((12, 15), dtype=int))
+    with pytest.raises(ValueError, match=r"^kmeans_refine: start must be \(12, 16\) clusters >= 1, got \(12, 16\)$"):
+        kmeans_refine(features, np.zeros((12, 16), dtype=int))
+    features[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="^kmeans_refine: the features contain NaN or infinite values$"):
+        kmeans_refine(features, np.ones((12, 16), dtype=int))

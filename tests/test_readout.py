@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfseg.baselines import kmeans_labels, kmeans_refine
 from selfseg.readout import (
+    COLOUR_WEIGHT,
     cluster_maps,
     default_readout_clusters,
     first_argmax,
@@ -45,6 +47,25 @@ def test_kmeans_readout_separates_what_the_argmax_merged() -> None:
     assert clusters[:, :4].unique().numel() == 1 and clusters[:, 4:].unique().numel() == 1
     assert clusters[0, 0] != clusters[0, 7]
     torch.testing.assert_close(kmeans_readout(scores, image, n_clusters=2), one_hot)
+
+
+def test_kmeans_readout_starts_from_the_colour_clusters_and_ignores_tiny_changes_of_the_scores() -> None:
+    """Scores that differ by a rounding's worth (another seed's fit of the same regions, another CPU) give the same
+    clusters: the k-means starts from the colour's clusters, not from a draw."""
+    image = torch.from_numpy(_disc_image()).permute(2, 0, 1)[None].float()
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.randn(1, 8, *image.shape[2:], generator=generator)
+    nudged = scores + 1e-4 * torch.randn(scores.shape, generator=generator)
+    for k in (3, 4, 5):
+        clusters = kmeans_readout(scores, image, n_clusters=k).argmax(1)[0].numpy() + 1
+        np.testing.assert_array_equal(clusters, kmeans_readout(nudged, image, n_clusters=k).argmax(1)[0].numpy() + 1)
+        start = kmeans_labels(image[0].permute(1, 2, 0).numpy(), n_clusters=k)
+        features = np.concatenate(
+            [F.normalize(scores, dim=1)[0].permute(1, 2, 0).numpy(),
+             COLOUR_WEIGHT * ((image[0] - image[0].mean(dim=(1, 2), keepdim=True)) / image[0].std()).permute(1, 2, 0).numpy()],
+            axis=2,
+        )
+        np.testing.assert_array_equal(clusters, kmeans_refine(features, start))
 
 
 def test_default_readout_clusters() -> None:

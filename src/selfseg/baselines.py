@@ -15,7 +15,7 @@ import numpy as np
 from scipy.cluster.vq import kmeans2, vq
 from skimage.filters import threshold_otsu
 
-__all__ = ["kmeans_labels", "kmeans_maps", "otsu_labels"]
+__all__ = ["KMEANS_REFINE_ITER", "kmeans_labels", "kmeans_maps", "kmeans_refine", "otsu_labels"]
 
 
 def otsu_labels(image: np.ndarray) -> np.ndarray:
@@ -132,6 +132,48 @@ class _Palette:
             )
             centroids = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], centroids)
         return assignment[self.index]
+
+
+KMEANS_REFINE_ITER = 100
+"""Most Lloyd iterations of ``kmeans_refine``; it stops earlier once no point changes cluster."""
+
+
+def kmeans_refine(features: np.ndarray, start: np.ndarray, *, max_iter: int = KMEANS_REFINE_ITER) -> np.ndarray:
+    """k-means of (H, W, D) per-pixel features started from a clustering of the same pixels -> (H, W) int32
+    clusters 1..n, n at most the number of clusters in ``start``.
+
+    Args:
+        features: (H, W, D) finite features.
+        start: (H, W) integer clusters >= 1 (e.g. ``kmeans_labels`` of the pixel colours), the starting partition.
+        max_iter: most Lloyd iterations.
+
+    Notes:
+        Lloyd's iterations (Lloyd, IEEE Trans. Inf. Theory 1982) from the centroids of ``start``'s clusters in the
+        feature space, until no pixel changes cluster or ``max_iter``; a centroid that loses its pixels stays where
+        it was. There is no random draw: the result depends on the features and the start alone, and features that
+        differ a little land in the same local optimum as long as the start does not move. Sums run in a fixed
+        order (``np.bincount``), whatever the number of threads.
+
+    >>> features = np.array([[[0.0], [0.1], [0.9], [1.0]]])
+    >>> kmeans_refine(features, np.array([[1, 2, 2, 2]]))
+    array([[1, 1, 2, 2]], dtype=int32)
+    """
+    points = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    if start.shape != features.shape[:-1] or start.size == 0 or start.min() < 1:
+        raise ValueError(f"kmeans_refine: start must be {features.shape[:-1]} clusters >= 1, got {start.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("kmeans_refine: the features contain NaN or infinite values")
+    ids, assignment = np.unique(start.ravel(), return_inverse=True)
+    centroids = np.zeros((len(ids), points.shape[1]))
+    for _ in range(max_iter):
+        sizes = np.bincount(assignment, minlength=len(ids))
+        sums = np.stack([np.bincount(assignment, weights=column, minlength=len(ids)) for column in points.T], axis=1)
+        centroids = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], centroids)
+        moved, _ = vq(points, centroids, check_finite=False)
+        if np.array_equal(moved, assignment):
+            break
+        assignment = moved
+    return (assignment.reshape(start.shape) + 1).astype(np.int32)
 
 
 def _inertia(points: np.ndarray, centroids: np.ndarray, assignment: np.ndarray) -> float:

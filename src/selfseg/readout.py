@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfseg.baselines import kmeans_labels
+from selfseg.baselines import kmeans_labels, kmeans_refine
 from selfseg.checks import check_shape
 from selfseg.foreground import is_grey
 
@@ -71,18 +71,25 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int) -> Tensor:
     -> (1, n_clusters, h, w) one-hot cluster scores (for ``upsampled_argmax``).
 
     Each pixel is described by its L2-normalised score vector joined with its colour, standardised to
-    unit variance and weighted by ``COLOUR_WEIGHT``; ``baselines.kmeans_labels`` (the best of several
-    k-means++ starts, independent of the fit's seed) groups them into ``n_clusters``. The argmax of a
-    network that has merged regions of different brightness into one dominant cluster (lungs and body on
-    chest X-rays) cannot separate them again; its score vectors, with the colour, still do.
+    unit variance and weighted by ``COLOUR_WEIGHT``. The argmax of a network that has merged regions of
+    different brightness into one dominant cluster (lungs and body on chest X-rays) cannot separate them
+    again; its score vectors, with the colour, still do.
+
+    Notes:
+        The k-means starts from the colour's own clusters: ``baselines.kmeans_labels`` of the working image's
+        colours (no draw, independent of the fit), then ``baselines.kmeans_refine`` moves them in the joint
+        space of scores and colour. Started from k-means++ draws instead, even the best of several landed in
+        another local optimum when a seed or another CPU's rounding moved the scores a little, and the chosen
+        mask followed it (docs/experiments/colour-started-readout.md).
     """
     check_shape("scores", scores, (1, "K", "h", "w"))
     check_shape("image", image, (1, "C", scores.shape[2], scores.shape[3]))
     normed = F.normalize(scores.float(), dim=1)[0]
-    colour = image.float()[0]
-    colour = COLOUR_WEIGHT * (colour - colour.mean(dim=(1, 2), keepdim=True)) / colour.std().clamp_min(1e-6)
+    pixels = image.float()[0]
+    colour = COLOUR_WEIGHT * (pixels - pixels.mean(dim=(1, 2), keepdim=True)) / pixels.std().clamp_min(1e-6)
     features = torch.cat([normed, colour]).permute(1, 2, 0).cpu().numpy()
-    labels = torch.from_numpy(kmeans_labels(features, n_clusters=n_clusters)).long() - 1
+    start = kmeans_labels(pixels.permute(1, 2, 0).cpu().numpy(), n_clusters=n_clusters)
+    labels = torch.from_numpy(kmeans_refine(features, start)).long() - 1
     return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
 
 
