@@ -68,6 +68,18 @@ def test_kmeans_readout_starts_from_the_colour_clusters_and_ignores_tiny_changes
         np.testing.assert_array_equal(clusters, kmeans_refine(features, start))
 
 
+def test_kmeans_readout_of_a_grey_image_keeps_the_best_k_means_plus_plus_start() -> None:
+    image = torch.from_numpy(_disc_image()).permute(2, 0, 1)[None].float()[:, :1].repeat(1, 3, 1, 1)  # grey as RGB
+    scores = torch.randn(1, 8, *image.shape[2:], generator=torch.Generator().manual_seed(6))
+    features = np.concatenate(
+        [F.normalize(scores, dim=1)[0].permute(1, 2, 0).numpy(),
+         (COLOUR_WEIGHT * (image[0] - image[0].mean(dim=(1, 2), keepdim=True)) / image[0].std()).permute(1, 2, 0).numpy()],
+        axis=2,
+    )
+    clusters = kmeans_readout(scores, image, n_clusters=3).argmax(1)[0].numpy() + 1
+    np.testing.assert_array_equal(clusters, kmeans_labels(features, n_clusters=3))
+
+
 def test_default_readout_clusters() -> None:
     assert default_readout_clusters(_disc_image(), 3) == (3, 4, 5)
     assert default_readout_clusters(_disc_image().mean(axis=2), 3) == (3,)

@@ -76,11 +76,13 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int) -> Tensor:
     again; its score vectors, with the colour, still do.
 
     Notes:
-        The k-means starts from the colour's own clusters: ``baselines.kmeans_labels`` of the working image's
-        colours (no draw, independent of the fit), then ``baselines.kmeans_refine`` moves them in the joint
-        space of scores and colour. Started from k-means++ draws instead, even the best of several landed in
-        another local optimum when a seed or another CPU's rounding moved the scores a little, and the chosen
-        mask followed it (docs/experiments/colour-started-readout.md).
+        On a colour image the k-means starts from the colour's own clusters: ``baselines.kmeans_labels`` of the
+        working image's colours (no draw, independent of the fit), then ``baselines.kmeans_refine`` moves them in
+        the joint space of scores and colour. Started from k-means++ draws instead, even the best of several landed
+        in another local optimum when a seed or another CPU's rounding moved the scores a little, and the chosen
+        mask followed it. On a grey image (``foreground.is_grey``; one readout, no vote) the grey levels alone
+        are a poor start, which lost a chest X-ray's lungs, so the best of ``baselines.kmeans_labels``' k-means++
+        starts on the joint features is kept there (docs/experiments/colour-started-readout.md).
     """
     check_shape("scores", scores, (1, "K", "h", "w"))
     check_shape("image", image, (1, "C", scores.shape[2], scores.shape[3]))
@@ -88,8 +90,12 @@ def kmeans_readout(scores: Tensor, image: Tensor, *, n_clusters: int) -> Tensor:
     pixels = image.float()[0]
     colour = COLOUR_WEIGHT * (pixels - pixels.mean(dim=(1, 2), keepdim=True)) / pixels.std().clamp_min(1e-6)
     features = torch.cat([normed, colour]).permute(1, 2, 0).cpu().numpy()
-    start = kmeans_labels(pixels.permute(1, 2, 0).cpu().numpy(), n_clusters=n_clusters)
-    labels = torch.from_numpy(kmeans_refine(features, start)).long() - 1
+    colours = pixels.permute(1, 2, 0).cpu().numpy()
+    if is_grey(colours):
+        clusters = kmeans_labels(features, n_clusters=n_clusters)
+    else:
+        clusters = kmeans_refine(features, kmeans_labels(colours, n_clusters=n_clusters))
+    labels = torch.from_numpy(clusters).long() - 1
     return F.one_hot(labels, n_clusters).permute(2, 0, 1)[None].float().to(scores.device)
 
 
