@@ -72,9 +72,7 @@ def kmeans_maps(image: np.ndarray, counts: Sequence[int], *, starts: int = KMEAN
         levels) of up to 4 megapixels, whose sums are exact in double precision in any order; otherwise up to the
         sums' rounding.
     """
-    pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
-    if not np.isfinite(pixels).all():  # checked once here, not by scipy at each of the Lloyd iterations
-        raise ValueError("kmeans_labels: the features contain NaN or infinite values")
+    pixels = _finite_points(image, "kmeans_labels")
     sample = pixels[:: -(-len(pixels) // KMEANS_SAMPLE)]
     lloyd = functools.partial(kmeans2, check_finite=False)
     refine = None  # (K, D) centroids of the sample -> (N,) assignment of every pixel
@@ -125,12 +123,7 @@ class _Palette:
         mean (a centroid without pixels stays)."""
         for _ in range(iterations):
             assignment, _ = vq(self.colours, centroids, check_finite=False)
-            sizes = np.bincount(assignment, weights=self.counts, minlength=len(centroids))
-            sums = np.stack(
-                [np.bincount(assignment, weights=self.counts * column, minlength=len(centroids)) for column in self.colours.T],
-                axis=1,
-            )
-            centroids = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], centroids)
+            centroids = _moved_centroids(self.colours, assignment, centroids, weights=self.counts)
         return assignment[self.index]
 
 
@@ -158,22 +151,41 @@ def kmeans_refine(features: np.ndarray, start: np.ndarray, *, max_iter: int = KM
     >>> kmeans_refine(features, np.array([[1, 2, 2, 2]]))
     array([[1, 1, 2, 2]], dtype=int32)
     """
-    points = features.reshape(-1, features.shape[-1]).astype(np.float64)
     if start.shape != features.shape[:-1] or start.size == 0 or start.min() < 1:
         raise ValueError(f"kmeans_refine: start must be {features.shape[:-1]} clusters >= 1, got {start.shape}")
-    if not np.isfinite(points).all():
-        raise ValueError("kmeans_refine: the features contain NaN or infinite values")
+    points = _finite_points(features, "kmeans_refine")
     ids, assignment = np.unique(start.ravel(), return_inverse=True)
     centroids = np.zeros((len(ids), points.shape[1]))
     for _ in range(max_iter):
-        sizes = np.bincount(assignment, minlength=len(ids))
-        sums = np.stack([np.bincount(assignment, weights=column, minlength=len(ids)) for column in points.T], axis=1)
-        centroids = np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], centroids)
+        centroids = _moved_centroids(points, assignment, centroids)
         moved, _ = vq(points, centroids, check_finite=False)
         if np.array_equal(moved, assignment):
             break
         assignment = moved
     return (assignment.reshape(start.shape) + 1).astype(np.int32)
+
+
+def _finite_points(features: np.ndarray, caller: str) -> np.ndarray:
+    """(H, W, D) features as (H * W, D) float64 points; ValueError naming ``caller`` if any is NaN or infinite
+    (checked once here, not by scipy at each of the Lloyd iterations)."""
+    points = features.reshape(-1, features.shape[-1]).astype(np.float64)
+    if not np.isfinite(points).all():
+        raise ValueError(f"{caller}: the features contain NaN or infinite values")
+    return points
+
+
+def _moved_centroids(
+    points: np.ndarray, assignment: np.ndarray, centroids: np.ndarray, *, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Lloyd's update: each of the (K, D) ``centroids`` moved to the mean of its (N, D) ``points`` (weighted by the
+    (N,) ``weights``), summed by ``np.bincount`` in a fixed order; a centroid without points stays."""
+    sizes = np.bincount(assignment, weights=weights, minlength=len(centroids))
+    sums = np.stack(
+        [np.bincount(assignment, weights=column if weights is None else weights * column, minlength=len(centroids))
+         for column in points.T],
+        axis=1,
+    )
+    return np.where(sizes[:, None] > 0, sums / np.maximum(sizes, 1)[:, None], centroids)
 
 
 def _inertia(points: np.ndarray, centroids: np.ndarray, assignment: np.ndarray) -> float:
